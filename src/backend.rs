@@ -1,0 +1,145 @@
+//! The `Backend` trait: the seam between the model and the hardware.
+//!
+//! # Design
+//!
+//! The seam sits at the level of *ops* (embedding, matmul, RMSNorm, conv1d, selective
+//! scan, ...), not of kernels or of layers: each op is something every backend can do in
+//! one or a few launches, and the model in [`crate::model`] is written once against it.
+//!
+//! * **Buffers know their dtype and shape** ([`DeviceBuffer`]), so weights may live in
+//!   f16/bf16 while activations, state and accumulation stay f32.
+//! * **Nothing forces a synchronisation between ops.** Ops take device buffers and
+//!   return `()`; a GPU backend only *records* the work. [`Backend::flush`] submits what
+//!   was recorded; [`Backend::download`] is the one call that waits for results.
+//! * **Shapes are validated once, at the front door.** Users call the free functions in
+//!   [`crate::ops`], which check every shape and dtype and build a parameter struct from
+//!   [`crate::params`]. The trait methods receive that struct: they are the kernel
+//!   launches and may trust it (the structs cannot be built outside this crate).
+//! * **Outputs are `&mut`**, inputs `&`: the borrow checker rules out an op reading a
+//!   buffer it is writing, except where the op defines in-place semantics (a state that
+//!   is carried, a residual that is accumulated).
+
+use crate::error::Result;
+use crate::ops::{Elementwise, ScanInputs, StateIo, StepInputs};
+use crate::params::*;
+use crate::tensor::{DType, HostSlice, HostVec};
+
+/// A device buffer: an allocation plus its element type and logical shape.
+pub trait DeviceBuffer {
+    fn dtype(&self) -> DType;
+    fn shape(&self) -> &[usize];
+    /// Reinterprets the buffer with another shape of the same element count.
+    fn reshape(&mut self, shape: &[usize]) -> Result<()>;
+    /// Number of elements.
+    fn numel(&self) -> usize {
+        self.shape().iter().product()
+    }
+}
+
+/// A compute backend. See the module docs for the design.
+///
+/// The op methods are called by [`crate::ops`] after validation; prefer those functions.
+pub trait Backend {
+    type Buffer: DeviceBuffer;
+
+    /// Short name, e.g. `"cpu"`, `"wgpu"`, `"cuda"`.
+    fn name(&self) -> &'static str;
+
+    /// Does this backend accept `dtype` as weight storage (matmul / embedding tables)?
+    fn supports_weight_dtype(&self, dtype: DType) -> bool;
+
+    /// A zero-filled buffer.
+    fn zeros(&self, dtype: DType, shape: &[usize]) -> Result<Self::Buffer>;
+    /// Copies host data into a new device buffer of the given shape.
+    fn upload(&self, data: HostSlice<'_>, shape: &[usize]) -> Result<Self::Buffer>;
+    /// Waits for all queued work and copies a buffer back to the host.
+    fn download(&self, buf: &Self::Buffer) -> Result<HostVec>;
+    /// Submits all recorded work without waiting for it.
+    fn flush(&self) -> Result<()>;
+
+    /// `out[i, :] = table[ids[i], :]`, converted to f32.
+    fn embedding(
+        &self,
+        p: &EmbeddingParams,
+        ids: &Self::Buffer,
+        table: &Self::Buffer,
+        out: &mut Self::Buffer,
+    ) -> Result<()>;
+
+    /// `out = x · wᵀ (+ bias)`; x, out f32, w and bias in any float dtype.
+    fn matmul(
+        &self,
+        p: &MatmulParams,
+        x: &Self::Buffer,
+        w: &Self::Buffer,
+        bias: Option<&Self::Buffer>,
+        out: &mut Self::Buffer,
+    ) -> Result<()>;
+
+    /// RMSNorm; with a residual, first `residual += x`, then normalise the residual.
+    fn rms_norm(
+        &self,
+        p: &NormParams,
+        x: &Self::Buffer,
+        weight: &Self::Buffer,
+        residual: Option<&mut Self::Buffer>,
+        out: &mut Self::Buffer,
+    ) -> Result<()>;
+
+    /// Causal depthwise conv1d over a sequence, optionally with SiLU and a conv state.
+    #[allow(clippy::too_many_arguments)]
+    fn causal_conv1d(
+        &self,
+        p: &ConvParams,
+        x: &Self::Buffer,
+        weight: &Self::Buffer,
+        bias: Option<&Self::Buffer>,
+        state: Option<&mut Self::Buffer>,
+        out: &mut Self::Buffer,
+    ) -> Result<()>;
+
+    /// One step of the causal conv1d: shifts `x` into the conv state and convolves.
+    fn causal_conv1d_update(
+        &self,
+        p: &ConvParams,
+        x: &Self::Buffer,
+        weight: &Self::Buffer,
+        bias: Option<&Self::Buffer>,
+        state: &mut Self::Buffer,
+        out: &mut Self::Buffer,
+    ) -> Result<()>;
+
+    /// The selective scan (see [`crate::ops::selective_scan`]).
+    fn selective_scan(
+        &self,
+        p: &ScanParams,
+        inputs: &ScanInputs<'_, Self::Buffer>,
+        state: StateIo<'_, Self::Buffer>,
+        out: &mut Self::Buffer,
+    ) -> Result<()>;
+
+    /// One decode step of the selective state space (see [`crate::ops::selective_state_update`]).
+    fn selective_state_update(
+        &self,
+        p: &StepParams,
+        inputs: &StepInputs<'_, Self::Buffer>,
+        state: &mut Self::Buffer,
+        out: &mut Self::Buffer,
+    ) -> Result<()>;
+
+    /// Elementwise op on f32 buffers: `out = op(a[, b])`.
+    fn elementwise(
+        &self,
+        p: &ElementwiseParams,
+        op: Elementwise,
+        a: &Self::Buffer,
+        b: Option<&Self::Buffer>,
+        out: &mut Self::Buffer,
+    ) -> Result<()>;
+
+    /// Row-wise argmax of an f32 matrix into u32 indices.
+    fn argmax(&self, p: &ArgmaxParams, x: &Self::Buffer, out: &mut Self::Buffer) -> Result<()>;
+
+    /// Copies a range of 4-byte elements between buffers of the same dtype.
+    fn copy(&self, p: &CopyParams, src: &Self::Buffer, dst: &mut Self::Buffer) -> Result<()>;
+}

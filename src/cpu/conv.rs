@@ -1,0 +1,100 @@
+//! Causal depthwise conv1d, over a sequence and for one decode step.
+//! Mirrors `shaders/causal_conv1d.wgsl` and `kernels/causal_conv1d.cu`.
+
+use rayon::prelude::*;
+
+use crate::params::{ConvParams, STATE_CARRY, STATE_NONE};
+
+use super::scan::silu;
+
+/// `out[b,d,t] = act(bias[d] + Σ_k w[d,k]·x[b,d,t-(K-1)+k])`; inputs before t = 0 come
+/// from the conv state when carried, else are zero. The state, if kept, receives the
+/// last K-1 inputs of the extended sequence (state ++ x), oldest first.
+pub(crate) fn causal_conv1d(
+    p: &ConvParams,
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    state: Option<&mut [f32]>,
+    out: &mut [f32],
+) {
+    let (batch, dim, len, k) = (
+        p.batch as usize,
+        p.dim as usize,
+        p.len as usize,
+        p.width as usize,
+    );
+    let pre = k - 1;
+    let channel = |bd: usize, st: Option<&mut [f32]>| -> Vec<f32> {
+        let (b, d) = (bd / dim, bd % dim);
+        let base = b * p.x_sb as usize + d * p.x_sd as usize;
+        // The extended input: K-1 past values, then the sequence.
+        let mut ext = vec![0f32; pre + len];
+        if let (Some(s), STATE_CARRY) = (&st, p.state_mode) {
+            ext[..pre].copy_from_slice(s);
+        }
+        for t in 0..len {
+            ext[pre + t] = x[base + t * p.x_st as usize];
+        }
+        let wd = &w[d * k..(d + 1) * k];
+        let ys = (0..len)
+            .map(|t| {
+                let mut acc = bias.map_or(0.0, |b| b[d] as f64);
+                for (j, &wj) in wd.iter().enumerate() {
+                    acc += wj as f64 * ext[t + j] as f64;
+                }
+                (if p.silu != 0 { silu(acc) } else { acc }) as f32
+            })
+            .collect();
+        if let Some(s) = st {
+            s.copy_from_slice(&ext[len..]);
+        }
+        ys
+    };
+    let rows: Vec<Vec<f32>> = match state {
+        Some(st) if p.state_mode != STATE_NONE && pre > 0 => st
+            .par_chunks_mut(pre)
+            .enumerate()
+            .map(|(bd, s)| channel(bd, Some(s)))
+            .collect(),
+        _ => (0..batch * dim)
+            .into_par_iter()
+            .map(|bd| channel(bd, None))
+            .collect(),
+    };
+    for (bd, ys) in rows.iter().enumerate() {
+        let base = (bd / dim) * p.x_sb as usize + (bd % dim) * p.x_sd as usize;
+        for (t, &y) in ys.iter().enumerate() {
+            out[base + t * p.x_st as usize] = y;
+        }
+    }
+}
+
+/// One step: `window = state ++ [x]`, `out = act(bias + w·window)`, state ← window[1..].
+pub(crate) fn causal_conv1d_update(
+    p: &ConvParams,
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    state: &mut [f32],
+    out: &mut [f32],
+) {
+    let (dim, k) = (p.dim as usize, p.width as usize);
+    let pre = k - 1;
+    state
+        .par_chunks_mut(pre)
+        .zip(out.par_iter_mut())
+        .enumerate()
+        .for_each(|(bd, (s, o))| {
+            let d = bd % dim;
+            let wd = &w[d * k..(d + 1) * k];
+            let mut acc = bias.map_or(0.0, |b| b[d] as f64);
+            for j in 0..pre {
+                acc += wd[j] as f64 * s[j] as f64;
+            }
+            acc += wd[pre] as f64 * x[bd] as f64;
+            s.copy_within(1.., 0);
+            s[pre - 1] = x[bd];
+            *o = (if p.silu != 0 { silu(acc) } else { acc }) as f32;
+        });
+}

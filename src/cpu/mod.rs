@@ -1,0 +1,367 @@
+//! The CPU reference backend: plain loops, f64 where it buys accuracy. It is the ground
+//! truth the GPU backends are tested against, and a backend users can run (the loops
+//! are parallel over independent rows with rayon).
+//!
+//! Each op lives in a file named like its shader (`shaders/<op>.wgsl`) and CUDA kernel
+//! (`kernels/<op>.cu`), with the same loop structure where the hardware allows.
+
+mod conv;
+mod elementwise;
+mod linalg;
+mod norm;
+mod scan;
+
+use half::{bf16, f16};
+
+use crate::backend::{Backend, DeviceBuffer};
+use crate::error::{Error, Result};
+use crate::ops::{Elementwise, ScanInputs, StateIo, StepInputs};
+use crate::params::*;
+use crate::tensor::{DType, HostSlice, HostVec, numel};
+
+/// A host buffer: typed data plus a logical shape.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CpuBuffer {
+    shape: Vec<usize>,
+    data: HostVec,
+}
+
+impl CpuBuffer {
+    /// The data, typed.
+    pub fn data(&self) -> &HostVec {
+        &self.data
+    }
+
+    fn f32(&self) -> Result<&[f32]> {
+        match &self.data {
+            HostVec::F32(v) => Ok(v),
+            _ => Err(self.internal_dtype("f32")),
+        }
+    }
+
+    fn f32_mut(&mut self) -> Result<&mut [f32]> {
+        match &mut self.data {
+            HostVec::F32(v) => Ok(v),
+            other => Err(Error::DType {
+                op: "cpu",
+                tensor: "buffer",
+                got: other.dtype(),
+                expected: "f32",
+            }),
+        }
+    }
+
+    fn u32(&self) -> Result<&[u32]> {
+        match &self.data {
+            HostVec::U32(v) => Ok(v),
+            _ => Err(self.internal_dtype("u32")),
+        }
+    }
+
+    fn u32_mut(&mut self) -> Result<&mut [u32]> {
+        match &mut self.data {
+            HostVec::U32(v) => Ok(v),
+            other => Err(Error::DType {
+                op: "cpu",
+                tensor: "buffer",
+                got: other.dtype(),
+                expected: "u32",
+            }),
+        }
+    }
+
+    /// A float buffer (weights) seen through a converting accessor.
+    fn floats(&self) -> Result<Floats<'_>> {
+        match &self.data {
+            HostVec::F32(v) => Ok(Floats::F32(v)),
+            HostVec::F16(v) => Ok(Floats::F16(v)),
+            HostVec::BF16(v) => Ok(Floats::BF16(v)),
+            HostVec::U32(_) => Err(self.internal_dtype("a float type")),
+        }
+    }
+
+    // Unreachable after `ops` validation; an error rather than a panic all the same.
+    fn internal_dtype(&self, expected: &'static str) -> Error {
+        Error::DType {
+            op: "cpu",
+            tensor: "buffer",
+            got: self.data.dtype(),
+            expected,
+        }
+    }
+}
+
+impl DeviceBuffer for CpuBuffer {
+    fn dtype(&self) -> DType {
+        self.data.dtype()
+    }
+
+    fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+
+    fn reshape(&mut self, shape: &[usize]) -> Result<()> {
+        if numel(shape) != numel(&self.shape) {
+            return Err(Error::Shape {
+                op: "reshape",
+                tensor: "buffer",
+                got: self.shape.clone(),
+                expected: format!("{} elements for {shape:?}", numel(shape)),
+            });
+        }
+        self.shape = shape.to_vec();
+        Ok(())
+    }
+}
+
+/// Weight data in any float dtype, read as f32.
+#[derive(Clone, Copy)]
+pub(crate) enum Floats<'a> {
+    F32(&'a [f32]),
+    F16(&'a [f16]),
+    BF16(&'a [bf16]),
+}
+
+impl Floats<'_> {
+    #[inline]
+    pub(crate) fn get(&self, i: usize) -> f32 {
+        match self {
+            Floats::F32(v) => v[i],
+            Floats::F16(v) => v[i].to_f32(),
+            Floats::BF16(v) => v[i].to_f32(),
+        }
+    }
+
+    /// Converts `range` to f32 into `dst` (same length).
+    #[inline]
+    pub(crate) fn read_into(&self, start: usize, dst: &mut [f32]) {
+        let end = start + dst.len();
+        match self {
+            Floats::F32(v) => dst.copy_from_slice(&v[start..end]),
+            Floats::F16(v) => {
+                for (d, s) in dst.iter_mut().zip(&v[start..end]) {
+                    *d = s.to_f32();
+                }
+            }
+            Floats::BF16(v) => {
+                for (d, s) in dst.iter_mut().zip(&v[start..end]) {
+                    *d = s.to_f32();
+                }
+            }
+        }
+    }
+}
+
+/// The CPU backend. Ops run eagerly; `flush` has nothing to do.
+#[derive(Debug, Clone, Default)]
+pub struct CpuBackend;
+
+impl CpuBackend {
+    pub fn new() -> Self {
+        CpuBackend
+    }
+}
+
+fn opt_f32(b: Option<&CpuBuffer>) -> Result<Option<&[f32]>> {
+    b.map(CpuBuffer::f32).transpose()
+}
+
+impl Backend for CpuBackend {
+    type Buffer = CpuBuffer;
+
+    fn name(&self) -> &'static str {
+        "cpu"
+    }
+
+    fn supports_weight_dtype(&self, dtype: DType) -> bool {
+        dtype.is_float()
+    }
+
+    fn zeros(&self, dtype: DType, shape: &[usize]) -> Result<CpuBuffer> {
+        let n = numel(shape);
+        let data = match dtype {
+            DType::F32 => HostVec::F32(vec![0.0; n]),
+            DType::F16 => HostVec::F16(vec![f16::ZERO; n]),
+            DType::BF16 => HostVec::BF16(vec![bf16::ZERO; n]),
+            DType::U32 => HostVec::U32(vec![0; n]),
+        };
+        Ok(CpuBuffer {
+            shape: shape.to_vec(),
+            data,
+        })
+    }
+
+    fn upload(&self, data: HostSlice<'_>, shape: &[usize]) -> Result<CpuBuffer> {
+        if data.len() != numel(shape) {
+            return Err(Error::UploadLen {
+                len: data.len(),
+                shape: shape.to_vec(),
+                expected: numel(shape),
+            });
+        }
+        let data = match data {
+            HostSlice::F32(s) => HostVec::F32(s.to_vec()),
+            HostSlice::F16(s) => HostVec::F16(s.to_vec()),
+            HostSlice::BF16(s) => HostVec::BF16(s.to_vec()),
+            HostSlice::U32(s) => HostVec::U32(s.to_vec()),
+        };
+        Ok(CpuBuffer {
+            shape: shape.to_vec(),
+            data,
+        })
+    }
+
+    fn download(&self, buf: &CpuBuffer) -> Result<HostVec> {
+        Ok(buf.data.clone())
+    }
+
+    fn flush(&self) -> Result<()> {
+        Ok(())
+    }
+
+    fn embedding(
+        &self,
+        p: &EmbeddingParams,
+        ids: &CpuBuffer,
+        table: &CpuBuffer,
+        out: &mut CpuBuffer,
+    ) -> Result<()> {
+        linalg::embedding(p, ids.u32()?, table.floats()?, out.f32_mut()?)
+    }
+
+    fn matmul(
+        &self,
+        p: &MatmulParams,
+        x: &CpuBuffer,
+        w: &CpuBuffer,
+        bias: Option<&CpuBuffer>,
+        out: &mut CpuBuffer,
+    ) -> Result<()> {
+        let bias = bias.map(CpuBuffer::floats).transpose()?;
+        linalg::matmul(p, x.f32()?, w.floats()?, bias, out.f32_mut()?);
+        Ok(())
+    }
+
+    fn rms_norm(
+        &self,
+        p: &NormParams,
+        x: &CpuBuffer,
+        weight: &CpuBuffer,
+        residual: Option<&mut CpuBuffer>,
+        out: &mut CpuBuffer,
+    ) -> Result<()> {
+        let residual = residual.map(CpuBuffer::f32_mut).transpose()?;
+        norm::rms_norm(p, x.f32()?, weight.floats()?, residual, out.f32_mut()?);
+        Ok(())
+    }
+
+    fn causal_conv1d(
+        &self,
+        p: &ConvParams,
+        x: &CpuBuffer,
+        weight: &CpuBuffer,
+        bias: Option<&CpuBuffer>,
+        state: Option<&mut CpuBuffer>,
+        out: &mut CpuBuffer,
+    ) -> Result<()> {
+        let state = state.map(CpuBuffer::f32_mut).transpose()?;
+        conv::causal_conv1d(
+            p,
+            x.f32()?,
+            weight.f32()?,
+            opt_f32(bias)?,
+            state,
+            out.f32_mut()?,
+        );
+        Ok(())
+    }
+
+    fn causal_conv1d_update(
+        &self,
+        p: &ConvParams,
+        x: &CpuBuffer,
+        weight: &CpuBuffer,
+        bias: Option<&CpuBuffer>,
+        state: &mut CpuBuffer,
+        out: &mut CpuBuffer,
+    ) -> Result<()> {
+        conv::causal_conv1d_update(
+            p,
+            x.f32()?,
+            weight.f32()?,
+            opt_f32(bias)?,
+            state.f32_mut()?,
+            out.f32_mut()?,
+        );
+        Ok(())
+    }
+
+    fn selective_scan(
+        &self,
+        p: &ScanParams,
+        i: &ScanInputs<'_, CpuBuffer>,
+        mut state: StateIo<'_, CpuBuffer>,
+        out: &mut CpuBuffer,
+    ) -> Result<()> {
+        let inputs = scan::ScanSlices {
+            u: i.u.f32()?,
+            delta: i.delta.f32()?,
+            a: i.a.f32()?,
+            b: i.b.f32()?,
+            c: i.c.f32()?,
+            d: opt_f32(i.d)?,
+            z: opt_f32(i.z)?,
+            delta_bias: opt_f32(i.delta_bias)?,
+        };
+        let state = state.buffer().map(CpuBuffer::f32_mut).transpose()?;
+        scan::selective_scan(p, &inputs, state, out.f32_mut()?);
+        Ok(())
+    }
+
+    fn selective_state_update(
+        &self,
+        p: &StepParams,
+        i: &StepInputs<'_, CpuBuffer>,
+        state: &mut CpuBuffer,
+        out: &mut CpuBuffer,
+    ) -> Result<()> {
+        let inputs = scan::StepSlices {
+            x: i.x.f32()?,
+            dt: i.dt.f32()?,
+            a: i.a.f32()?,
+            b: i.b.f32()?,
+            c: i.c.f32()?,
+            d: opt_f32(i.d)?,
+            z: opt_f32(i.z)?,
+            dt_bias: opt_f32(i.dt_bias)?,
+        };
+        scan::selective_state_update(p, &inputs, state.f32_mut()?, out.f32_mut()?);
+        Ok(())
+    }
+
+    fn elementwise(
+        &self,
+        _p: &ElementwiseParams,
+        op: Elementwise,
+        a: &CpuBuffer,
+        b: Option<&CpuBuffer>,
+        out: &mut CpuBuffer,
+    ) -> Result<()> {
+        elementwise::elementwise(op, a.f32()?, opt_f32(b)?, out.f32_mut()?);
+        Ok(())
+    }
+
+    fn argmax(&self, p: &ArgmaxParams, x: &CpuBuffer, out: &mut CpuBuffer) -> Result<()> {
+        linalg::argmax(p, x.f32()?, out.u32_mut()?);
+        Ok(())
+    }
+
+    fn copy(&self, p: &CopyParams, src: &CpuBuffer, dst: &mut CpuBuffer) -> Result<()> {
+        let (s, d, n) = (p.src_offset as usize, p.dst_offset as usize, p.len as usize);
+        match src.dtype() {
+            DType::U32 => dst.u32_mut()?[d..d + n].copy_from_slice(&src.u32()?[s..s + n]),
+            _ => dst.f32_mut()?[d..d + n].copy_from_slice(&src.f32()?[s..s + n]),
+        }
+        Ok(())
+    }
+}

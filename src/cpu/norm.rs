@@ -1,0 +1,43 @@
+//! RMSNorm with an optional fused residual add. Mirrors `shaders/rms_norm.wgsl`.
+
+use rayon::prelude::*;
+
+use super::Floats;
+use crate::params::NormParams;
+
+/// Per row: `r = residual + x` (stored back) or `r = x`; `out = r / sqrt(mean(r²) + eps) · w`.
+/// The mean of squares is accumulated in f64.
+pub(crate) fn rms_norm(
+    p: &NormParams,
+    x: &[f32],
+    w: Floats<'_>,
+    residual: Option<&mut [f32]>,
+    out: &mut [f32],
+) {
+    let dim = p.dim as usize;
+    let mut wf = vec![0f32; dim];
+    w.read_into(0, &mut wf);
+    let norm_row = |r: &[f32], o: &mut [f32]| {
+        let ms = r.iter().map(|&v| v as f64 * v as f64).sum::<f64>() / dim as f64;
+        let inv = 1.0 / (ms + p.eps as f64).sqrt();
+        for ((o, &v), &g) in o.iter_mut().zip(r).zip(&wf) {
+            *o = (v as f64 * inv) as f32 * g;
+        }
+    };
+    match residual {
+        Some(res) => res
+            .par_chunks_mut(dim)
+            .zip(x.par_chunks(dim))
+            .zip(out.par_chunks_mut(dim))
+            .for_each(|((r, xr), o)| {
+                for (rv, &xv) in r.iter_mut().zip(xr) {
+                    *rv += xv;
+                }
+                norm_row(r, o);
+            }),
+        None => x
+            .par_chunks(dim)
+            .zip(out.par_chunks_mut(dim))
+            .for_each(|(xr, o)| norm_row(xr, o)),
+    }
+}

@@ -1,0 +1,1 @@
+//! The CUDA backend (CUDA C in `kernels/`, compiled by NVRTC).

@@ -1,0 +1,1 @@
+//! Whole Mamba language models on any backend.

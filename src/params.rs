@@ -1,0 +1,172 @@
+//! Validated op parameters, shared with the GPU kernels.
+//!
+//! Each struct here is built only by the op's front door in [`crate::ops`] (they are
+//! `#[non_exhaustive]`, so code outside the crate can read but not forge them), which
+//! means a backend receiving one may trust every field. They are `#[repr(C)]` + `Pod`
+//! and consist of `u32`/`f32` only, so the same bytes are a WGSL uniform and a CUDA
+//! kernel argument.
+//!
+//! Keep in sync with `shaders/<op>.wgsl` and `kernels/<op>.cu` (each names its struct).
+
+use bytemuck::{Pod, Zeroable};
+
+/// How a scan treats its state buffer. Mirrored as `state_mode` in the kernels.
+pub const STATE_NONE: u32 = 0;
+/// Start from zero, write the final state.
+pub const STATE_FINAL: u32 = 1;
+/// Read the initial state from the buffer, overwrite it with the final state.
+pub const STATE_CARRY: u32 = 2;
+
+/// Selective scan. Keep in sync with `shaders/selective_scan.wgsl`, `kernels/selective_scan.cu`.
+///
+/// Element strides describe where `u[b, d, t]` lives for u, delta, z and out (they share
+/// one layout), and where `B[b, g, n, t]` / `C[b, g, n, t]` live; time-invariant B/C are
+/// the special case `g = d` (`groups = dim`) with zero batch and time strides.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Pod, Zeroable)]
+#[non_exhaustive]
+pub struct ScanParams {
+    pub batch: u32,
+    pub dim: u32,
+    pub len: u32,
+    pub dstate: u32,
+    /// Strides of u / delta / z / out: batch, channel, time.
+    pub x_sb: u32,
+    pub x_sd: u32,
+    pub x_st: u32,
+    /// Strides of B: batch, group, state, time; and channels per group.
+    pub b_sb: u32,
+    pub b_sg: u32,
+    pub b_sn: u32,
+    pub b_st: u32,
+    pub b_group_dim: u32,
+    /// Strides of C, as for B.
+    pub c_sb: u32,
+    pub c_sg: u32,
+    pub c_sn: u32,
+    pub c_st: u32,
+    pub c_group_dim: u32,
+    /// 1 if D / z / delta_bias are given, 1 if softplus is applied to delta.
+    pub has_d: u32,
+    pub has_z: u32,
+    pub has_delta_bias: u32,
+    pub delta_softplus: u32,
+    /// One of [`STATE_NONE`], [`STATE_FINAL`], [`STATE_CARRY`].
+    pub state_mode: u32,
+    pub _pad0: u32,
+    pub _pad1: u32,
+}
+
+/// Single-step state update (decode). Keep in sync with `shaders/selective_state_update.wgsl`.
+///
+/// state (batch, dim, dstate), x / dt / z / out (batch, dim), B / C (batch, groups, dstate).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Pod, Zeroable)]
+#[non_exhaustive]
+pub struct StepParams {
+    pub batch: u32,
+    pub dim: u32,
+    pub dstate: u32,
+    pub group_dim: u32,
+    pub groups: u32,
+    pub has_d: u32,
+    pub has_z: u32,
+    pub has_dt_bias: u32,
+    pub dt_softplus: u32,
+    pub _pad0: u32,
+    pub _pad1: u32,
+    pub _pad2: u32,
+}
+
+/// Causal depthwise conv1d over a sequence. Keep in sync with `shaders/causal_conv1d.wgsl`.
+///
+/// x / out element `[b, d, t]` at `b*x_sb + d*x_sd + t*x_st`; weight (dim, width);
+/// conv_state (batch, dim, width-1) holds the last width-1 inputs, oldest first.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Pod, Zeroable)]
+#[non_exhaustive]
+pub struct ConvParams {
+    pub batch: u32,
+    pub dim: u32,
+    pub len: u32,
+    pub width: u32,
+    pub x_sb: u32,
+    pub x_sd: u32,
+    pub x_st: u32,
+    pub has_bias: u32,
+    pub silu: u32,
+    /// One of [`STATE_NONE`], [`STATE_FINAL`], [`STATE_CARRY`].
+    pub state_mode: u32,
+    pub _pad0: u32,
+    pub _pad1: u32,
+}
+
+/// `out[m, n] = Σ_k x[m, k] · w[n, k] (+ bias[n])`. Keep in sync with `shaders/matmul.wgsl`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Pod, Zeroable)]
+#[non_exhaustive]
+pub struct MatmulParams {
+    pub m: u32,
+    pub n: u32,
+    pub k: u32,
+    pub has_bias: u32,
+}
+
+/// RMSNorm over the last dim, optionally adding `x` into a residual first.
+/// Keep in sync with `shaders/rms_norm.wgsl`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Pod, Zeroable)]
+#[non_exhaustive]
+pub struct NormParams {
+    pub rows: u32,
+    pub dim: u32,
+    pub eps: f32,
+    pub has_residual: u32,
+}
+
+/// Row gather: `out[i, :] = table[ids[i], :]`. Keep in sync with `shaders/embedding.wgsl`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Pod, Zeroable)]
+#[non_exhaustive]
+pub struct EmbeddingParams {
+    pub count: u32,
+    pub rows: u32,
+    pub dim: u32,
+    pub _pad0: u32,
+}
+
+/// Elementwise ops over `len` elements. Keep in sync with `shaders/elementwise.wgsl`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Pod, Zeroable)]
+#[non_exhaustive]
+pub struct ElementwiseParams {
+    pub len: u32,
+    /// See [`crate::ops::Elementwise`] for the codes.
+    pub op: u32,
+    pub _pad0: u32,
+    pub _pad1: u32,
+}
+
+/// Row-wise argmax: `out[r] = argmax_j x[r, j]` (first index on ties).
+/// Keep in sync with `shaders/argmax.wgsl`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Pod, Zeroable)]
+#[non_exhaustive]
+pub struct ArgmaxParams {
+    pub rows: u32,
+    pub cols: u32,
+    pub _pad0: u32,
+    pub _pad1: u32,
+}
+
+/// Copy of `len` elements from `src[src_offset..]` to `dst[dst_offset..]`.
+/// Keep in sync with `shaders/copy.wgsl`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Pod, Zeroable)]
+#[non_exhaustive]
+pub struct CopyParams {
+    pub len: u32,
+    pub src_offset: u32,
+    pub dst_offset: u32,
+    pub _pad0: u32,
+}

@@ -1,0 +1,158 @@
+//! Element types, shapes and host-side tensors.
+//!
+//! Device buffers of every backend carry a [`DType`] and a shape, so weights can live in
+//! f16/bf16 while activations, state and accumulation stay f32.
+
+use half::{bf16, f16};
+
+/// Element type of a buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DType {
+    F32,
+    F16,
+    BF16,
+    /// Token ids and indices.
+    U32,
+}
+
+impl DType {
+    /// Size of one element in bytes.
+    pub fn size(self) -> usize {
+        match self {
+            DType::F32 | DType::U32 => 4,
+            DType::F16 | DType::BF16 => 2,
+        }
+    }
+
+    /// Is this a floating-point type (usable for weights)?
+    pub fn is_float(self) -> bool {
+        !matches!(self, DType::U32)
+    }
+}
+
+/// Number of elements of a shape.
+pub fn numel(shape: &[usize]) -> usize {
+    shape.iter().product()
+}
+
+/// Borrowed host data to upload, typed.
+#[derive(Debug, Clone, Copy)]
+pub enum HostSlice<'a> {
+    F32(&'a [f32]),
+    F16(&'a [f16]),
+    BF16(&'a [bf16]),
+    U32(&'a [u32]),
+}
+
+impl HostSlice<'_> {
+    pub fn dtype(&self) -> DType {
+        match self {
+            HostSlice::F32(_) => DType::F32,
+            HostSlice::F16(_) => DType::F16,
+            HostSlice::BF16(_) => DType::BF16,
+            HostSlice::U32(_) => DType::U32,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        match self {
+            HostSlice::F32(s) => s.len(),
+            HostSlice::F16(s) => s.len(),
+            HostSlice::BF16(s) => s.len(),
+            HostSlice::U32(s) => s.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The raw bytes, little-endian as on every supported target.
+    pub fn as_bytes(&self) -> &[u8] {
+        match self {
+            HostSlice::F32(s) => bytemuck::cast_slice(s),
+            HostSlice::F16(s) => bytemuck::cast_slice(s),
+            HostSlice::BF16(s) => bytemuck::cast_slice(s),
+            HostSlice::U32(s) => bytemuck::cast_slice(s),
+        }
+    }
+}
+
+impl<'a> From<&'a [f32]> for HostSlice<'a> {
+    fn from(s: &'a [f32]) -> Self {
+        HostSlice::F32(s)
+    }
+}
+impl<'a> From<&'a [u32]> for HostSlice<'a> {
+    fn from(s: &'a [u32]) -> Self {
+        HostSlice::U32(s)
+    }
+}
+impl<'a> From<&'a [f16]> for HostSlice<'a> {
+    fn from(s: &'a [f16]) -> Self {
+        HostSlice::F16(s)
+    }
+}
+impl<'a> From<&'a [bf16]> for HostSlice<'a> {
+    fn from(s: &'a [bf16]) -> Self {
+        HostSlice::BF16(s)
+    }
+}
+impl<'a> From<&'a Vec<f32>> for HostSlice<'a> {
+    fn from(s: &'a Vec<f32>) -> Self {
+        HostSlice::F32(s)
+    }
+}
+impl<'a> From<&'a Vec<u32>> for HostSlice<'a> {
+    fn from(s: &'a Vec<u32>) -> Self {
+        HostSlice::U32(s)
+    }
+}
+
+/// Owned host data, as returned by `download`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum HostVec {
+    F32(Vec<f32>),
+    F16(Vec<f16>),
+    BF16(Vec<bf16>),
+    U32(Vec<u32>),
+}
+
+impl HostVec {
+    pub fn dtype(&self) -> DType {
+        self.as_slice().dtype()
+    }
+
+    pub fn as_slice(&self) -> HostSlice<'_> {
+        match self {
+            HostVec::F32(v) => HostSlice::F32(v),
+            HostVec::F16(v) => HostSlice::F16(v),
+            HostVec::BF16(v) => HostSlice::BF16(v),
+            HostVec::U32(v) => HostSlice::U32(v),
+        }
+    }
+
+    /// Converts float data to f32 (ids are converted numerically).
+    pub fn to_f32(&self) -> Vec<f32> {
+        match self {
+            HostVec::F32(v) => v.clone(),
+            HostVec::F16(v) => v.iter().map(|x| x.to_f32()).collect(),
+            HostVec::BF16(v) => v.iter().map(|x| x.to_f32()).collect(),
+            HostVec::U32(v) => v.iter().map(|&x| x as f32).collect(),
+        }
+    }
+
+    /// Decodes raw little-endian bytes of the given dtype.
+    pub fn from_bytes(dtype: DType, bytes: &[u8]) -> HostVec {
+        fn cast<T: bytemuck::Pod>(bytes: &[u8]) -> Vec<T> {
+            // pod_collect_to_vec copies, so unaligned input is fine.
+            bytemuck::pod_collect_to_vec(bytes)
+        }
+        match dtype {
+            DType::F32 => HostVec::F32(cast(bytes)),
+            DType::F16 => HostVec::F16(cast(bytes)),
+            DType::BF16 => HostVec::BF16(cast(bytes)),
+            DType::U32 => HostVec::U32(cast(bytes)),
+        }
+    }
+}
