@@ -81,4 +81,111 @@ pub enum Error {
     /// A GPU API reported a failure.
     #[error("{backend} device error: {why}")]
     Device { backend: &'static str, why: String },
+
+    /// A file of a model (config, checkpoint, index, tokenizer) cannot be read.
+    #[error("{file}: cannot read: {source}")]
+    Io {
+        file: String,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// config.json is not valid JSON (or not a JSON object).
+    #[error("{file}: invalid JSON: {why}")]
+    ConfigJson { file: String, why: String },
+
+    /// A required config key is absent.
+    #[error("{file}: missing config key `{key}`")]
+    ConfigMissing { file: String, key: &'static str },
+
+    /// A config key has a value of the wrong type or out of range.
+    #[error("{file}: config key `{key}` is invalid: {why}")]
+    ConfigValue {
+        file: String,
+        key: &'static str,
+        why: String,
+    },
+
+    /// Two config keys contradict each other.
+    #[error("{file}: config key `{key}` is inconsistent with `{other}`: {why}")]
+    ConfigInconsistent {
+        file: String,
+        key: &'static str,
+        other: &'static str,
+        why: String,
+    },
+
+    /// The config describes a model variant this crate does not implement.
+    #[error("{file}: unsupported model: config key `{key}`: {why}")]
+    ConfigUnsupported {
+        file: String,
+        key: &'static str,
+        why: String,
+    },
+
+    /// A checkpoint file ends before the data its header announces.
+    #[error("{file}: truncated safetensors file: {why}")]
+    CheckpointTruncated { file: String, why: String },
+
+    /// A checkpoint file is not a valid safetensors file (or sharded index).
+    #[error("{file}: corrupt checkpoint: {why}")]
+    CheckpointCorrupt { file: String, why: String },
+
+    /// A tensor the model needs is not in the checkpoint.
+    #[error("{file}: missing tensor `{tensor}`")]
+    MissingTensor { file: String, tensor: String },
+
+    /// The checkpoint holds a tensor the model does not use.
+    #[error("{file}: unexpected tensor `{tensor}` (not part of this model)")]
+    UnexpectedTensor { file: String, tensor: String },
+
+    /// A checkpoint tensor has the wrong shape for the config.
+    #[error("{file}: tensor `{tensor}` has shape {got:?}, expected {expected:?}")]
+    TensorShape {
+        file: String,
+        tensor: String,
+        got: Vec<usize>,
+        expected: Vec<usize>,
+    },
+
+    /// A checkpoint tensor has an element type that cannot be loaded.
+    #[error("{file}: tensor `{tensor}` has dtype {got}, expected F32, F16 or BF16")]
+    TensorDType {
+        file: String,
+        tensor: String,
+        got: String,
+    },
+
+    /// A weight storage dtype the backend does not support was requested.
+    #[error("backend `{backend}` cannot store weights as {dtype:?}")]
+    WeightDTypeUnsupported { backend: &'static str, dtype: DType },
+
+    /// A token id is not below the vocabulary size.
+    #[error("token id {id} at position {position} of sequence {sequence} is out of range (vocabulary has {vocab} tokens)")]
+    TokenId {
+        id: u64,
+        sequence: usize,
+        position: usize,
+        vocab: usize,
+    },
+
+    /// A prompt with no tokens was given (the model needs at least one).
+    #[error("prompt {sequence} is empty")]
+    EmptyPrompt { sequence: usize },
+
+    /// A tokenizer file cannot be loaded or used.
+    #[error("{file}: tokenizer error: {why}")]
+    Tokenizer { file: String, why: String },
+
+    /// A saved state does not fit this model or batch.
+    #[error("state mismatch: {what} is {got:?}, expected {expected:?}")]
+    StateMismatch {
+        what: &'static str,
+        got: Vec<usize>,
+        expected: Vec<usize>,
+    },
+
+    /// A sampling parameter is out of range.
+    #[error("sampling parameter `{param}` is invalid: {why}")]
+    Sampling { param: &'static str, why: String },
 }

@@ -1,0 +1,528 @@
+//! `MambaModel`: a Mamba language model on any [`Backend`].
+//!
+//! The forward pass equals Hugging Face's `MambaForCausalLM`:
+//!
+//! ```text
+//! h = embedding(ids)
+//! for each layer:  h = h + mixer(rmsnorm(h))          (residual in f32)
+//! logits = lm_head(rmsnorm_f(h))[last position]
+//! mixer(u): x, z = in_proj(u);  x = silu(conv1d(x));  dt, B, C = x_proj(x)
+//!           y = scan(x, Δ = softplus(dt_proj(dt)), A, B, C, D) · silu(z);  out_proj(y)
+//! ```
+//!
+//! The residual add is fused into the next norm (`ops::rms_norm` with a residual does
+//! `residual += x; out = norm(residual)`). A prompt is prefilled in one pass through
+//! the scan (token-major, as the matmuls produce it) and the conv and ssm states are
+//! carried, so a prefill can continue on top of an existing state; decoding then runs
+//! token by token with `causal_conv1d_update` + `selective_state_update` in the
+//! preallocated buffers of the [`State`].
+
+use super::config::MambaConfig;
+use super::state::{Dims, State, copy_slot};
+use super::weights::{LayerWeights, LoadOptions, Shard, Weights, load_weights};
+use crate::backend::Backend;
+use crate::error::{Error, Result};
+use crate::ops::{self, Layout, ScanInputs, StateIo, StepInputs};
+use crate::tensor::{DType, HostSlice};
+
+/// A Mamba language model whose weights live on backend `B`.
+pub struct MambaModel<B: Backend> {
+    be: B,
+    cfg: MambaConfig,
+    w: Weights<B>,
+    prefill_chunk: Option<usize>,
+}
+
+/// Buffers of a prefill over `(batch, L)` tokens.
+struct SeqBufs<B: Backend> {
+    hidden: B::Buffer,
+    residual: B::Buffer,
+    normed: B::Buffer,
+    x: B::Buffer,
+    z: B::Buffer,
+    xc: B::Buffer,
+    dt: B::Buffer,
+    y: B::Buffer,
+    dt_low: B::Buffer,
+    bm: B::Buffer,
+    cm: B::Buffer,
+}
+
+impl<B: Backend> MambaModel<B> {
+    /// Loads `dir/config.json` and `dir/model.safetensors` (or the shards of
+    /// `dir/model.safetensors.index.json`), memory-mapped, onto `be`.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn load(be: B, dir: impl AsRef<std::path::Path>, opts: &LoadOptions) -> Result<Self> {
+        let dir = dir.as_ref();
+        let cfg = MambaConfig::from_file(&dir.join("config.json"))?;
+        let w = super::weights::with_mapped_dir(dir, |label, shards| {
+            load_weights(&be, &cfg, label, shards, opts)
+        })?;
+        Ok(Self::from_parts(be, cfg, w))
+    }
+
+    /// Loads from in-memory config JSON and safetensors blobs (one, or several shards).
+    pub fn from_bytes(
+        be: B,
+        config_json: &[u8],
+        safetensors: &[&[u8]],
+        opts: &LoadOptions,
+    ) -> Result<Self> {
+        let cfg = MambaConfig::from_json_bytes(config_json, "config.json")?;
+        let shards: Vec<Shard<'_>> = safetensors
+            .iter()
+            .enumerate()
+            .map(|(i, b)| Shard {
+                file: if safetensors.len() == 1 {
+                    "model.safetensors".into()
+                } else {
+                    format!("shard {i}")
+                },
+                bytes: b,
+            })
+            .collect();
+        let w = load_weights(&be, &cfg, "model.safetensors", &shards, opts)?;
+        Ok(Self::from_parts(be, cfg, w))
+    }
+
+    /// A model from a config and weights already on the device.
+    pub fn from_parts(be: B, cfg: MambaConfig, w: Weights<B>) -> Self {
+        MambaModel {
+            be,
+            cfg,
+            w,
+            prefill_chunk: None,
+        }
+    }
+
+    pub fn backend(&self) -> &B {
+        &self.be
+    }
+
+    pub fn config(&self) -> &MambaConfig {
+        &self.cfg
+    }
+
+    pub fn weights(&self) -> &Weights<B> {
+        &self.w
+    }
+
+    /// The storage dtype of the matmul weights.
+    pub fn weight_dtype(&self) -> DType {
+        self.w.dtype
+    }
+
+    /// Splits prefills longer than `chunk` tokens into chunks carried through the state
+    /// (bounds activation memory; the result is the same up to rounding). `None`, the
+    /// default, prefills a prompt in one pass.
+    pub fn set_prefill_chunk(&mut self, chunk: Option<usize>) {
+        self.prefill_chunk = chunk.filter(|&c| c > 0);
+    }
+
+    fn dims(&self) -> Dims {
+        let c = &self.cfg;
+        Dims {
+            layers: c.num_layers,
+            d: c.hidden_size,
+            e: c.intermediate_size,
+            n: c.state_size,
+            k: c.conv_kernel,
+            r: c.dt_rank,
+            v: c.vocab_size,
+        }
+    }
+
+    /// A zero state for `batch` sequences, with its decode buffers.
+    pub fn new_state(&self, batch: usize) -> Result<State<B>> {
+        State::new(&self.be, self.dims(), batch)
+    }
+
+    /// Checks that every prompt is non-empty and every id is below the vocabulary size.
+    pub fn check_ids(&self, prompts: &[&[u32]]) -> Result<()> {
+        for (s, p) in prompts.iter().enumerate() {
+            if p.is_empty() {
+                return Err(Error::EmptyPrompt { sequence: s });
+            }
+            self.check_step_ids(p, s)?;
+        }
+        Ok(())
+    }
+
+    fn check_step_ids(&self, ids: &[u32], sequence: usize) -> Result<()> {
+        let vocab = self.cfg.vocab_size;
+        if let Some((position, &id)) = ids
+            .iter()
+            .enumerate()
+            .find(|(_, id)| **id as usize >= vocab)
+        {
+            return Err(Error::TokenId {
+                id: id as u64,
+                sequence,
+                position,
+                vocab,
+            });
+        }
+        Ok(())
+    }
+
+    /// Prefills one prompt per sequence of `state` (continuing from whatever the state
+    /// holds: a fresh state starts from zero) and leaves the last-position logits in
+    /// [`State::logits`]. Prompts of one length run as one batch; otherwise each runs
+    /// alone into its slot.
+    pub fn prefill(&self, state: &mut State<B>, prompts: &[&[u32]]) -> Result<()> {
+        if prompts.len() != state.batch {
+            return Err(Error::StateMismatch {
+                what: "prompt count (batch)",
+                got: vec![prompts.len()],
+                expected: vec![state.batch],
+            });
+        }
+        self.check_ids(prompts)?;
+        let len = prompts[0].len();
+        if prompts.iter().all(|p| p.len() == len) {
+            let ids: Vec<u32> = prompts.iter().flat_map(|p| p.iter().copied()).collect();
+            let State {
+                conv,
+                ssm,
+                scratch,
+                seen,
+                batch,
+                ..
+            } = state;
+            self.forward_chunked(conv, ssm, &ids, *batch, len, &mut scratch.logits)?;
+            seen.iter_mut().for_each(|s| *s += len);
+        } else {
+            for (slot, p) in prompts.iter().enumerate() {
+                self.prefill_slot(state, slot, p)?;
+            }
+        }
+        self.be.flush()
+    }
+
+    /// Prefills `ids` into sequence `slot` of `state` only, leaving the others as they
+    /// are; its logits row is updated.
+    pub fn prefill_slot(&self, state: &mut State<B>, slot: usize, ids: &[u32]) -> Result<()> {
+        if slot >= state.batch {
+            return Err(Error::StateMismatch {
+                what: "slot",
+                got: vec![slot],
+                expected: vec![state.batch],
+            });
+        }
+        if ids.is_empty() {
+            return Err(Error::EmptyPrompt { sequence: slot });
+        }
+        self.check_step_ids(ids, slot)?;
+        let mut one = self.new_state(1)?;
+        copy_slot(&self.be, state, slot, &mut one, 0)?;
+        {
+            let State {
+                conv, ssm, scratch, ..
+            } = &mut one;
+            self.forward_chunked(conv, ssm, ids, 1, ids.len(), &mut scratch.logits)?;
+        }
+        one.seen[0] += ids.len();
+        copy_slot(&self.be, &one, 0, state, slot)?;
+        let v = self.cfg.vocab_size;
+        ops::copy(
+            &self.be,
+            &one.scratch.logits,
+            0,
+            &mut state.scratch.logits,
+            slot * v,
+            v,
+        )
+    }
+
+    fn forward_chunked(
+        &self,
+        conv: &mut [B::Buffer],
+        ssm: &mut [B::Buffer],
+        ids: &[u32],
+        batch: usize,
+        len: usize,
+        logits: &mut B::Buffer,
+    ) -> Result<()> {
+        let chunk = self.prefill_chunk.unwrap_or(len).min(len);
+        if chunk == len {
+            return self.forward_seq(conv, ssm, ids, batch, len, logits);
+        }
+        let mut start = 0;
+        while start < len {
+            let l = chunk.min(len - start);
+            let part: Vec<u32> = (0..batch)
+                .flat_map(|b| ids[b * len + start..b * len + start + l].iter().copied())
+                .collect();
+            self.forward_seq(conv, ssm, &part, batch, l, logits)?;
+            start += l;
+        }
+        Ok(())
+    }
+
+    fn seq_bufs(&self, batch: usize, len: usize) -> Result<SeqBufs<B>> {
+        let c = &self.cfg;
+        let z = |last: usize| self.be.zeros(DType::F32, &[batch, len, last]);
+        Ok(SeqBufs {
+            hidden: z(c.hidden_size)?,
+            residual: z(c.hidden_size)?,
+            normed: z(c.hidden_size)?,
+            x: z(c.intermediate_size)?,
+            z: z(c.intermediate_size)?,
+            xc: z(c.intermediate_size)?,
+            dt: z(c.intermediate_size)?,
+            y: z(c.intermediate_size)?,
+            dt_low: z(c.dt_rank)?,
+            bm: z(c.state_size)?,
+            cm: z(c.state_size)?,
+        })
+    }
+
+    /// One pass over `(batch, len)` tokens, carrying the states; writes the logits of
+    /// the last position `(batch, V)`.
+    fn forward_seq(
+        &self,
+        conv: &mut [B::Buffer],
+        ssm: &mut [B::Buffer],
+        ids: &[u32],
+        batch: usize,
+        len: usize,
+        logits: &mut B::Buffer,
+    ) -> Result<()> {
+        let be = &self.be;
+        let d = self.cfg.hidden_size;
+        let eps = self.cfg.layer_norm_epsilon;
+        let ids = be.upload(HostSlice::U32(ids), &[batch, len])?;
+        let mut s = self.seq_bufs(batch, len)?;
+        ops::embedding(be, &ids, &self.w.embedding, &mut s.hidden)?;
+        for (l, lw) in self.w.layers.iter().enumerate() {
+            if l == 0 {
+                ops::copy(be, &s.hidden, 0, &mut s.residual, 0, batch * len * d)?;
+                ops::rms_norm(be, &s.hidden, &lw.norm, eps, None, &mut s.normed)?;
+            } else {
+                ops::rms_norm(
+                    be,
+                    &s.hidden,
+                    &lw.norm,
+                    eps,
+                    Some(&mut s.residual),
+                    &mut s.normed,
+                )?;
+            }
+            ops::matmul(be, &s.normed, &lw.w_x, lw.b_x.as_ref(), &mut s.x)?;
+            ops::matmul(be, &s.normed, &lw.w_z, lw.b_z.as_ref(), &mut s.z)?;
+            ops::causal_conv1d(
+                be,
+                &s.x,
+                &lw.conv_w,
+                lw.conv_b.as_ref(),
+                true,
+                Layout::TokenMajor,
+                StateIo::Carry(&mut conv[l]),
+                &mut s.xc,
+            )?;
+            ops::matmul(be, &s.xc, &lw.w_dt, None, &mut s.dt_low)?;
+            ops::matmul(be, &s.xc, &lw.w_b, None, &mut s.bm)?;
+            ops::matmul(be, &s.xc, &lw.w_c, None, &mut s.cm)?;
+            ops::matmul(be, &s.dt_low, &lw.dt_proj, None, &mut s.dt)?;
+            let inputs = ScanInputs {
+                u: &s.xc,
+                delta: &s.dt,
+                a: &lw.a,
+                b: &s.bm,
+                c: &s.cm,
+                d: Some(&lw.d),
+                z: Some(&s.z),
+                delta_bias: Some(&lw.dt_bias),
+                delta_softplus: true,
+                layout: Layout::TokenMajor,
+            };
+            ops::selective_scan(be, &inputs, StateIo::Carry(&mut ssm[l]), &mut s.y)?;
+            ops::matmul(be, &s.y, &lw.out_w, lw.out_b.as_ref(), &mut s.hidden)?;
+        }
+        // Only the last position of each sequence reaches the final norm and lm_head.
+        let mut last_h = be.zeros(DType::F32, &[batch, d])?;
+        let mut last_r = be.zeros(DType::F32, &[batch, d])?;
+        for b in 0..batch {
+            let off = (b * len + len - 1) * d;
+            ops::copy(be, &s.hidden, off, &mut last_h, b * d, d)?;
+            ops::copy(be, &s.residual, off, &mut last_r, b * d, d)?;
+        }
+        let mut normed = be.zeros(DType::F32, &[batch, d])?;
+        ops::rms_norm(
+            be,
+            &last_h,
+            &self.w.norm_f,
+            eps,
+            Some(&mut last_r),
+            &mut normed,
+        )?;
+        ops::matmul(be, &normed, self.lm_head(), None, logits)
+    }
+
+    fn lm_head(&self) -> &B::Buffer {
+        self.w.lm_head.as_ref().unwrap_or(&self.w.embedding)
+    }
+
+    /// One decode step: embeds `ids` (one per sequence), advances every sequence by one
+    /// token and leaves the logits in [`State::logits`].
+    pub fn step(&self, state: &mut State<B>, ids: &[u32]) -> Result<()> {
+        if ids.len() != state.batch {
+            return Err(Error::StateMismatch {
+                what: "step ids (batch)",
+                got: vec![ids.len()],
+                expected: vec![state.batch],
+            });
+        }
+        for (s, &id) in ids.iter().enumerate() {
+            self.check_step_ids(&[id], s)?;
+        }
+        // The one allocation of a host-sampled step: `batch` ids (no write-into-buffer
+        // in the Backend trait).
+        let buf = self.be.upload(HostSlice::U32(ids), &[state.batch])?;
+        self.step_with(state, Some(&buf))
+    }
+
+    /// Greedy decoding on the device: writes the argmax of the current logits into the
+    /// state's id buffer and downloads only those ids.
+    pub fn greedy_ids(&self, state: &mut State<B>) -> Result<Vec<u32>> {
+        let sc = &mut state.scratch;
+        ops::argmax(&self.be, &sc.logits, &mut sc.ids)?;
+        match self.be.download(&sc.ids)? {
+            crate::tensor::HostVec::U32(v) => Ok(v),
+            other => Err(Error::DType {
+                op: "argmax",
+                tensor: "ids",
+                got: other.dtype(),
+                expected: "u32",
+            }),
+        }
+    }
+
+    /// A decode step that embeds the ids already on the device (written by
+    /// [`Self::greedy_ids`]): no upload at all.
+    pub fn step_device_ids(&self, state: &mut State<B>) -> Result<()> {
+        self.step_with(state, None)
+    }
+
+    fn step_with(&self, state: &mut State<B>, ids: Option<&B::Buffer>) -> Result<()> {
+        let be = &self.be;
+        let eps = self.cfg.layer_norm_epsilon;
+        let batch = state.batch;
+        let d = self.cfg.hidden_size;
+        let State {
+            conv,
+            ssm,
+            scratch: s,
+            seen,
+            ..
+        } = state;
+        ops::embedding(be, ids.unwrap_or(&s.ids), &self.w.embedding, &mut s.hidden)?;
+        for (l, lw) in self.w.layers.iter().enumerate() {
+            if l == 0 {
+                ops::copy(be, &s.hidden, 0, &mut s.residual, 0, batch * d)?;
+                ops::rms_norm(be, &s.hidden, &lw.norm, eps, None, &mut s.normed)?;
+            } else {
+                ops::rms_norm(
+                    be,
+                    &s.hidden,
+                    &lw.norm,
+                    eps,
+                    Some(&mut s.residual),
+                    &mut s.normed,
+                )?;
+            }
+            self.mixer_step(lw, &mut conv[l], &mut ssm[l], s)?;
+        }
+        ops::rms_norm(
+            be,
+            &s.hidden,
+            &self.w.norm_f,
+            eps,
+            Some(&mut s.residual),
+            &mut s.normed,
+        )?;
+        ops::matmul(be, &s.normed, self.lm_head(), None, &mut s.logits)?;
+        seen.iter_mut().for_each(|n| *n += 1);
+        be.flush()
+    }
+
+    fn mixer_step(
+        &self,
+        lw: &LayerWeights<B>,
+        conv: &mut B::Buffer,
+        ssm: &mut B::Buffer,
+        s: &mut super::state::StepScratch<B>,
+    ) -> Result<()> {
+        let be = &self.be;
+        ops::matmul(be, &s.normed, &lw.w_x, lw.b_x.as_ref(), &mut s.x)?;
+        ops::matmul(be, &s.normed, &lw.w_z, lw.b_z.as_ref(), &mut s.z)?;
+        ops::causal_conv1d_update(
+            be,
+            &s.x,
+            &lw.conv_w,
+            lw.conv_b.as_ref(),
+            true,
+            conv,
+            &mut s.xc,
+        )?;
+        ops::matmul(be, &s.xc, &lw.w_dt, None, &mut s.dt_low)?;
+        ops::matmul(be, &s.xc, &lw.w_b, None, &mut s.bm)?;
+        ops::matmul(be, &s.xc, &lw.w_c, None, &mut s.cm)?;
+        ops::matmul(be, &s.dt_low, &lw.dt_proj, None, &mut s.dt)?;
+        let inputs = StepInputs {
+            x: &s.xc,
+            dt: &s.dt,
+            a: &lw.a,
+            b: &s.bm,
+            c: &s.cm,
+            d: Some(&lw.d),
+            z: Some(&s.z),
+            dt_bias: Some(&lw.dt_bias),
+            dt_softplus: true,
+        };
+        ops::selective_state_update(be, &inputs, ssm, &mut s.y)?;
+        ops::matmul(be, &s.y, &lw.out_w, lw.out_b.as_ref(), &mut s.hidden)
+    }
+
+    /// Downloads the current logits `(batch, V)` as one row-major vector.
+    pub fn download_logits(&self, state: &State<B>) -> Result<Vec<f32>> {
+        Ok(self.be.download(&state.scratch.logits)?.to_f32())
+    }
+
+    /// Prefills one prompt on a fresh state and returns its last-position logits.
+    pub fn logits_for(&self, prompt: &[u32]) -> Result<Vec<f32>> {
+        let mut st = self.new_state(1)?;
+        self.prefill(&mut st, &[prompt])?;
+        self.download_logits(&st)
+    }
+
+    /// Copies sequence `src_slot` of `src` into `dst_slot` of `dst` (state, position
+    /// count and logits row), on the device.
+    pub fn copy_sequence(
+        &self,
+        src: &State<B>,
+        src_slot: usize,
+        dst: &mut State<B>,
+        dst_slot: usize,
+    ) -> Result<()> {
+        for (slot, st) in [(src_slot, src.batch), (dst_slot, dst.batch)] {
+            if slot >= st {
+                return Err(Error::StateMismatch {
+                    what: "slot",
+                    got: vec![slot],
+                    expected: vec![st],
+                });
+            }
+        }
+        copy_slot(&self.be, src, src_slot, dst, dst_slot)?;
+        let v = self.cfg.vocab_size;
+        ops::copy(
+            &self.be,
+            &src.scratch.logits,
+            src_slot * v,
+            &mut dst.scratch.logits,
+            dst_slot * v,
+            v,
+        )
+    }
+}

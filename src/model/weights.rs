@@ -1,0 +1,666 @@
+//! Loading a checkpoint: `model.safetensors` or a sharded `model.safetensors.index.json`,
+//! memory-mapped (the file is read by the OS page by page while tensors are uploaded;
+//! it is never copied whole into RAM), or from in-memory bytes (embedded models, wasm).
+//!
+//! Tensors may be f32, f16 or bf16 in the file. Matmul weights and the embedding table
+//! are stored on the device in the chosen [`WeightDType`]; conv weights, A, D, norms and
+//! biases are stored as f32. At load:
+//! * `A = −exp(A_log)` (f32);
+//! * `conv1d.weight (E, 1, K)` → `(E, K)`;
+//! * `in_proj.weight (2E, D)` is split into `W_x (E, D)` and `W_z (E, D)`;
+//! * `x_proj.weight (R + 2N, E)` into `W_dt (R, E)`, `W_B (N, E)`, `W_C (N, E)`.
+//!
+//! Every tensor name and shape is checked against the config before anything is
+//! uploaded, so a bad checkpoint fails fast with an error naming the file and tensor.
+
+use std::collections::{BTreeMap, HashSet};
+
+use half::{bf16, f16};
+use safetensors::{Dtype, SafeTensorError, SafeTensors};
+
+use super::config::MambaConfig;
+use crate::backend::Backend;
+use crate::error::{Error, Result};
+use crate::tensor::{DType, HostSlice};
+
+/// Storage dtype of the matmul weights and the embedding table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WeightDType {
+    /// The checkpoint's dtype when the backend supports it, else f32.
+    #[default]
+    Auto,
+    F32,
+    F16,
+    BF16,
+}
+
+/// Options for loading a model.
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    pub weight_dtype: WeightDType,
+    /// Show a progress bar on stderr while uploading (only when stderr is a terminal).
+    pub progress: bool,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        LoadOptions {
+            weight_dtype: WeightDType::Auto,
+            progress: true,
+        }
+    }
+}
+
+/// The weights of one Mamba block, as the forward pass uses them.
+pub struct LayerWeights<B: Backend> {
+    /// RMSNorm weight `(D)`, f32.
+    pub norm: B::Buffer,
+    /// x half of in_proj `(E, D)`.
+    pub w_x: B::Buffer,
+    /// z (gate) half of in_proj `(E, D)`.
+    pub w_z: B::Buffer,
+    pub b_x: Option<B::Buffer>,
+    pub b_z: Option<B::Buffer>,
+    /// `(E, K)`, f32.
+    pub conv_w: B::Buffer,
+    pub conv_b: Option<B::Buffer>,
+    /// Δ rows of x_proj `(R, E)`.
+    pub w_dt: B::Buffer,
+    /// B rows of x_proj `(N, E)`.
+    pub w_b: B::Buffer,
+    /// C rows of x_proj `(N, E)`.
+    pub w_c: B::Buffer,
+    /// dt_proj `(E, R)`.
+    pub dt_proj: B::Buffer,
+    /// dt_proj bias `(E)`, f32: the scan's `delta_bias`.
+    pub dt_bias: B::Buffer,
+    /// `A = −exp(A_log)` `(E, N)`, f32.
+    pub a: B::Buffer,
+    /// `(E)`, f32.
+    pub d: B::Buffer,
+    /// out_proj `(D, E)`.
+    pub out_w: B::Buffer,
+    pub out_b: Option<B::Buffer>,
+}
+
+/// All the weights of a model.
+pub struct Weights<B: Backend> {
+    /// `(V, D)` in the storage dtype.
+    pub embedding: B::Buffer,
+    pub layers: Vec<LayerWeights<B>>,
+    /// `(D)`, f32.
+    pub norm_f: B::Buffer,
+    /// `(V, D)`; `None` when tied to the embedding table.
+    pub lm_head: Option<B::Buffer>,
+    /// The storage dtype chosen for matmul weights.
+    pub dtype: DType,
+}
+
+/// A safetensors blob and the name it is reported under.
+pub struct Shard<'a> {
+    pub file: String,
+    pub bytes: &'a [u8],
+}
+
+/// Maps the checkpoint files of `dir` (`model.safetensors`, or the shards of
+/// `model.safetensors.index.json`) and calls `f` with them. Returns the label errors
+/// about the whole checkpoint use, too.
+#[cfg(not(target_arch = "wasm32"))]
+pub(crate) fn with_mapped_dir<T>(
+    dir: &std::path::Path,
+    f: impl FnOnce(&str, &[Shard<'_>]) -> Result<T>,
+) -> Result<T> {
+    let single = dir.join("model.safetensors");
+    let index = dir.join("model.safetensors.index.json");
+    let (label, files, declared) = if single.exists() || !index.exists() {
+        (single.display().to_string(), vec![single], None)
+    } else {
+        let label = index.display().to_string();
+        let bytes = std::fs::read(&index).map_err(|source| Error::Io {
+            file: label.clone(),
+            source,
+        })?;
+        let map = parse_index(&bytes, &label)?;
+        let mut files: Vec<String> = map.values().cloned().collect();
+        files.sort();
+        files.dedup();
+        (
+            label,
+            files.iter().map(|f| dir.join(f)).collect::<Vec<_>>(),
+            Some(map),
+        )
+    };
+    let mut maps = Vec::with_capacity(files.len());
+    for path in &files {
+        let file = path.display().to_string();
+        let fh = std::fs::File::open(path).map_err(|source| Error::Io {
+            file: file.clone(),
+            source,
+        })?;
+        // SAFETY: the map is read-only and lives until the upload is done; a checkpoint
+        // modified by another process while it is being loaded is not supported (as
+        // with every memory-mapped loader).
+        let map = unsafe { memmap2::Mmap::map(&fh) }.map_err(|source| Error::Io {
+            file: file.clone(),
+            source,
+        })?;
+        maps.push((file, map));
+    }
+    let shards: Vec<Shard<'_>> = maps
+        .iter()
+        .map(|(file, m)| Shard {
+            file: file.clone(),
+            bytes: &m[..],
+        })
+        .collect();
+    if let Some(declared) = declared {
+        check_index(&declared, &shards, dir)?;
+    }
+    f(&label, &shards)
+}
+
+/// `weight_map` of a sharded index: tensor name → shard file name.
+pub(crate) fn parse_index(bytes: &[u8], file: &str) -> Result<BTreeMap<String, String>> {
+    let corrupt = |why: String| Error::CheckpointCorrupt {
+        file: file.into(),
+        why,
+    };
+    let v: serde_json::Value =
+        serde_json::from_slice(bytes).map_err(|e| corrupt(format!("invalid JSON: {e}")))?;
+    let map = v
+        .get("weight_map")
+        .and_then(|m| m.as_object())
+        .ok_or_else(|| corrupt("no `weight_map` object".into()))?;
+    let mut out = BTreeMap::new();
+    for (k, v) in map {
+        let f = v
+            .as_str()
+            .ok_or_else(|| corrupt(format!("`weight_map[{k}]` is not a file name")))?;
+        if f.contains('/') || f.contains('\\') || f.starts_with('.') {
+            return Err(corrupt(format!(
+                "shard name `{f}` is not a plain file name"
+            )));
+        }
+        out.insert(k.clone(), f.to_string());
+    }
+    Ok(out)
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+fn check_index(
+    declared: &BTreeMap<String, String>,
+    shards: &[Shard<'_>],
+    dir: &std::path::Path,
+) -> Result<()> {
+    let parsed: Vec<_> = shards
+        .iter()
+        .map(|s| parse_shard(s).map(|st| (s.file.clone(), st)))
+        .collect::<Result<_>>()?;
+    for (name, f) in declared {
+        let file = dir.join(f).display().to_string();
+        let found = parsed
+            .iter()
+            .any(|(sf, st)| *sf == file && st.tensor(name).is_ok());
+        if !found {
+            return Err(Error::MissingTensor {
+                file,
+                tensor: name.clone(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Parses one safetensors blob, classifying failures as truncated or corrupt.
+fn parse_shard<'a>(s: &Shard<'a>) -> Result<SafeTensors<'a>> {
+    SafeTensors::deserialize(s.bytes).map_err(|e| classify(&s.file, s.bytes, e))
+}
+
+fn classify(file: &str, bytes: &[u8], e: SafeTensorError) -> Error {
+    let truncated = |why: String| Error::CheckpointTruncated {
+        file: file.into(),
+        why,
+    };
+    let corrupt = |why: String| Error::CheckpointCorrupt {
+        file: file.into(),
+        why,
+    };
+    match e {
+        SafeTensorError::HeaderTooSmall => truncated(format!(
+            "{} bytes, shorter than the 8-byte header length",
+            bytes.len()
+        )),
+        SafeTensorError::InvalidHeaderLength => {
+            let n = u64::from_le_bytes(bytes[..8].try_into().unwrap_or([0; 8]));
+            truncated(format!(
+                "header announces {n} bytes, file has {} after the length",
+                bytes.len() - 8
+            ))
+        }
+        SafeTensorError::MetadataIncompleteBuffer => {
+            // Compare the data the header announces with what is there.
+            let n = u64::from_le_bytes(bytes[..8].try_into().unwrap_or([0; 8])) as usize;
+            let end = serde_json::from_slice::<serde_json::Value>(&bytes[8..8 + n])
+                .ok()
+                .and_then(|v| {
+                    v.as_object().map(|o| {
+                        o.values()
+                            .filter_map(|t| t.get("data_offsets")?.get(1)?.as_u64())
+                            .max()
+                            .unwrap_or(0) as usize
+                    })
+                })
+                .unwrap_or(0);
+            let have = bytes.len() - 8 - n;
+            if have < end {
+                truncated(format!("tensor data needs {end} bytes, file has {have}"))
+            } else {
+                corrupt(format!(
+                    "{} bytes after the last tensor (data needs {end}, file has {have})",
+                    have - end
+                ))
+            }
+        }
+        other => corrupt(other.to_string()),
+    }
+}
+
+/// One tensor the model expects.
+struct Spec {
+    name: String,
+    shape: Vec<usize>,
+    /// Alternative accepted shape (conv1d weight as `(E, K)`).
+    alt_shape: Option<Vec<usize>>,
+    required: bool,
+}
+
+struct Found<'a> {
+    file: String,
+    dtype: Dtype,
+    bytes: &'a [u8],
+}
+
+/// The names of the tensors, with the prefix/embedding spelling this checkpoint uses.
+struct Names {
+    prefix: &'static str,
+    embedding: String,
+}
+
+impl Names {
+    fn layer(&self, i: usize, what: &str) -> String {
+        format!("{}layers.{i}.{what}", self.prefix)
+    }
+}
+
+fn elem_dtype(d: Dtype) -> Option<DType> {
+    match d {
+        Dtype::F32 => Some(DType::F32),
+        Dtype::F16 => Some(DType::F16),
+        Dtype::BF16 => Some(DType::BF16),
+        _ => None,
+    }
+}
+
+/// Builds the device weights from safetensors blobs; `label` names the checkpoint as a
+/// whole in errors about tensors that are missing.
+pub(crate) fn load_weights<B: Backend>(
+    be: &B,
+    cfg: &MambaConfig,
+    label: &str,
+    shards: &[Shard<'_>],
+    opts: &LoadOptions,
+) -> Result<Weights<B>> {
+    let parsed: Vec<SafeTensors<'_>> = shards.iter().map(parse_shard).collect::<Result<_>>()?;
+    // name -> (shard, dtype, shape, bytes)
+    let mut all: BTreeMap<String, (usize, Dtype, Vec<usize>, &[u8])> = BTreeMap::new();
+    for (si, st) in parsed.iter().enumerate() {
+        for (name, view) in st.iter() {
+            if all.contains_key(name) {
+                return Err(Error::CheckpointCorrupt {
+                    file: shards[si].file.clone(),
+                    why: format!("tensor `{name}` also appears in another shard"),
+                });
+            }
+            all.insert(
+                name.to_string(),
+                (si, view.dtype(), view.shape().to_vec(), view.data()),
+            );
+        }
+    }
+
+    // Which spelling of the names is this?
+    let mut names = None;
+    for (prefix, emb) in [
+        ("backbone.", "embeddings"),
+        ("backbone.", "embedding"),
+        ("", "embeddings"),
+        ("", "embedding"),
+    ] {
+        let e = format!("{prefix}{emb}.weight");
+        if all.contains_key(&e) {
+            names = Some(Names {
+                prefix,
+                embedding: e,
+            });
+            break;
+        }
+    }
+    let names = names.ok_or_else(|| Error::MissingTensor {
+        file: label.into(),
+        tensor: "backbone.embeddings.weight".into(),
+    })?;
+
+    let (d, e, n, k, r, v) = (
+        cfg.hidden_size,
+        cfg.intermediate_size,
+        cfg.state_size,
+        cfg.conv_kernel,
+        cfg.dt_rank,
+        cfg.vocab_size,
+    );
+    let mut specs = vec![Spec {
+        name: names.embedding.clone(),
+        shape: vec![v, d],
+        alt_shape: None,
+        required: true,
+    }];
+    let spec = |name: String, shape: Vec<usize>, required: bool| Spec {
+        name,
+        shape,
+        alt_shape: None,
+        required,
+    };
+    for i in 0..cfg.num_layers {
+        let l = |w: &str| names.layer(i, w);
+        specs.push(spec(l("norm.weight"), vec![d], true));
+        specs.push(spec(l("mixer.A_log"), vec![e, n], true));
+        specs.push(spec(l("mixer.D"), vec![e], true));
+        specs.push(Spec {
+            name: l("mixer.conv1d.weight"),
+            shape: vec![e, 1, k],
+            alt_shape: Some(vec![e, k]),
+            required: true,
+        });
+        if cfg.use_conv_bias {
+            specs.push(spec(l("mixer.conv1d.bias"), vec![e], true));
+        }
+        specs.push(spec(l("mixer.in_proj.weight"), vec![2 * e, d], true));
+        if cfg.use_bias {
+            specs.push(spec(l("mixer.in_proj.bias"), vec![2 * e], true));
+        }
+        specs.push(spec(l("mixer.x_proj.weight"), vec![r + 2 * n, e], true));
+        specs.push(spec(l("mixer.dt_proj.weight"), vec![e, r], true));
+        specs.push(spec(l("mixer.dt_proj.bias"), vec![e], true));
+        specs.push(spec(l("mixer.out_proj.weight"), vec![d, e], true));
+        if cfg.use_bias {
+            specs.push(spec(l("mixer.out_proj.bias"), vec![d], true));
+        }
+    }
+    specs.push(spec(
+        format!("{}norm_f.weight", names.prefix),
+        vec![d],
+        true,
+    ));
+    specs.push(spec(
+        "lm_head.weight".into(),
+        vec![v, d],
+        !cfg.tie_word_embeddings,
+    ));
+
+    // Check everything before uploading anything.
+    let expected: HashSet<&str> = specs.iter().map(|s| s.name.as_str()).collect();
+    for s in &specs {
+        match all.get(&s.name) {
+            None if s.required => {
+                return Err(Error::MissingTensor {
+                    file: label.into(),
+                    tensor: s.name.clone(),
+                });
+            }
+            None => {}
+            Some((si, dt, shape, _)) => {
+                let file = shards[*si].file.clone();
+                if elem_dtype(*dt).is_none() {
+                    return Err(Error::TensorDType {
+                        file,
+                        tensor: s.name.clone(),
+                        got: format!("{dt:?}"),
+                    });
+                }
+                if *shape != s.shape && Some(shape) != s.alt_shape.as_ref() {
+                    return Err(Error::TensorShape {
+                        file,
+                        tensor: s.name.clone(),
+                        got: shape.clone(),
+                        expected: s.shape.clone(),
+                    });
+                }
+            }
+        }
+    }
+    if let Some((name, (si, ..))) = all.iter().find(|(k, _)| !expected.contains(k.as_str())) {
+        return Err(Error::UnexpectedTensor {
+            file: shards[*si].file.clone(),
+            tensor: name.clone(),
+        });
+    }
+
+    // Storage dtype.
+    let emb_dtype = elem_dtype(all[&names.embedding].1).unwrap_or(DType::F32);
+    let dtype = match opts.weight_dtype {
+        WeightDType::Auto if be.supports_weight_dtype(emb_dtype) => emb_dtype,
+        WeightDType::Auto => DType::F32,
+        WeightDType::F32 => DType::F32,
+        WeightDType::F16 => DType::F16,
+        WeightDType::BF16 => DType::BF16,
+    };
+    if !be.supports_weight_dtype(dtype) {
+        return Err(Error::WeightDTypeUnsupported {
+            backend: be.name(),
+            dtype,
+        });
+    }
+
+    let total: u64 = specs
+        .iter()
+        .filter_map(|s| all.get(&s.name))
+        .map(|t| t.3.len() as u64)
+        .sum();
+    let bar = progress_bar(opts.progress, total);
+    let get = |name: &str| -> Found<'_> {
+        let (si, dt, _, bytes) = &all[name];
+        bar.inc(bytes.len() as u64);
+        Found {
+            file: shards[*si].file.clone(),
+            dtype: *dt,
+            bytes,
+        }
+    };
+
+    let embedding = upload(be, &get(&names.embedding), 0, v * d, &[v, d], dtype)?;
+    let mut layers = Vec::with_capacity(cfg.num_layers);
+    for i in 0..cfg.num_layers {
+        let l = |w: &str| names.layer(i, w);
+        let f32v = |t: &Found<'_>, shape: &[usize]| {
+            upload(be, t, 0, shape.iter().product(), shape, DType::F32)
+        };
+        let norm = f32v(&get(&l("norm.weight")), &[d])?;
+        let a_log = to_f32(&get(&l("mixer.A_log")), 0, e * n);
+        let a: Vec<f32> = a_log.iter().map(|&x| -x.exp()).collect();
+        let a = be.upload(HostSlice::F32(&a), &[e, n])?;
+        let dd = f32v(&get(&l("mixer.D")), &[e])?;
+        let conv_w = f32v(&get(&l("mixer.conv1d.weight")), &[e, k])?;
+        let conv_b = if cfg.use_conv_bias {
+            Some(f32v(&get(&l("mixer.conv1d.bias")), &[e])?)
+        } else {
+            None
+        };
+        let inp = get(&l("mixer.in_proj.weight"));
+        let w_x = upload(be, &inp, 0, e * d, &[e, d], dtype)?;
+        let w_z = upload(be, &inp, e * d, e * d, &[e, d], dtype)?;
+        let (b_x, b_z) = if cfg.use_bias {
+            let b = get(&l("mixer.in_proj.bias"));
+            (
+                Some(upload(be, &b, 0, e, &[e], DType::F32)?),
+                Some(upload(be, &b, e, e, &[e], DType::F32)?),
+            )
+        } else {
+            (None, None)
+        };
+        let xp = get(&l("mixer.x_proj.weight"));
+        let w_dt = upload(be, &xp, 0, r * e, &[r, e], dtype)?;
+        let w_b = upload(be, &xp, r * e, n * e, &[n, e], dtype)?;
+        let w_c = upload(be, &xp, (r + n) * e, n * e, &[n, e], dtype)?;
+        let dt_proj = upload(
+            be,
+            &get(&l("mixer.dt_proj.weight")),
+            0,
+            e * r,
+            &[e, r],
+            dtype,
+        )?;
+        let dt_bias = f32v(&get(&l("mixer.dt_proj.bias")), &[e])?;
+        let out_w = upload(
+            be,
+            &get(&l("mixer.out_proj.weight")),
+            0,
+            d * e,
+            &[d, e],
+            dtype,
+        )?;
+        let out_b = if cfg.use_bias {
+            Some(f32v(&get(&l("mixer.out_proj.bias")), &[d])?)
+        } else {
+            None
+        };
+        layers.push(LayerWeights {
+            norm,
+            w_x,
+            w_z,
+            b_x,
+            b_z,
+            conv_w,
+            conv_b,
+            w_dt,
+            w_b,
+            w_c,
+            dt_proj,
+            dt_bias,
+            a,
+            d: dd,
+            out_w,
+            out_b,
+        });
+    }
+    let norm_f = upload(
+        be,
+        &get(&format!("{}norm_f.weight", names.prefix)),
+        0,
+        d,
+        &[d],
+        DType::F32,
+    )?;
+    let lm_head = if cfg.tie_word_embeddings {
+        if all.contains_key("lm_head.weight") {
+            // Tied: the embedding table is used; the saved copy is not uploaded.
+            bar.inc(all["lm_head.weight"].3.len() as u64);
+        }
+        None
+    } else {
+        Some(upload(
+            be,
+            &get("lm_head.weight"),
+            0,
+            v * d,
+            &[v, d],
+            dtype,
+        )?)
+    };
+    bar.finish_and_clear();
+    Ok(Weights {
+        embedding,
+        layers,
+        norm_f,
+        lm_head,
+        dtype,
+    })
+}
+
+fn progress_bar(show: bool, total: u64) -> indicatif::ProgressBar {
+    use std::io::IsTerminal;
+    if !show || !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(total);
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "loading weights {bar:40} {binary_bytes}/{binary_total_bytes} {eta}",
+    ) {
+        bar.set_style(style);
+    }
+    bar
+}
+
+/// Elements `[start, start + len)` of a tensor converted to f32.
+fn to_f32(t: &Found<'_>, start: usize, len: usize) -> Vec<f32> {
+    let es = t.dtype.bitsize() / 8;
+    let bytes = &t.bytes[start * es..(start + len) * es];
+    match t.dtype {
+        Dtype::F16 => bytes
+            .chunks_exact(2)
+            .map(|c| f16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect(),
+        Dtype::BF16 => bytes
+            .chunks_exact(2)
+            .map(|c| bf16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect(),
+        _ => bytemuck::pod_collect_to_vec(bytes),
+    }
+}
+
+/// Uploads elements `[start, start + len)` of a tensor as `dtype`, shaped `shape`.
+/// Data already in the right dtype is uploaded straight from the (mapped) file when
+/// aligned; otherwise one tensor at a time is converted.
+fn upload<B: Backend>(
+    be: &B,
+    t: &Found<'_>,
+    start: usize,
+    len: usize,
+    shape: &[usize],
+    dtype: DType,
+) -> Result<B::Buffer> {
+    let es = t.dtype.bitsize() / 8;
+    let bytes = &t.bytes[start * es..(start + len) * es];
+    let src = elem_dtype(t.dtype).ok_or_else(|| Error::TensorDType {
+        file: t.file.clone(),
+        tensor: String::new(),
+        got: format!("{:?}", t.dtype),
+    })?;
+    if src == dtype {
+        return match dtype {
+            DType::F32 => match bytemuck::try_cast_slice::<u8, f32>(bytes) {
+                Ok(s) => be.upload(HostSlice::F32(s), shape),
+                Err(_) => be.upload(HostSlice::F32(&bytemuck::pod_collect_to_vec(bytes)), shape),
+            },
+            DType::F16 => match bytemuck::try_cast_slice::<u8, f16>(bytes) {
+                Ok(s) => be.upload(HostSlice::F16(s), shape),
+                Err(_) => be.upload(HostSlice::F16(&bytemuck::pod_collect_to_vec(bytes)), shape),
+            },
+            _ => match bytemuck::try_cast_slice::<u8, bf16>(bytes) {
+                Ok(s) => be.upload(HostSlice::BF16(s), shape),
+                Err(_) => be.upload(HostSlice::BF16(&bytemuck::pod_collect_to_vec(bytes)), shape),
+            },
+        };
+    }
+    let f = to_f32(t, start, len);
+    match dtype {
+        DType::F16 => {
+            let h: Vec<f16> = f.iter().map(|&x| f16::from_f32(x)).collect();
+            be.upload(HostSlice::F16(&h), shape)
+        }
+        DType::BF16 => {
+            let h: Vec<bf16> = f.iter().map(|&x| bf16::from_f32(x)).collect();
+            be.upload(HostSlice::BF16(&h), shape)
+        }
+        _ => be.upload(HostSlice::F32(&f), shape),
+    }
+}
