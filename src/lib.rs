@@ -8,7 +8,7 @@ pub mod params;
 pub mod tensor;
 
 pub use backend::{Backend, DeviceBuffer};
-pub use cpu::{CpuBackend, CpuBuffer};
+pub use cpu::{CpuBackend, CpuBuffer, Precision};
 pub use error::{Error, Result};
 pub use tensor::{DType, HostSlice, HostVec};
 pub mod model;

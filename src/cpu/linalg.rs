@@ -8,7 +8,8 @@ use crate::error::{Error, Result};
 use crate::params::{ArgmaxParams, EmbeddingParams, MatmulParams};
 
 /// Dot product with eight independent f32 lanes (vectorises; the lanes also keep the
-/// rounding error of long sums down), summed pairwise at the end.
+/// rounding error of long sums down), summed pairwise at the end. Plain `+`/`*`, not
+/// `mul_add`: without a compile-time FMA target feature `mul_add` is a libm call.
 #[inline]
 pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [0f32; 8];
@@ -16,7 +17,7 @@ pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
     let (ra, rb) = (ca.remainder(), cb.remainder());
     for (x, y) in ca.zip(cb) {
         for l in 0..8 {
-            acc[l] = x[l].mul_add(y[l], acc[l]);
+            acc[l] += x[l] * y[l];
         }
     }
     let mut tail = 0f32;
@@ -26,30 +27,47 @@ pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
     ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7])) + tail
 }
 
-/// Rows of W handled by one task: converted to f32 once, reused for every row of x.
-const N_BLOCK: usize = 32;
+/// Below this many rows of x the matmul is a matrix-vector product bound by reading W
+/// (decode); from it on, a cache-blocked GEMM bound by arithmetic (prefill).
+const GEMM_MIN_M: usize = 8;
 
-/// `out[m, n] = Σ_k x[m, k]·w[n, k] + bias[n]`. Parallel over blocks of W's rows, so
-/// each weight is read (and converted from f16/bf16) once per call.
-pub(crate) fn matmul(
-    p: &MatmulParams,
-    x: &[f32],
-    w: Floats<'_>,
-    bias: Option<Floats<'_>>,
-    out: &mut [f32],
-) {
+/// Rows of W per task in the matrix-vector path: enough work to amortise scheduling,
+/// few enough that both cores stay busy on the smallest projections.
+const N_BLOCK: usize = 64;
+
+/// `out[m, n] = Σ_k x[m, k]·w[n, k] + bias[n]`.
+pub(crate) fn matmul(p: &MatmulParams, x: &[f32], w: Floats<'_>, bias: Option<Floats<'_>>, out: &mut [f32]) {
     let (m, n, k) = (p.m as usize, p.n as usize, p.k as usize);
+    if m >= GEMM_MIN_M {
+        gemm_f32(m, n, k, x, w, out);
+    } else {
+        gemv(m, n, k, x, w, out);
+    }
+    if let Some(b) = bias {
+        let mut bf = vec![0f32; n];
+        b.read_into(0, &mut bf);
+        for row in out.chunks_exact_mut(n) {
+            for (o, &bv) in row.iter_mut().zip(&bf) {
+                *o += bv;
+            }
+        }
+    }
+}
+
+/// Few rows of x: parallel over blocks of W's rows, each weight read (and converted
+/// from f16/bf16) exactly once.
+fn gemv(m: usize, n: usize, k: usize, x: &[f32], w: Floats<'_>, out: &mut [f32]) {
     let blocks: Vec<Vec<f32>> = (0..n.div_ceil(N_BLOCK))
         .into_par_iter()
         .map(|blk| {
             let n0 = blk * N_BLOCK;
             let nb = N_BLOCK.min(n - n0);
-            let mut wf = vec![0f32; nb * k];
-            w.read_into(n0 * k, &mut wf);
+            let mut wrow = vec![0f32; k];
             let mut res = vec![0f32; m * nb];
-            for (row, r) in x.chunks_exact(k).zip(res.chunks_exact_mut(nb)) {
-                for (j, o) in r.iter_mut().enumerate() {
-                    *o = dot(row, &wf[j * k..(j + 1) * k]) + bias.map_or(0.0, |b| b.get(n0 + j));
+            for j in 0..nb {
+                w.read_into((n0 + j) * k, &mut wrow);
+                for (i, row) in x.chunks_exact(k).enumerate() {
+                    res[i * nb + j] = dot(row, &wrow);
                 }
             }
             res
@@ -61,6 +79,50 @@ pub(crate) fn matmul(
         for (r, o) in res.chunks_exact(nb).zip(out.chunks_exact_mut(n)) {
             o[n0..n0 + nb].copy_from_slice(r);
         }
+    }
+}
+
+/// Many rows of x: the `gemm` crate's blocked, multi-threaded f32 kernel. Half
+/// weights are widened to f32 first (that pass is cheap next to m·n·k FMAs).
+fn gemm_f32(m: usize, n: usize, k: usize, x: &[f32], w: Floats<'_>, out: &mut [f32]) {
+    let widened;
+    let wf: &[f32] = match w {
+        Floats::F32(v) => v,
+        _ => {
+            let mut v = vec![0f32; w.len()];
+            v.par_chunks_mut(k).enumerate().for_each(|(r, row)| w.read_into(r * k, row));
+            widened = v;
+            &widened
+        }
+    };
+    assert!(x.len() >= m * k && wf.len() >= n * k && out.len() >= m * n);
+    // SAFETY: dst is `out` viewed as (m, n) row-major (column stride 1, row stride n);
+    // lhs is `x` as (m, k) row-major; rhs is wᵀ, i.e. element (k', n') at
+    // `wf[n'·k + k']` (row stride 1, column stride k). The assert above shows every
+    // index stays inside its slice; `out` is borrowed mutably and does not alias the
+    // inputs; read_dst = false, so `out`'s old contents are ignored.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            out.as_mut_ptr(),
+            1,
+            n as isize,
+            false,
+            x.as_ptr(),
+            1,
+            k as isize,
+            wf.as_ptr(),
+            k as isize,
+            1,
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::Rayon(0),
+        );
     }
 }
 

@@ -3,7 +3,11 @@
 //! Mirrors `shaders/selective_scan.wgsl` / `kernels/selective_scan.cu` (which run the
 //! same recurrence as a parallel scan over time) and
 //! `shaders/selective_state_update.wgsl` / `kernels/selective_state_update.cu`.
-//! All arithmetic is f64; inputs and outputs are f32.
+//!
+//! The loops are generic over the arithmetic type: `f64` with libm's `exp` is the exact
+//! reference ([`crate::cpu::Precision::Exact`]); `f32` with [`fast_exp`] (≈2 ulp, and
+//! vectorisable over the state dimension) is the fast mode users run models with
+//! ([`crate::cpu::Precision::Fast`]). Inputs and outputs are f32 either way.
 
 use rayon::prelude::*;
 
@@ -31,6 +35,74 @@ pub(crate) struct StepSlices<'a> {
     pub dt_bias: Option<&'a [f32]>,
 }
 
+/// The arithmetic of the scan loops.
+pub(crate) trait Real:
+    Copy + Default + PartialOrd + std::ops::Add<Output = Self> + std::ops::Mul<Output = Self> + std::ops::Div<Output = Self> + std::ops::Neg<Output = Self> + std::ops::AddAssign
+{
+    fn ln_1p(self) -> Self;
+    fn of(x: f32) -> Self;
+    fn to_f32(self) -> f32;
+    fn exp(self) -> Self;
+}
+
+impl Real for f64 {
+    #[inline]
+    fn of(x: f32) -> Self {
+        x as f64
+    }
+    #[inline]
+    fn to_f32(self) -> f32 {
+        self as f32
+    }
+    #[inline]
+    fn exp(self) -> Self {
+        f64::exp(self)
+    }
+    #[inline]
+    fn ln_1p(self) -> Self {
+        f64::ln_1p(self)
+    }
+}
+
+impl Real for f32 {
+    #[inline]
+    fn of(x: f32) -> Self {
+        x
+    }
+    #[inline]
+    fn to_f32(self) -> f32 {
+        self
+    }
+    #[inline]
+    fn exp(self) -> Self {
+        fast_exp(self)
+    }
+    #[inline]
+    fn ln_1p(self) -> Self {
+        f32::ln_1p(self)
+    }
+}
+
+/// `e^x` in f32 to about 2 ulp, branch-free so that a loop of them vectorises:
+/// `e^x = 2^k · e^r` with `k = round(x·log2 e)`, `r = x − k·ln 2` (split in two
+/// constants for exactness), and a degree-6 Taylor polynomial for `e^r` on
+/// `|r| ≤ ln2/2`. Inputs are clamped to the finite range of f32 (below −87.3 the
+/// result flushes towards zero, as `exp` does for the decays of a scan).
+#[inline]
+pub(crate) fn fast_exp(x: f32) -> f32 {
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    const LN2_HI: f32 = 0.693_145_75;
+    const LN2_LO: f32 = 1.428_606_8e-6;
+    // Adding and subtracting 1.5·2^23 rounds to the nearest integer without a libm call.
+    const ROUND: f32 = 12_582_912.0;
+    let x = x.clamp(-87.3, 88.7);
+    let k = (x * LOG2E + ROUND) - ROUND;
+    let r = (x - k * LN2_HI) - k * LN2_LO;
+    let p = 1.0 + r * (1.0 + r * (0.5 + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
+    let scale = f32::from_bits(((k as i32 + 127) as u32) << 23);
+    p * scale
+}
+
 /// PyTorch's softplus (beta 1, threshold 20).
 #[inline]
 pub(crate) fn softplus(x: f64) -> f64 {
@@ -42,77 +114,31 @@ pub(crate) fn silu(x: f64) -> f64 {
     x / (1.0 + (-x).exp())
 }
 
-/// Δ after bias and softplus.
+/// Δ after bias and softplus, in the arithmetic `T`.
 #[inline]
-fn discretize_delta(raw: f32, bias: Option<f32>, softplus_on: bool) -> f64 {
-    let dt = raw as f64 + bias.unwrap_or(0.0) as f64;
-    if softplus_on { softplus(dt) } else { dt }
+fn discretize_delta<T: Real>(raw: f32, bias: Option<f32>, softplus_on: bool) -> T {
+    let dt = T::of(raw) + T::of(bias.unwrap_or(0.0));
+    if softplus_on && !(dt > T::of(20.0)) { dt.exp().ln_1p() } else { dt }
+}
+
+/// `x · sigmoid(x)` in the arithmetic `T`.
+#[inline]
+fn silu_t<T: Real>(x: T) -> T {
+    x / (T::of(1.0) + (-x).exp())
 }
 
 /// `h_t = exp(Δ·A)·h_{t-1} + Δ·B·u`, `y = C·h + D·u`, `out = y·silu(z)` for every
-/// (batch, channel), sequentially over time. Channels run in parallel.
-pub(crate) fn selective_scan(
-    p: &ScanParams,
-    s: &ScanSlices<'_>,
-    state: Option<&mut [f32]>,
-    out: &mut [f32],
-) {
-    let (batch, dim, len, n) = (
-        p.batch as usize,
-        p.dim as usize,
-        p.len as usize,
-        p.dstate as usize,
-    );
-    let channel = |bd: usize, h_io: Option<&mut [f32]>| -> Vec<f32> {
-        let (b, d) = (bd / dim, bd % dim);
-        let mut h: Vec<f64> = match (&h_io, p.state_mode) {
-            (Some(h0), STATE_CARRY) => h0.iter().map(|&v| v as f64).collect(),
-            _ => vec![0.0; n],
-        };
-        let a: Vec<f64> = s.a[d * n..(d + 1) * n].iter().map(|&v| v as f64).collect();
-        let (bg, cg) = (d / p.b_group_dim as usize, d / p.c_group_dim as usize);
-        let b_base = b * p.b_sb as usize + bg * p.b_sg as usize;
-        let c_base = b * p.c_sb as usize + cg * p.c_sg as usize;
-        let x_base = b * p.x_sb as usize + d * p.x_sd as usize;
-        let bias = s.delta_bias.map(|v| v[d]);
-        let mut ys = Vec::with_capacity(len);
-        for t in 0..len {
-            let xi = x_base + t * p.x_st as usize;
-            let u = s.u[xi] as f64;
-            let dt = discretize_delta(s.delta[xi], bias, p.delta_softplus != 0);
-            let (bt, ct) = (b_base + t * p.b_st as usize, c_base + t * p.c_st as usize);
-            let mut y = 0.0;
-            for (k, hk) in h.iter_mut().enumerate() {
-                let bk = s.b[bt + k * p.b_sn as usize] as f64;
-                let ck = s.c[ct + k * p.c_sn as usize] as f64;
-                *hk = (dt * a[k]).exp() * *hk + dt * bk * u;
-                y += ck * *hk;
-            }
-            if let Some(dv) = s.d {
-                y += dv[d] as f64 * u;
-            }
-            if let Some(z) = s.z {
-                y *= silu(z[xi] as f64);
-            }
-            ys.push(y as f32);
-        }
-        if let Some(h_out) = h_io {
-            for (o, v) in h_out.iter_mut().zip(&h) {
-                *o = *v as f32;
-            }
-        }
-        ys
-    };
+/// (batch, channel), sequentially over time, in the arithmetic `T`. Channels run in
+/// parallel.
+pub(crate) fn selective_scan<T: Real + Send>(p: &ScanParams, s: &ScanSlices<'_>, state: Option<&mut [f32]>, out: &mut [f32]) {
+    let (batch, dim, n) = (p.batch as usize, p.dim as usize, p.dstate as usize);
     let rows: Vec<Vec<f32>> = match state {
         Some(st) if p.state_mode != STATE_NONE => st
             .par_chunks_mut(n)
             .enumerate()
-            .map(|(bd, h)| channel(bd, Some(h)))
+            .map(|(bd, h)| scan_channel::<T>(p, s, bd, Some(h)))
             .collect(),
-        _ => (0..batch * dim)
-            .into_par_iter()
-            .map(|bd| channel(bd, None))
-            .collect(),
+        _ => (0..batch * dim).into_par_iter().map(|bd| scan_channel::<T>(p, s, bd, None)).collect(),
     };
     for (bd, ys) in rows.iter().enumerate() {
         let base = (bd / dim) * p.x_sb as usize + (bd % dim) * p.x_sd as usize;
@@ -122,37 +148,88 @@ pub(crate) fn selective_scan(
     }
 }
 
-/// One decode step for every (batch, channel): the state is updated in place.
-pub(crate) fn selective_state_update(
-    p: &StepParams,
-    s: &StepSlices<'_>,
-    state: &mut [f32],
-    out: &mut [f32],
-) {
+/// One (batch, channel) of the scan: returns its L outputs and updates `h_io`.
+fn scan_channel<T: Real>(p: &ScanParams, s: &ScanSlices<'_>, bd: usize, h_io: Option<&mut [f32]>) -> Vec<f32> {
+    let (dim, len, n) = (p.dim as usize, p.len as usize, p.dstate as usize);
+    let (b, d) = (bd / dim, bd % dim);
+    let mut h: Vec<T> = match (&h_io, p.state_mode) {
+        (Some(h0), STATE_CARRY) => h0.iter().map(|&v| T::of(v)).collect(),
+        _ => vec![T::default(); n],
+    };
+    let a: Vec<T> = s.a[d * n..(d + 1) * n].iter().map(|&v| T::of(v)).collect();
+    let (bg, cg) = (d / p.b_group_dim as usize, d / p.c_group_dim as usize);
+    let b_base = b * p.b_sb as usize + bg * p.b_sg as usize;
+    let c_base = b * p.c_sb as usize + cg * p.c_sg as usize;
+    let x_base = b * p.x_sb as usize + d * p.x_sd as usize;
+    let bias = s.delta_bias.map(|v| v[d]);
+    let (b_sn, c_sn) = (p.b_sn as usize, p.c_sn as usize);
+    // Per-step scratch: the decays exp(Δ·A) (computed in one vectorisable pass), and
+    // B and C gathered into contiguous lanes.
+    let (mut da, mut bt, mut ct) = (vec![T::default(); n], vec![T::default(); n], vec![T::default(); n]);
+    let mut ys = Vec::with_capacity(len);
+    for t in 0..len {
+        let xi = x_base + t * p.x_st as usize;
+        let u = T::of(s.u[xi]);
+        let dt: T = discretize_delta(s.delta[xi], bias, p.delta_softplus != 0);
+        let (b0, c0) = (b_base + t * p.b_st as usize, c_base + t * p.c_st as usize);
+        for k in 0..n {
+            bt[k] = T::of(s.b[b0 + k * b_sn]);
+            ct[k] = T::of(s.c[c0 + k * c_sn]);
+        }
+        for (e, &ak) in da.iter_mut().zip(&a) {
+            *e = (dt * ak).exp();
+        }
+        let du = dt * u;
+        let mut y = T::default();
+        for k in 0..n {
+            h[k] = da[k] * h[k] + du * bt[k];
+            y += ct[k] * h[k];
+        }
+        if let Some(dv) = s.d {
+            y += T::of(dv[d]) * u;
+        }
+        if let Some(z) = s.z {
+            y = y * silu_t(T::of(z[xi]));
+        }
+        ys.push(y.to_f32());
+    }
+    if let Some(h_out) = h_io {
+        for (o, v) in h_out.iter_mut().zip(&h) {
+            *o = v.to_f32();
+        }
+    }
+    ys
+}
+
+/// One decode step for every (batch, channel) in the arithmetic `T`: the state is
+/// updated in place.
+pub(crate) fn selective_state_update<T: Real>(p: &StepParams, s: &StepSlices<'_>, state: &mut [f32], out: &mut [f32]) {
     let (dim, n) = (p.dim as usize, p.dstate as usize);
     state
         .par_chunks_mut(n)
         .zip(out.par_iter_mut())
+        .with_min_len(64)
         .enumerate()
         .for_each(|(bd, (h, o))| {
             let (b, d) = (bd / dim, bd % dim);
             let g = d / p.group_dim as usize;
             let bc = (b * p.groups as usize + g) * n;
-            let x = s.x[bd] as f64;
-            let dt = discretize_delta(s.dt[bd], s.dt_bias.map(|v| v[d]), p.dt_softplus != 0);
-            let mut y = 0.0;
+            let x = T::of(s.x[bd]);
+            let dt: T = discretize_delta(s.dt[bd], s.dt_bias.map(|v| v[d]), p.dt_softplus != 0);
+            let (a, bv, cv) = (&s.a[d * n..(d + 1) * n], &s.b[bc..bc + n], &s.c[bc..bc + n]);
+            let dx = dt * x;
+            let mut y = T::default();
             for k in 0..n {
-                let hk =
-                    (dt * s.a[d * n + k] as f64).exp() * h[k] as f64 + dt * s.b[bc + k] as f64 * x;
-                h[k] = hk as f32;
-                y += s.c[bc + k] as f64 * hk;
+                let hk = (dt * T::of(a[k])).exp() * T::of(h[k]) + dx * T::of(bv[k]);
+                h[k] = hk.to_f32();
+                y += T::of(cv[k]) * hk;
             }
             if let Some(dv) = s.d {
-                y += dv[d] as f64 * x;
+                y += T::of(dv[d]) * x;
             }
             if let Some(z) = s.z {
-                y *= silu(z[bd] as f64);
+                y = y * silu_t(T::of(z[bd]));
             }
-            *o = y as f32;
+            *o = y.to_f32();
         });
 }
