@@ -59,8 +59,10 @@ Format: see tests/fixtures/scan/README.md (written by this script).
 import argparse
 import ast
 import glob
+import json
 import os
 import re
+import struct
 import subprocess
 import sys
 import tarfile
@@ -70,6 +72,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from einops import rearrange, repeat
+from safetensors import safe_open
 from safetensors.torch import save_file
 
 DEFAULT_VERSION = "2.3.2.post1"
@@ -191,6 +194,24 @@ def scan_by_steps(step_ref, h0, u, delta, A, B, C, D, z, delta_bias, softplus, b
                                delta[..., t].contiguous(), A, Bt, Ct, D, zt, delta_bias,
                                softplus))
     return torch.stack(outs, dim=2), state
+
+
+def save(tensors, path: Path, meta):
+    """`safetensors.torch.save_file`, then the header rewritten with sorted keys: the
+    writer orders `__metadata__` by a hash map, so without this every rerun changes the
+    bytes of every file (the tensors are identical)."""
+    save_file({k: v.contiguous() for k, v in tensors.items() if v is not None}, str(path),
+              metadata=meta)
+    raw = path.read_bytes()
+    (n,) = struct.unpack("<Q", raw[:8])
+    header = json.loads(raw[8:8 + n])
+    text = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)
+    path.write_bytes(struct.pack("<Q", len(text)) + text + raw[8 + n:])
+    with safe_open(str(path), "pt") as f:  # still a valid file, same tensors
+        assert f.metadata() == meta
+        for k, v in tensors.items():
+            assert v is None or torch.equal(f.get_tensor(k), v), (path, k)
 
 
 # ---------------------------------------------------------------------------------------
@@ -442,8 +463,7 @@ def main():
         name, tensors, meta, f32_err, route = scan_case(refs, case, seed=1000 + i)
         meta["mamba_ssm"] = version
         path = out_dir / f"{name}.safetensors"
-        save_file({k: v.contiguous() for k, v in tensors.items() if v is not None}, str(path),
-                  metadata=meta)
+        save(tensors, path, meta)
         size = path.stat().st_size
         total += size
         worst_f32 = max(worst_f32, f32_err)
@@ -454,8 +474,7 @@ def main():
         name, tensors, meta = step_case(refs, case, seed=2000 + i)
         meta["mamba_ssm"] = version
         path = out_dir / f"{name}.safetensors"
-        save_file({k: v.contiguous() for k, v in tensors.items() if v is not None}, str(path),
-                  metadata=meta)
+        save(tensors, path, meta)
         size = path.stat().st_size
         total += size
         rows.append(f"| `{path.name}` | {size} | {meta['reference']} |")
