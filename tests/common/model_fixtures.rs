@@ -10,7 +10,9 @@
 use std::path::{Path, PathBuf};
 
 use mamba_gpu::Backend;
-use mamba_gpu::model::{BatchGenerator, GenerateOptions, LoadOptions, MambaModel, SamplingParams};
+use mamba_gpu::model::{
+    BackendRef, BatchGenerator, GenerateOptions, LoadOptions, MambaModel, SamplingParams,
+};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use safetensors::{Dtype, SafeTensors, tensor::TensorView};
@@ -82,11 +84,11 @@ pub struct FixtureReport {
 /// Loads every fixture model onto `be` and checks last-position logits (relative L2
 /// ≤ 1e-4) and greedy tokens (identical, a reference near-tie within 1e-4 excepted).
 /// Returns one report per model (empty when there are no fixtures).
-pub fn check_model_fixtures<B: Backend + Clone>(be: &B) -> Vec<FixtureReport> {
+pub fn check_model_fixtures<B: Backend>(be: &B) -> Vec<FixtureReport> {
     let mut reports = Vec::new();
     for dir in model_fixture_dirs() {
         let name = dir.file_name().unwrap().to_string_lossy().to_string();
-        let model = MambaModel::load(be.clone(), &dir, &quiet())
+        let model = MambaModel::load(BackendRef(be), &dir, &quiet())
             .unwrap_or_else(|e| panic!("{name}: load: {e}"));
         let bytes = std::fs::read(dir.join("expected.safetensors")).unwrap();
         let exp = SafeTensors::deserialize(&bytes).unwrap();
@@ -488,7 +490,7 @@ fn assert_rel(what: &str, got: &[f32], want: &[f32], max: f64) {
 /// The synthetic-model checks, on `be`: against the naive reference (several configs,
 /// both name spellings, tied/untied, biases, f16/bf16 files), and the decode-path
 /// properties. `tol` is the relative L2 allowed against the f64 reference.
-pub fn check_model_consistency<B: Backend + Clone>(be: &B, tol: f64) {
+pub fn check_model_consistency<B: Backend>(be: &B, tol: f64) {
     let configs = [
         Synth::default(),
         Synth {
@@ -511,9 +513,13 @@ pub fn check_model_consistency<B: Backend + Clone>(be: &B, tol: f64) {
     for (ci, s) in configs.iter().enumerate() {
         let t = s.tensors(100 + ci as u64);
         let bytes = to_safetensors(&t, Dtype::F32);
-        let model =
-            MambaModel::from_bytes(be.clone(), s.config_json().as_bytes(), &[&bytes], &quiet())
-                .unwrap();
+        let model = MambaModel::from_bytes(
+            BackendRef(be),
+            s.config_json().as_bytes(),
+            &[&bytes],
+            &quiet(),
+        )
+        .unwrap();
         for (pi, len) in [1usize, 5, 37].into_iter().enumerate() {
             let ids = prompt(ci as u64 * 10 + pi as u64, len, s.vocab);
             let got = model.logits_for(&ids).unwrap();
@@ -525,8 +531,13 @@ pub fn check_model_consistency<B: Backend + Clone>(be: &B, tol: f64) {
     let s = Synth::default();
     let t = s.tensors(7);
     let bytes = to_safetensors(&t, Dtype::F32);
-    let model = MambaModel::from_bytes(be.clone(), s.config_json().as_bytes(), &[&bytes], &quiet())
-        .unwrap();
+    let model = MambaModel::from_bytes(
+        BackendRef(be),
+        s.config_json().as_bytes(),
+        &[&bytes],
+        &quiet(),
+    )
+    .unwrap();
     let ids = prompt(99, 40, s.vocab);
 
     // Prefill L, then step token by token == prefill of the longer sequence.
@@ -554,9 +565,13 @@ pub fn check_model_consistency<B: Backend + Clone>(be: &B, tol: f64) {
     assert_eq!(restored.tokens_seen(), &[40]);
 
     // The internal prefill chunking gives the same.
-    let mut chunky =
-        MambaModel::from_bytes(be.clone(), s.config_json().as_bytes(), &[&bytes], &quiet())
-            .unwrap();
+    let mut chunky = MambaModel::from_bytes(
+        BackendRef(be),
+        s.config_json().as_bytes(),
+        &[&bytes],
+        &quiet(),
+    )
+    .unwrap();
     chunky.set_prefill_chunk(Some(7));
     assert_rel(
         "set_prefill_chunk(7)",
