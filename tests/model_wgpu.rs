@@ -1,0 +1,38 @@
+//! The whole model on the wgpu backend: the HF fixtures and the synthetic-model checks
+//! of `tests/common/model_fixtures.rs`. Without an adapter the tests print
+//! "wgpu model tests SKIPPED" and pass, unless `MAMBA_GPU_REQUIRE` names `wgpu`.
+#![cfg(feature = "wgpu")]
+
+mod common;
+
+use common::model_fixtures::{check_model_consistency, check_model_fixtures};
+use mamba_gpu::wgpu::WgpuBackend;
+
+fn backend() -> Option<WgpuBackend> {
+    match WgpuBackend::new() {
+        Ok(be) => Some(be),
+        Err(e) => {
+            if std::env::var("MAMBA_GPU_REQUIRE")
+                .is_ok_and(|v| v.split(',').any(|s| s.trim() == "wgpu"))
+            {
+                panic!("MAMBA_GPU_REQUIRE=wgpu but the wgpu backend is unavailable: {e}");
+            }
+            eprintln!("wgpu model tests SKIPPED: {e}");
+            None
+        }
+    }
+}
+
+#[test]
+fn hf_fixtures_match_transformers_wgpu() {
+    if let Some(be) = backend() {
+        check_model_fixtures(&be);
+    }
+}
+
+#[test]
+fn synthetic_models_and_decode_path_wgpu() {
+    if let Some(be) = backend() {
+        check_model_consistency(&be, 1e-4);
+    }
+}
