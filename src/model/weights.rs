@@ -265,6 +265,9 @@ fn classify(file: &str, bytes: &[u8], e: SafeTensorError) -> Error {
     }
 }
 
+/// A tensor of the checkpoint: (shard index, dtype, shape, bytes).
+type Entry<'a> = (usize, Dtype, Vec<usize>, &'a [u8]);
+
 /// One tensor the model expects.
 struct Spec {
     name: String,
@@ -312,7 +315,7 @@ pub(crate) fn load_weights<B: Backend>(
 ) -> Result<Weights<B>> {
     let parsed: Vec<SafeTensors<'_>> = shards.iter().map(parse_shard).collect::<Result<_>>()?;
     // name -> (shard, dtype, shape, bytes)
-    let mut all: BTreeMap<String, (usize, Dtype, Vec<usize>, &[u8])> = BTreeMap::new();
+    let mut all: BTreeMap<String, Entry<'_>> = BTreeMap::new();
     for (si, st) in parsed.iter().enumerate() {
         for (name, view) in st.iter() {
             if all.contains_key(name) {

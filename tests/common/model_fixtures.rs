@@ -126,7 +126,7 @@ pub fn check_model_fixtures<B: Backend>(be: &B) -> Vec<FixtureReport> {
                     stop_ids: vec![],
                     ignore_eos: true,
                 };
-                let ours = BatchGenerator::new(&model, &[ids.clone()], &opts)
+                let ours = BatchGenerator::new(&model, std::slice::from_ref(&ids), &opts)
                     .unwrap()
                     .run()
                     .unwrap()
@@ -601,7 +601,7 @@ pub fn check_model_consistency<B: Backend>(be: &B, tol: f64) {
     model.prefill(&mut bst, &refs).unwrap();
     let blog = model.download_logits(&bst).unwrap();
     for (i, p) in prompts.iter().enumerate() {
-        let alone = BatchGenerator::new(&model, &[p.clone()], &opts)
+        let alone = BatchGenerator::new(&model, std::slice::from_ref(p), &opts)
             .unwrap()
             .run()
             .unwrap()
