@@ -1,1 +1,506 @@
-//! The CUDA backend (CUDA C in `kernels/`, compiled by NVRTC).
+//! The CUDA backend: CUDA C kernels in `kernels/`, compiled at run time by NVRTC for the
+//! device's compute capability, launched through cudarc; matmul through cuBLAS.
+//!
+//! * [`CudaBackend::new`] never panics on a machine without CUDA: it checks that the
+//!   driver (`libcuda`) and NVRTC can be loaded first (cudarc panics when they cannot)
+//!   and returns [`Error::BackendUnavailable`]; other failures are typed errors too.
+//! * Every op is one or two kernel launches on **one stream**, in call order; nothing
+//!   waits except [`Backend::download`] (and `upload`, which copies from pageable host
+//!   memory). Because there is one stream, cudarc's per-buffer event tracking is turned
+//!   off: stream order alone orders every read after the write it depends on.
+//! * Kernels are compiled on first use and cached per module ([`nvrtc`] has the sources
+//!   and the compile step, [`CudaBackend::precompile`] compiles them all up front).
+//! * All `unsafe` launches live in `launch.rs`, one function per op, each with a
+//!   `// SAFETY:` note tying the argument list to the kernel's signature.
+//! * f16/bf16 buffers are stored as raw 16-bit words; kernels convert in registers.
+
+mod launch;
+pub mod nvrtc;
+
+use std::collections::HashMap;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::{Arc, Mutex};
+
+use cudarc::cublas::CudaBlas;
+use cudarc::driver::{CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream};
+use half::{bf16, f16};
+
+use crate::backend::{Backend, DeviceBuffer};
+use crate::error::{Error, Result};
+use crate::ops::{Elementwise, ScanInputs, StateIo, StepInputs};
+use crate::params::*;
+use crate::tensor::{DType, HostSlice, HostVec, numel};
+
+use self::nvrtc::{Image, KernelSource};
+
+const BACKEND: &str = "cuda";
+
+/// A device error with the call that failed.
+pub(crate) fn dev_err(what: &str, e: impl std::fmt::Debug) -> Error {
+    Error::Device {
+        backend: BACKEND,
+        why: format!("{what}: {e:?}"),
+    }
+}
+
+fn unavailable(why: impl Into<String>) -> Error {
+    Error::BackendUnavailable {
+        backend: BACKEND,
+        why: why.into(),
+    }
+}
+
+/// Device memory of one buffer. f16 and bf16 share the 16-bit storage.
+#[derive(Debug)]
+pub(crate) enum Storage {
+    F32(CudaSlice<f32>),
+    Half(CudaSlice<u16>),
+    U32(CudaSlice<u32>),
+}
+
+/// A CUDA buffer: device memory plus dtype and logical shape.
+#[derive(Debug)]
+pub struct CudaBuffer {
+    data: Storage,
+    dtype: DType,
+    shape: Vec<usize>,
+}
+
+impl DeviceBuffer for CudaBuffer {
+    fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+
+    fn reshape(&mut self, shape: &[usize]) -> Result<()> {
+        if numel(shape) != numel(&self.shape) {
+            return Err(Error::Shape {
+                op: "reshape",
+                tensor: "buffer",
+                got: self.shape.clone(),
+                expected: format!("{} elements for {shape:?}", numel(shape)),
+            });
+        }
+        self.shape = shape.to_vec();
+        Ok(())
+    }
+}
+
+impl CudaBuffer {
+    // Unreachable after `ops` validation; an error rather than a panic all the same.
+    fn wrong(&self, expected: &'static str) -> Error {
+        Error::DType {
+            op: BACKEND,
+            tensor: "buffer",
+            got: self.dtype,
+            expected,
+        }
+    }
+
+    pub(crate) fn f32(&self) -> Result<&CudaSlice<f32>> {
+        match &self.data {
+            Storage::F32(s) => Ok(s),
+            _ => Err(self.wrong("f32")),
+        }
+    }
+
+    pub(crate) fn f32_mut(&mut self) -> Result<&mut CudaSlice<f32>> {
+        match &mut self.data {
+            Storage::F32(s) => Ok(s),
+            _ => Err(Error::DType {
+                op: BACKEND,
+                tensor: "buffer",
+                got: self.dtype,
+                expected: "f32",
+            }),
+        }
+    }
+
+    pub(crate) fn u32(&self) -> Result<&CudaSlice<u32>> {
+        match &self.data {
+            Storage::U32(s) => Ok(s),
+            _ => Err(self.wrong("u32")),
+        }
+    }
+
+    pub(crate) fn storage(&self) -> &Storage {
+        &self.data
+    }
+
+    pub(crate) fn storage_mut(&mut self) -> &mut Storage {
+        &mut self.data
+    }
+}
+
+/// The CUDA backend. See the module docs.
+pub struct CudaBackend {
+    ctx: Arc<CudaContext>,
+    stream: Arc<CudaStream>,
+    /// `None` when libcublas cannot be loaded: matmul then uses its own kernel only.
+    blas: Option<CudaBlas>,
+    cc: (i32, i32),
+    device_name: String,
+    modules: Mutex<HashMap<&'static str, Arc<CudaModule>>>,
+    functions: Mutex<HashMap<(&'static str, &'static str), CudaFunction>>,
+    /// Passed for optional pointer arguments that a kernel's flags say it never touches.
+    dummy: CudaSlice<f32>,
+}
+
+impl std::fmt::Debug for CudaBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CudaBackend")
+            .field("device", &self.device_name)
+            .field("compute_capability", &self.cc)
+            .field("cublas", &self.blas.is_some())
+            .finish()
+    }
+}
+
+impl CudaBackend {
+    /// Opens device `ordinal`. Returns [`Error::BackendUnavailable`] when there is no
+    /// driver, no NVRTC or no such device; never panics.
+    pub fn new(ordinal: usize) -> Result<Self> {
+        // SAFETY: only tries to dlopen libcuda's candidate names.
+        if !unsafe { cudarc::driver::sys::is_culib_present() } {
+            return Err(unavailable(
+                "libcuda (the NVIDIA driver) cannot be loaded: no NVIDIA driver on this machine",
+            ));
+        }
+        if !nvrtc::nvrtc_available() {
+            return Err(unavailable(
+                "libnvrtc cannot be loaded: add the CUDA toolkit's lib64 (or the folder \
+                 tools/install_nvrtc.sh prints) to LD_LIBRARY_PATH",
+            ));
+        }
+        // cudarc panics on a few conditions (e.g. a symbol missing from an old driver);
+        // turn those into errors too.
+        match catch_unwind(AssertUnwindSafe(|| Self::init(ordinal))) {
+            Ok(r) => r,
+            Err(panic) => {
+                let why = panic
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_else(|| "cudarc panicked".into());
+                Err(unavailable(why))
+            }
+        }
+    }
+
+    fn init(ordinal: usize) -> Result<Self> {
+        let count = CudaContext::device_count()
+            .map_err(|e| unavailable(format!("cuInit / device count failed: {e:?}")))?;
+        if ordinal >= count.max(0) as usize {
+            return Err(unavailable(format!(
+                "device {ordinal} requested, {count} CUDA device(s) present"
+            )));
+        }
+        let ctx = CudaContext::new(ordinal).map_err(|e| {
+            unavailable(format!(
+                "cannot create a context on device {ordinal}: {e:?}"
+            ))
+        })?;
+        // SAFETY: everything this backend does runs on the single stream created below
+        // (cuBLAS included), so stream order already orders every use of every buffer
+        // and no event tracking is needed; no buffer exists yet.
+        unsafe { ctx.disable_event_tracking() };
+        let stream = ctx.new_stream().map_err(|e| dev_err("cuStreamCreate", e))?;
+        let cc = ctx
+            .compute_capability()
+            .map_err(|e| dev_err("compute capability", e))?;
+        let device_name = ctx.name().map_err(|e| dev_err("device name", e))?;
+        // SAFETY: only tries to dlopen libcublas's candidate names.
+        let blas = if unsafe { cudarc::cublas::sys::is_culib_present() } {
+            Some(CudaBlas::new(stream.clone()).map_err(|e| dev_err("cublasCreate", e))?)
+        } else {
+            None
+        };
+        let dummy = stream
+            .alloc_zeros::<f32>(4)
+            .map_err(|e| dev_err("cuMemAlloc", e))?;
+        Ok(CudaBackend {
+            ctx,
+            stream,
+            blas,
+            cc,
+            device_name,
+            modules: Mutex::new(HashMap::new()),
+            functions: Mutex::new(HashMap::new()),
+            dummy,
+        })
+    }
+
+    /// The device's name, e.g. "NVIDIA H100 80GB HBM3".
+    pub fn device_name(&self) -> &str {
+        &self.device_name
+    }
+
+    /// The device's compute capability, e.g. `(9, 0)`.
+    pub fn compute_capability(&self) -> (i32, i32) {
+        self.cc
+    }
+
+    /// Whether matmul can use cuBLAS (libcublas was found).
+    pub fn has_cublas(&self) -> bool {
+        self.blas.is_some()
+    }
+
+    /// Compiles and loads every kernel now (otherwise each is compiled on first use),
+    /// e.g. to keep NVRTC time out of a benchmark.
+    pub fn precompile(&self) -> Result<()> {
+        for k in nvrtc::KERNELS {
+            self.module(k)?;
+        }
+        Ok(())
+    }
+
+    /// Waits for all queued work.
+    pub fn synchronize(&self) -> Result<()> {
+        self.stream
+            .synchronize()
+            .map_err(|e| dev_err("cuStreamSynchronize", e))
+    }
+
+    /// The stream every op runs on (for timing with CUDA events).
+    pub fn stream(&self) -> &Arc<CudaStream> {
+        &self.stream
+    }
+
+    fn module(&self, k: &'static KernelSource) -> Result<Arc<CudaModule>> {
+        let mut modules = self
+            .modules
+            .lock()
+            .map_err(|_| dev_err("module cache", "poisoned lock"))?;
+        if let Some(m) = modules.get(k.name) {
+            return Ok(m.clone());
+        }
+        let ptx = match nvrtc::compile_for_device(k, self.cc)? {
+            Image::Cubin(bin) => cudarc::nvrtc::Ptx::from_binary(bin),
+            Image::Ptx(src) => cudarc::nvrtc::Ptx::from_src(src),
+        };
+        let m = self
+            .ctx
+            .load_module(ptx)
+            .map_err(|e| dev_err(&format!("cuModuleLoadData(kernels/{}.cu)", k.name), e))?;
+        modules.insert(k.name, m.clone());
+        Ok(m)
+    }
+
+    /// A kernel entry point, compiling its file on first use.
+    pub(crate) fn function(
+        &self,
+        k: &'static KernelSource,
+        name: &'static str,
+    ) -> Result<CudaFunction> {
+        let key = (k.name, name);
+        if let Some(f) = self
+            .functions
+            .lock()
+            .map_err(|_| dev_err("function cache", "poisoned lock"))?
+            .get(&key)
+        {
+            return Ok(f.clone());
+        }
+        let m = self.module(k)?;
+        let f = m
+            .load_function(name)
+            .map_err(|e| dev_err(&format!("cuModuleGetFunction({name})"), e))?;
+        self.functions
+            .lock()
+            .map_err(|_| dev_err("function cache", "poisoned lock"))?
+            .insert(key, f.clone());
+        Ok(f)
+    }
+
+    fn alloc_storage(&self, dtype: DType, n: usize) -> Result<Storage> {
+        // Zero-size allocations are not portable: keep at least one element.
+        let n = n.max(1);
+        let e = |e| dev_err("cuMemAlloc", e);
+        Ok(match dtype {
+            DType::F32 => Storage::F32(self.stream.alloc_zeros::<f32>(n).map_err(e)?),
+            DType::F16 | DType::BF16 => {
+                Storage::Half(self.stream.alloc_zeros::<u16>(n).map_err(e)?)
+            }
+            DType::U32 => Storage::U32(self.stream.alloc_zeros::<u32>(n).map_err(e)?),
+        })
+    }
+}
+
+impl Backend for CudaBackend {
+    type Buffer = CudaBuffer;
+
+    fn name(&self) -> &'static str {
+        BACKEND
+    }
+
+    fn supports_weight_dtype(&self, dtype: DType) -> bool {
+        dtype.is_float()
+    }
+
+    fn zeros(&self, dtype: DType, shape: &[usize]) -> Result<CudaBuffer> {
+        Ok(CudaBuffer {
+            data: self.alloc_storage(dtype, numel(shape))?,
+            dtype,
+            shape: shape.to_vec(),
+        })
+    }
+
+    fn upload(&self, data: HostSlice<'_>, shape: &[usize]) -> Result<CudaBuffer> {
+        let n = numel(shape);
+        if data.len() != n {
+            return Err(Error::UploadLen {
+                len: data.len(),
+                shape: shape.to_vec(),
+                expected: n,
+            });
+        }
+        if n == 0 {
+            return self.zeros(data.dtype(), shape);
+        }
+        let e = |e| dev_err("cuMemcpyHtoD", e);
+        let s = &self.stream;
+        let storage = match data {
+            HostSlice::F32(v) => Storage::F32(s.clone_htod(v).map_err(e)?),
+            HostSlice::F16(v) => Storage::Half(
+                s.clone_htod(bytemuck::cast_slice::<f16, u16>(v))
+                    .map_err(e)?,
+            ),
+            HostSlice::BF16(v) => Storage::Half(
+                s.clone_htod(bytemuck::cast_slice::<bf16, u16>(v))
+                    .map_err(e)?,
+            ),
+            HostSlice::U32(v) => Storage::U32(s.clone_htod(v).map_err(e)?),
+        };
+        Ok(CudaBuffer {
+            data: storage,
+            dtype: data.dtype(),
+            shape: shape.to_vec(),
+        })
+    }
+
+    fn download(&self, buf: &CudaBuffer) -> Result<HostVec> {
+        let n = buf.numel();
+        let e = |e| dev_err("cuMemcpyDtoH", e);
+        let s = &self.stream;
+        if n == 0 {
+            return Ok(HostVec::from_bytes(buf.dtype, &[]));
+        }
+        Ok(match (&buf.data, buf.dtype) {
+            (Storage::F32(d), _) => HostVec::F32(s.clone_dtoh(&d.slice(..n)).map_err(e)?),
+            (Storage::U32(d), _) => HostVec::U32(s.clone_dtoh(&d.slice(..n)).map_err(e)?),
+            (Storage::Half(d), DType::BF16) => {
+                let v = s.clone_dtoh(&d.slice(..n)).map_err(e)?;
+                HostVec::BF16(v.into_iter().map(bf16::from_bits).collect())
+            }
+            (Storage::Half(d), _) => {
+                let v = s.clone_dtoh(&d.slice(..n)).map_err(e)?;
+                HostVec::F16(v.into_iter().map(f16::from_bits).collect())
+            }
+        })
+    }
+
+    fn flush(&self) -> Result<()> {
+        // Launches are submitted as they are made; report any error a drop recorded.
+        self.ctx
+            .check_err()
+            .map_err(|e| dev_err("deferred error", e))
+    }
+
+    fn embedding(
+        &self,
+        p: &EmbeddingParams,
+        ids: &CudaBuffer,
+        table: &CudaBuffer,
+        out: &mut CudaBuffer,
+    ) -> Result<()> {
+        launch::embedding(self, p, ids, table, out)
+    }
+
+    fn matmul(
+        &self,
+        p: &MatmulParams,
+        x: &CudaBuffer,
+        w: &CudaBuffer,
+        bias: Option<&CudaBuffer>,
+        out: &mut CudaBuffer,
+    ) -> Result<()> {
+        launch::matmul(self, p, x, w, bias, out)
+    }
+
+    fn rms_norm(
+        &self,
+        p: &NormParams,
+        x: &CudaBuffer,
+        weight: &CudaBuffer,
+        residual: Option<&mut CudaBuffer>,
+        out: &mut CudaBuffer,
+    ) -> Result<()> {
+        launch::rms_norm(self, p, x, weight, residual, out)
+    }
+
+    fn causal_conv1d(
+        &self,
+        p: &ConvParams,
+        x: &CudaBuffer,
+        weight: &CudaBuffer,
+        bias: Option<&CudaBuffer>,
+        state: Option<&mut CudaBuffer>,
+        out: &mut CudaBuffer,
+    ) -> Result<()> {
+        launch::causal_conv1d(self, p, x, weight, bias, state, out)
+    }
+
+    fn causal_conv1d_update(
+        &self,
+        p: &ConvParams,
+        x: &CudaBuffer,
+        weight: &CudaBuffer,
+        bias: Option<&CudaBuffer>,
+        state: &mut CudaBuffer,
+        out: &mut CudaBuffer,
+    ) -> Result<()> {
+        launch::causal_conv1d_update(self, p, x, weight, bias, state, out)
+    }
+
+    fn selective_scan(
+        &self,
+        p: &ScanParams,
+        inputs: &ScanInputs<'_, CudaBuffer>,
+        mut state: StateIo<'_, CudaBuffer>,
+        out: &mut CudaBuffer,
+    ) -> Result<()> {
+        launch::selective_scan(self, p, inputs, state.buffer(), out)
+    }
+
+    fn selective_state_update(
+        &self,
+        p: &StepParams,
+        inputs: &StepInputs<'_, CudaBuffer>,
+        state: &mut CudaBuffer,
+        out: &mut CudaBuffer,
+    ) -> Result<()> {
+        launch::selective_state_update(self, p, inputs, state, out)
+    }
+
+    fn elementwise(
+        &self,
+        p: &ElementwiseParams,
+        _op: Elementwise,
+        a: &CudaBuffer,
+        b: Option<&CudaBuffer>,
+        out: &mut CudaBuffer,
+    ) -> Result<()> {
+        launch::elementwise(self, p, a, b, out)
+    }
+
+    fn argmax(&self, p: &ArgmaxParams, x: &CudaBuffer, out: &mut CudaBuffer) -> Result<()> {
+        launch::argmax(self, p, x, out)
+    }
+
+    fn copy(&self, p: &CopyParams, src: &CudaBuffer, dst: &mut CudaBuffer) -> Result<()> {
+        launch::copy(self, p, src, dst)
+    }
+}

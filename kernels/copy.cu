@@ -1,0 +1,13 @@
+// Copy of `len` 4-byte elements (f32 or u32) between buffers at element offsets.
+// CPU mirror: the `copy` method of src/cpu/mod.rs. Launched from src/cuda/launch.rs.
+
+// Keep in sync with src/params.rs::CopyParams.
+struct CopyParams {
+    unsigned int len, src_offset, dst_offset, _pad0;
+};
+
+extern "C" __global__ void copy(CopyParams p, const unsigned int* __restrict__ src,
+                                unsigned int* __restrict__ dst) {
+    const unsigned int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < p.len) dst[p.dst_offset + i] = src[p.src_offset + i];
+}

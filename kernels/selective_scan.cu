@@ -1,0 +1,260 @@
+// Selective scan (Mamba-1 forward), f32 I/O, f32 math.
+// CPU mirror: src/cpu/scan.rs::selective_scan. Launched from src/cuda/launch.rs.
+//
+// Per batch b, channel d, state n, time t:
+//   dt  = softplus?(delta[b,d,t] + delta_bias[d])
+//   h_t = exp(dt * A[d,n]) * h_{t-1} + dt * B[b,g,n,t] * u[b,d,t]
+//   y   = sum_n C[b,g,n,t] * h_t[n] + D[d] * u[b,d,t];   out = y * silu(z[b,d,t])
+//
+// Work split. A block owns CPB channels of one batch element (threadIdx.y = channel
+// row) and walks the sequence in chunks of CHUNK = NT * ITEMS time steps. Each of the
+// NT threads of a channel row holds ITEMS consecutive time steps in registers:
+//   * u, delta (and at the end z) are loaded once per chunk; where the time stride is 1
+//     and 16-byte aligned they are loaded as float4 (a warp reads 512 contiguous bytes),
+//     otherwise (TokenMajor: time stride = dim) one scalar at a time.
+//   * B and C of the chunk are staged in shared memory, NS states at a time, once for
+//     all CPB channels of the block when those channels share one group; otherwise each
+//     row reads them through L1/L2.
+//   * For each state n: discretise in registers (exp2f with log2(e) folded into A),
+//     combine the thread's ITEMS pairs sequentially, scan across the warp with shuffles
+//     and across the NW warps of the row through shared memory, under
+//         (a1, b1) o (a2, b2) = (a1 * a2, a2 * b1 + b2),
+//     seed with the running state carried from the previous chunk, replay the ITEMS
+//     steps to get h_t, and accumulate C * h_t into y. h never leaves registers except
+//     the per-(channel, state) carry, which lives in shared memory.
+//   * D skip and the z gate are fused; only `out` (and the final state) is written.
+
+// Keep in sync with src/params.rs::ScanParams.
+struct ScanParams {
+    unsigned int batch, dim, len, dstate;
+    unsigned int x_sb, x_sd, x_st;
+    unsigned int b_sb, b_sg, b_sn, b_st, b_group_dim;
+    unsigned int c_sb, c_sg, c_sn, c_st, c_group_dim;
+    unsigned int has_d, has_z, has_delta_bias, delta_softplus;
+    unsigned int state_mode;  // 0 none, 1 final, 2 carry (params.rs STATE_*)
+    unsigned int _pad0, _pad1;
+};
+
+#define NT 64                 // threads per channel (along time)
+#define NW (NT / 32)          // warps per channel
+#define ITEMS 4               // time steps per thread
+#define CHUNK (NT * ITEMS)    // time steps per chunk
+#define CPB 4                 // channels per block
+#define NS 16                 // states staged in shared memory at a time
+#define LOG2E 1.4426950408889634f
+
+#define STATE_FINAL 1u
+#define STATE_CARRY 2u
+
+__device__ __forceinline__ float softplus_f(float x) {
+    // PyTorch's softplus: linear above the threshold 20.
+    return x > 20.f ? x : log1pf(expf(x));
+}
+
+__device__ __forceinline__ float silu_f(float x) {
+    return x / (1.f + expf(-x));
+}
+
+// Loads ITEMS consecutive time steps starting at time t0 of the sequence at `base`.
+// Positions at or past `len` read as 0.
+__device__ __forceinline__ void load_items(const float* __restrict__ p, unsigned int base,
+                                           unsigned int st, unsigned int t0,
+                                           unsigned int len, bool vec, float v[ITEMS]) {
+    if (vec && t0 + ITEMS <= len) {
+        float4 q = *reinterpret_cast<const float4*>(p + base + t0);
+        v[0] = q.x; v[1] = q.y; v[2] = q.z; v[3] = q.w;
+    } else {
+#pragma unroll
+        for (int i = 0; i < ITEMS; ++i) {
+            unsigned int t = t0 + i;
+            v[i] = t < len ? p[base + (size_t)t * st] : 0.f;
+        }
+    }
+}
+
+extern "C" __global__ void __launch_bounds__(NT * CPB)
+selective_scan(ScanParams p,
+               const float* __restrict__ u,       // (batch, dim, L) via x strides
+               const float* __restrict__ delta,   // like u
+               const float* __restrict__ A,       // (dim, N)
+               const float* __restrict__ Bm,      // (batch, G, N, L) via b strides
+               const float* __restrict__ Cm,      // (batch, G, N, L) via c strides
+               const float* __restrict__ Dv,      // (dim) or unused
+               const float* __restrict__ z,       // like u, or unused
+               const float* __restrict__ delta_bias,  // (dim) or unused
+               float* __restrict__ state,         // (batch, dim, N) or unused
+               float* __restrict__ out)           // like u
+{
+    __shared__ float4 sB[NS][CHUNK / 4];
+    __shared__ float4 sC[NS][CHUNK / 4];
+    __shared__ float wsum_a[2][CPB][NW];
+    __shared__ float wsum_b[2][CPB][NW];
+    extern __shared__ float carry[];               // [CPB][dstate]
+
+    const unsigned int lane_t = threadIdx.x;       // 0..NT-1, along time
+    const unsigned int row = threadIdx.y;          // 0..CPB-1, channel within block
+    const unsigned int warp = lane_t / 32, lane = lane_t % 32;
+    const unsigned int b = blockIdx.y;
+    const unsigned int d0 = blockIdx.x * CPB;
+    const unsigned int d = d0 + row;
+    const bool ch_ok = d < p.dim;
+    const unsigned int dc = ch_ok ? d : p.dim - 1;   // clamped for safe reads
+    const unsigned int N = p.dstate, L = p.len;
+    const unsigned int tid = row * NT + lane_t;
+
+    const unsigned int xbase = b * p.x_sb + dc * p.x_sd;
+    const bool xvec = p.x_st == 1 && (p.x_sd % 4 == 0) && (p.x_sb % 4 == 0);
+
+    // B/C of this row's group, and whether the whole block shares one group.
+    const unsigned int d_last = min(d0 + CPB, p.dim) - 1;
+    const unsigned int bbase = b * p.b_sb + (dc / p.b_group_dim) * p.b_sg;
+    const unsigned int cbase = b * p.c_sb + (dc / p.c_group_dim) * p.c_sg;
+    const bool stage_b = p.b_st != 0 && d0 / p.b_group_dim == d_last / p.b_group_dim;
+    const bool stage_c = p.c_st != 0 && d0 / p.c_group_dim == d_last / p.c_group_dim;
+    const unsigned int bbase0 = b * p.b_sb + (d0 / p.b_group_dim) * p.b_sg;
+    const unsigned int cbase0 = b * p.c_sb + (d0 / p.c_group_dim) * p.c_sg;
+
+    const float bias = p.has_delta_bias ? delta_bias[dc] : 0.f;
+    const float dskip = p.has_d ? Dv[dc] : 0.f;
+
+    for (unsigned int n = lane_t; n < N; n += NT) {
+        float h0 = 0.f;
+        if (p.state_mode == STATE_CARRY && ch_ok) h0 = state[((size_t)b * p.dim + d) * N + n];
+        carry[row * N + n] = h0;
+    }
+    // (The first __syncthreads below orders these writes before any read.)
+
+    for (unsigned int c0 = 0; c0 < L; c0 += CHUNK) {
+        const unsigned int t0 = c0 + lane_t * ITEMS;
+        float uu[ITEMS], dt[ITEMS], y[ITEMS];
+        load_items(u, xbase, p.x_st, t0, L, xvec, uu);
+        load_items(delta, xbase, p.x_st, t0, L, xvec, dt);
+#pragma unroll
+        for (int i = 0; i < ITEMS; ++i) {
+            float v = dt[i] + bias;
+            v = p.delta_softplus ? softplus_f(v) : v;
+            dt[i] = (t0 + i < L) ? v : 0.f;   // dt = 0 past the end: (a, b) = (1, 0)
+            y[i] = 0.f;
+        }
+
+        for (unsigned int n0 = 0; n0 < N; n0 += NS) {
+            const unsigned int ns = min((unsigned int)NS, N - n0);
+            // Stage B/C[n0 .. n0+ns, c0 .. c0+CHUNK] for the block.
+            __syncthreads();   // previous tile fully consumed
+            if (stage_b || stage_c) {
+                float* fb = reinterpret_cast<float*>(sB);
+                float* fc = reinterpret_cast<float*>(sC);
+                for (unsigned int k = tid; k < ns * CHUNK; k += NT * CPB) {
+                    if (stage_b) {
+                        // Walk memory in order: time-fastest when B's time stride is 1.
+                        unsigned int nn = p.b_st == 1 ? k / CHUNK : k % ns;
+                        unsigned int tt = p.b_st == 1 ? k % CHUNK : k / ns;
+                        unsigned int t = c0 + tt;
+                        fb[nn * CHUNK + tt] = t < L
+                            ? Bm[bbase0 + (n0 + nn) * p.b_sn + (size_t)t * p.b_st] : 0.f;
+                    }
+                    if (stage_c) {
+                        unsigned int nn = p.c_st == 1 ? k / CHUNK : k % ns;
+                        unsigned int tt = p.c_st == 1 ? k % CHUNK : k / ns;
+                        unsigned int t = c0 + tt;
+                        fc[nn * CHUNK + tt] = t < L
+                            ? Cm[cbase0 + (n0 + nn) * p.c_sn + (size_t)t * p.c_st] : 0.f;
+                    }
+                }
+            }
+            __syncthreads();
+
+            for (unsigned int nn = 0; nn < ns; ++nn) {
+                const unsigned int n = n0 + nn;
+                const unsigned int par = n & 1;
+                const float a2 = A[dc * N + n] * LOG2E;
+                const float h_in = carry[row * N + n];   // read before the sync below
+
+                float bv[ITEMS], cv[ITEMS];
+                if (stage_b) {
+                    float4 q = sB[nn][lane_t];
+                    bv[0] = q.x; bv[1] = q.y; bv[2] = q.z; bv[3] = q.w;
+                } else {
+#pragma unroll
+                    for (int i = 0; i < ITEMS; ++i)
+                        bv[i] = (t0 + i < L) ? Bm[bbase + n * p.b_sn + (size_t)(t0 + i) * p.b_st] : 0.f;
+                }
+                if (stage_c) {
+                    float4 q = sC[nn][lane_t];
+                    cv[0] = q.x; cv[1] = q.y; cv[2] = q.z; cv[3] = q.w;
+                } else {
+#pragma unroll
+                    for (int i = 0; i < ITEMS; ++i)
+                        cv[i] = (t0 + i < L) ? Cm[cbase + n * p.c_sn + (size_t)(t0 + i) * p.c_st] : 0.f;
+                }
+
+                // Discretise and combine this thread's steps.
+                float ea[ITEMS], eb[ITEMS];
+                float ta = 1.f, tb = 0.f;
+#pragma unroll
+                for (int i = 0; i < ITEMS; ++i) {
+                    ea[i] = exp2f(dt[i] * a2);
+                    eb[i] = dt[i] * bv[i] * uu[i];
+                    ta = ta * ea[i];
+                    tb = ea[i] * tb + eb[i];
+                }
+                // Inclusive scan across the warp.
+#pragma unroll
+                for (int off = 1; off < 32; off <<= 1) {
+                    float pa = __shfl_up_sync(0xffffffffu, ta, off);
+                    float pb = __shfl_up_sync(0xffffffffu, tb, off);
+                    if (lane >= (unsigned int)off) {
+                        tb = ta * pb + tb;
+                        ta = pa * ta;
+                    }
+                }
+                if (lane == 31) {
+                    wsum_a[par][row][warp] = ta;
+                    wsum_b[par][row][warp] = tb;
+                }
+                // Exclusive prefix within the warp.
+                float xa = __shfl_up_sync(0xffffffffu, ta, 1);
+                float xb = __shfl_up_sync(0xffffffffu, tb, 1);
+                if (lane == 0) { xa = 1.f; xb = 0.f; }
+                __syncthreads();
+
+                // State entering this thread's first step.
+                float h = h_in;
+                for (unsigned int w = 0; w < warp; ++w) h = wsum_a[par][row][w] * h + wsum_b[par][row][w];
+                h = xa * h + xb;
+#pragma unroll
+                for (int i = 0; i < ITEMS; ++i) {
+                    h = ea[i] * h + eb[i];
+                    y[i] += cv[i] * h;
+                }
+                if (lane_t == NT - 1) carry[row * N + n] = h;   // past-the-end steps are identity
+            }
+        }
+
+        // D skip, z gate, store.
+        float zz[ITEMS];
+        if (p.has_z) load_items(z, xbase, p.x_st, t0, L, xvec, zz);
+#pragma unroll
+        for (int i = 0; i < ITEMS; ++i) {
+            float v = y[i] + dskip * uu[i];
+            if (p.has_z) v *= silu_f(zz[i]);
+            y[i] = v;
+        }
+        if (ch_ok) {
+            if (xvec && t0 + ITEMS <= L) {
+                *reinterpret_cast<float4*>(out + xbase + t0) = make_float4(y[0], y[1], y[2], y[3]);
+            } else {
+#pragma unroll
+                for (int i = 0; i < ITEMS; ++i)
+                    if (t0 + i < L) out[xbase + (size_t)(t0 + i) * p.x_st] = y[i];
+            }
+        }
+    }
+
+    if (p.state_mode != 0) {
+        __syncthreads();   // last carries written
+        if (ch_ok)
+            for (unsigned int n = lane_t; n < N; n += NT)
+                state[((size_t)b * p.dim + d) * N + n] = carry[row * N + n];
+    }
+}

@@ -1,0 +1,543 @@
+//! Every kernel launch of the CUDA backend: one function per op.
+//!
+//! The only `unsafe` of the backend's ops is here. Each launch pushes its arguments in
+//! the order of the kernel's parameter list (quoted above each launch), with the types
+//! the kernel declares; the parameter structs are `#[repr(C)]` u32/f32 structs mirrored
+//! field for field in the `.cu` files. Bounds: every shape was validated by
+//! `crate::ops` (which built the params from those very buffers), the kernels guard
+//! their last partial block, and optional pointers a kernel's flags say it never reads
+//! get a small dummy buffer.
+
+use cudarc::cublas::{Gemm, GemmConfig, sys::cublasOperation_t};
+use cudarc::driver::{CudaSlice, DeviceRepr, LaunchArgs, LaunchConfig, PushKernelArg};
+
+use super::nvrtc::{
+    ARGMAX, CAUSAL_CONV1D, COPY, ELEMENTWISE, EMBEDDING, MATMUL, RMS_NORM, SELECTIVE_SCAN,
+    SELECTIVE_STATE_UPDATE,
+};
+use super::{CudaBackend, CudaBuffer, Storage, dev_err};
+use crate::error::{Error, Result};
+use crate::ops::{ScanInputs, StepInputs};
+use crate::params::*;
+use crate::tensor::DType;
+
+// SAFETY (all seven): `#[repr(C)]` structs of u32/f32 only, no padding, no pointers;
+// the kernels declare the same fields in the same order (each .cu file's
+// "Keep in sync with src/params.rs" struct), so the bytes mean the same on both sides.
+unsafe impl DeviceRepr for ScanParams {}
+unsafe impl DeviceRepr for StepParams {}
+unsafe impl DeviceRepr for ConvParams {}
+unsafe impl DeviceRepr for MatmulParams {}
+unsafe impl DeviceRepr for NormParams {}
+unsafe impl DeviceRepr for EmbeddingParams {}
+unsafe impl DeviceRepr for ElementwiseParams {}
+unsafe impl DeviceRepr for ArgmaxParams {}
+unsafe impl DeviceRepr for CopyParams {}
+
+/// Threads per block of the one-thread-per-element kernels.
+const THREADS: u32 = 256;
+
+fn grid1d(n: u32, threads: u32) -> LaunchConfig {
+    LaunchConfig {
+        grid_dim: (n.div_ceil(threads), 1, 1),
+        block_dim: (threads, 1, 1),
+        shared_mem_bytes: 0,
+    }
+}
+
+fn launch_err(kernel: &str) -> impl Fn(cudarc::driver::DriverError) -> Error + '_ {
+    move |e| dev_err(&format!("launch of {kernel}"), e)
+}
+
+/// Pushes a buffer's device pointer, whatever its element type.
+fn push<'a>(a: &mut LaunchArgs<'a>, b: &'a CudaBuffer) {
+    match b.storage() {
+        Storage::F32(s) => a.arg(s),
+        Storage::Half(s) => a.arg(s),
+        Storage::U32(s) => a.arg(s),
+    };
+}
+
+/// Pushes a buffer the kernel writes.
+fn push_mut<'a>(a: &mut LaunchArgs<'a>, b: &'a mut CudaBuffer) {
+    match b.storage_mut() {
+        Storage::F32(s) => a.arg(s),
+        Storage::Half(s) => a.arg(s),
+        Storage::U32(s) => a.arg(s),
+    };
+}
+
+/// Pushes an optional input, or the dummy buffer when absent.
+fn push_opt<'a>(a: &mut LaunchArgs<'a>, b: Option<&'a CudaBuffer>, dummy: &'a CudaSlice<f32>) {
+    match b {
+        Some(b) => push(a, b),
+        None => {
+            a.arg(dummy);
+        }
+    }
+}
+
+/// Kernel-name suffix of a weight dtype.
+fn weight_kernel(op: &'static str, dtype: DType, names: [&'static str; 3]) -> Result<&'static str> {
+    match dtype {
+        DType::F32 => Ok(names[0]),
+        DType::F16 => Ok(names[1]),
+        DType::BF16 => Ok(names[2]),
+        DType::U32 => Err(Error::DType {
+            op,
+            tensor: "weight",
+            got: dtype,
+            expected: "f32, f16 or bf16",
+        }),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Selective scan and state update.
+
+/// Must match NT, CPB and NS in kernels/selective_scan.cu.
+const SCAN_NT: u32 = 64;
+const SCAN_CPB: u32 = 4;
+const SCAN_STATIC_SMEM: u32 = 2 * 16 * (SCAN_NT * 4) * 4 + 2 * 2 * SCAN_CPB * (SCAN_NT / 32) * 4;
+/// Static + dynamic shared memory a block may use without an opt-in.
+const SMEM_LIMIT: u32 = 48 * 1024;
+
+pub(super) fn selective_scan(
+    be: &CudaBackend,
+    p: &ScanParams,
+    i: &ScanInputs<'_, CudaBuffer>,
+    state: Option<&mut CudaBuffer>,
+    out: &mut CudaBuffer,
+) -> Result<()> {
+    let carry_bytes = SCAN_CPB * 4 * p.dstate;
+    if SCAN_STATIC_SMEM + carry_bytes > SMEM_LIMIT {
+        return Err(Error::Arg {
+            op: "selective_scan",
+            arg: "A",
+            why: format!(
+                "dstate {} is too large for the CUDA kernel (at most {})",
+                p.dstate,
+                (SMEM_LIMIT - SCAN_STATIC_SMEM) / (SCAN_CPB * 4)
+            ),
+        });
+    }
+    if p.batch > 65_535 {
+        return Err(Error::Arg {
+            op: "selective_scan",
+            arg: "u",
+            why: format!("batch {} exceeds the CUDA grid's 65535", p.batch),
+        });
+    }
+    let f = be.function(&SELECTIVE_SCAN, "selective_scan")?;
+    let cfg = LaunchConfig {
+        grid_dim: (p.dim.div_ceil(SCAN_CPB), p.batch, 1),
+        block_dim: (SCAN_NT, SCAN_CPB, 1),
+        shared_mem_bytes: carry_bytes,
+    };
+    let mut a = be.stream.launch_builder(&f);
+    a.arg(p);
+    for t in [i.u, i.delta, i.a, i.b, i.c] {
+        a.arg(t.f32()?);
+    }
+    push_opt(&mut a, i.d, &be.dummy);
+    push_opt(&mut a, i.z, &be.dummy);
+    push_opt(&mut a, i.delta_bias, &be.dummy);
+    match state {
+        Some(s) => {
+            a.arg(s.f32_mut()?);
+        }
+        None => {
+            a.arg(&be.dummy);
+        }
+    }
+    a.arg(out.f32_mut()?);
+    // SAFETY: selective_scan(ScanParams p, const float* u, delta, A, B, C, D, z,
+    // delta_bias, float* state, float* out): 11 arguments in that order, all f32
+    // buffers (checked by `f32()` above). `p` was built by ops::selective_scan from
+    // these buffers, so every index the kernel forms from p's sizes and strides is in
+    // bounds; D / z / delta_bias / state are read or written only when has_d / has_z /
+    // has_delta_bias / state_mode say they were given. The grid covers ceil(dim/4)
+    // channel blocks x batch, with (64, 4) threads as the kernel's NT and CPB expect,
+    // and the dynamic shared memory holds its carry[CPB][dstate].
+    unsafe { a.launch(cfg) }.map_err(launch_err("selective_scan"))?;
+    Ok(())
+}
+
+pub(super) fn selective_state_update(
+    be: &CudaBackend,
+    p: &StepParams,
+    i: &StepInputs<'_, CudaBuffer>,
+    state: &mut CudaBuffer,
+    out: &mut CudaBuffer,
+) -> Result<()> {
+    let f = be.function(&SELECTIVE_STATE_UPDATE, "selective_state_update")?;
+    let mut a = be.stream.launch_builder(&f);
+    a.arg(p);
+    for t in [i.x, i.dt, i.a, i.b, i.c] {
+        a.arg(t.f32()?);
+    }
+    push_opt(&mut a, i.d, &be.dummy);
+    push_opt(&mut a, i.z, &be.dummy);
+    push_opt(&mut a, i.dt_bias, &be.dummy);
+    a.arg(state.f32_mut()?);
+    a.arg(out.f32_mut()?);
+    // SAFETY: selective_state_update(StepParams p, const float* x, dt, A, B, C, D, z,
+    // dt_bias, float* state, float* out): same order, all f32. ops validated
+    // state (batch, dim, N), B/C (batch, groups, N) and the rest against p; optional
+    // inputs are read only when their has_* flag is set; one thread per (batch,
+    // channel), guarded by batch * dim in the kernel. State rows are 16-byte aligned for
+    // the float4 path because N % 4 == 0 there and allocations are 256-byte aligned.
+    unsafe { a.launch(grid1d(p.batch * p.dim, THREADS)) }
+        .map_err(launch_err("selective_state_update"))?;
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+// Causal conv1d.
+
+pub(super) fn causal_conv1d(
+    be: &CudaBackend,
+    p: &ConvParams,
+    x: &CudaBuffer,
+    weight: &CudaBuffer,
+    bias: Option<&CudaBuffer>,
+    state: Option<&mut CudaBuffer>,
+    out: &mut CudaBuffer,
+) -> Result<()> {
+    let f = be.function(&CAUSAL_CONV1D, "causal_conv1d")?;
+    {
+        let mut a = be.stream.launch_builder(&f);
+        a.arg(p);
+        a.arg(x.f32()?);
+        a.arg(weight.f32()?);
+        push_opt(&mut a, bias, &be.dummy);
+        push_opt(&mut a, state.as_deref(), &be.dummy);
+        a.arg(out.f32_mut()?);
+        // SAFETY: causal_conv1d(ConvParams p, const float* x, w, bias, state,
+        // float* out): same order, all f32. One thread per output element, guarded by
+        // batch * dim * len < 2^32 (ops checked numel); x/out indices come from p's
+        // strides of the validated shape; w is (dim, K); the state (batch, dim, K-1) is
+        // read only when state_mode is carry, bias only when has_bias.
+        unsafe { a.launch(grid1d(p.batch * p.dim * p.len, THREADS)) }
+            .map_err(launch_err("causal_conv1d"))?;
+    }
+    if let Some(s) = state.filter(|_| p.state_mode != STATE_NONE) {
+        let f = be.function(&CAUSAL_CONV1D, "causal_conv1d_state")?;
+        let mut a = be.stream.launch_builder(&f);
+        a.arg(p);
+        a.arg(x.f32()?);
+        a.arg(s.f32_mut()?);
+        // SAFETY: causal_conv1d_state(ConvParams p, const float* x, float* state):
+        // same order, f32. One thread per (batch, channel) row of the validated
+        // (batch, dim, K-1) state (ops requires K >= 2 with a state). Launched after
+        // the conv on the same stream, so the conv has read the old state.
+        unsafe { a.launch(grid1d(p.batch * p.dim, THREADS)) }
+            .map_err(launch_err("causal_conv1d_state"))?;
+    }
+    Ok(())
+}
+
+pub(super) fn causal_conv1d_update(
+    be: &CudaBackend,
+    p: &ConvParams,
+    x: &CudaBuffer,
+    weight: &CudaBuffer,
+    bias: Option<&CudaBuffer>,
+    state: &mut CudaBuffer,
+    out: &mut CudaBuffer,
+) -> Result<()> {
+    let f = be.function(&CAUSAL_CONV1D, "causal_conv1d_update")?;
+    let mut a = be.stream.launch_builder(&f);
+    a.arg(p);
+    a.arg(x.f32()?);
+    a.arg(weight.f32()?);
+    push_opt(&mut a, bias, &be.dummy);
+    a.arg(state.f32_mut()?);
+    a.arg(out.f32_mut()?);
+    // SAFETY: causal_conv1d_update(ConvParams p, const float* x, w, bias,
+    // float* state, float* out): same order, all f32. ops validated x/out (batch, dim),
+    // w (dim, K), state (batch, dim, K-1) with K >= 2; one thread per (batch, channel).
+    unsafe { a.launch(grid1d(p.batch * p.dim, THREADS)) }
+        .map_err(launch_err("causal_conv1d_update"))?;
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+// Matmul.
+
+/// Rows of x up to which matmul uses its own kernel (one pass over the weights per 8
+/// rows) instead of cuBLAS: decode-sized products, where launches and weight bytes
+/// dominate.
+const SMALL_M: u32 = 8;
+/// Must match MAXM and WARPS in kernels/matmul.cu.
+const MM_MAXM: u32 = 8;
+const MM_WARPS: u32 = 8;
+
+fn bias_kind(bias: Option<&CudaBuffer>) -> u32 {
+    match bias.map(|b| b.dtype) {
+        Some(DType::F16) => 1,
+        Some(DType::BF16) => 2,
+        _ => 0,
+    }
+}
+
+pub(super) fn matmul(
+    be: &CudaBackend,
+    p: &MatmulParams,
+    x: &CudaBuffer,
+    w: &CudaBuffer,
+    bias: Option<&CudaBuffer>,
+    out: &mut CudaBuffer,
+) -> Result<()> {
+    let kind = bias_kind(bias);
+    let blas = match &be.blas {
+        Some(blas) if p.m > SMALL_M => blas,
+        _ => return matmul_rows(be, p, kind, x, w, bias, out),
+    };
+    // cuBLAS path: out (m, n) row-major = x (m, k) · w (n, k)ᵀ. Column-major, that is
+    // outᵀ (n x m) = op(w as k x n, transposed) · (x as k x m).
+    let dims = |v: u32| i32::try_from(v).map_err(|_| dev_err("cuBLAS dimension", v));
+    let (m, n, k) = (dims(p.m)?, dims(p.n)?, dims(p.k)?);
+    if p.has_bias != 0 {
+        let b = bias.ok_or_else(|| dev_err("matmul", "has_bias without a bias buffer"))?;
+        let f = be.function(&MATMUL, "bias_rows")?;
+        let mut a = be.stream.launch_builder(&f);
+        a.arg(p);
+        a.arg(&kind);
+        push(&mut a, b);
+        a.arg(out.f32_mut()?);
+        // SAFETY: bias_rows(MatmulParams p, unsigned int bias_kind, const void* bias,
+        // float* out): same order; bias_kind names the bias dtype the kernel reads
+        // (bias (n) validated by ops); one thread per element of the (m, n) f32 out,
+        // guarded by m * n < 2^32 (ops checked numel).
+        unsafe { a.launch(grid1d(p.m * p.n, THREADS)) }.map_err(launch_err("bias_rows"))?;
+    }
+    let cfg = GemmConfig {
+        transa: cublasOperation_t::CUBLAS_OP_T,
+        transb: cublasOperation_t::CUBLAS_OP_N,
+        m: n,
+        n: m,
+        k,
+        alpha: 1.0f32,
+        lda: k,
+        ldb: k,
+        beta: if p.has_bias != 0 { 1.0 } else { 0.0 },
+        ldc: n,
+    };
+    let widened;
+    let w32: &CudaSlice<f32> = match w.dtype {
+        DType::F32 => w.f32()?,
+        dt => {
+            // Widen f16/bf16 weights to f32 in a scratch buffer (stream-ordered
+            // allocation, freed in stream order after the GEMM), then SGEMM: the
+            // same arithmetic as the CPU reference.
+            let len = p.n * p.k;
+            // SAFETY: the scratch is fully written by `widen_*` below before the GEMM
+            // reads it; both run on this stream in order.
+            let mut scratch = unsafe { be.stream.alloc::<f32>(len as usize) }
+                .map_err(|e| dev_err("cuMemAlloc", e))?;
+            let name = weight_kernel("matmul", dt, ["", "widen_f16", "widen_bf16"])?;
+            let f = be.function(&MATMUL, name)?;
+            let mut a = be.stream.launch_builder(&f);
+            a.arg(&len);
+            push(&mut a, w);
+            a.arg(&mut scratch);
+            // SAFETY: widen_{f16,bf16}(unsigned int len, const F16/BF16* src,
+            // float* dst): same order; w holds n * k 16-bit values (validated (n, k))
+            // and the scratch n * k f32; one thread per element, guarded by len.
+            unsafe { a.launch(grid1d(len, THREADS)) }.map_err(launch_err(name))?;
+            widened = scratch;
+            &widened
+        }
+    };
+    // SAFETY: column-major SGEMM with m' = n, n' = m, k: A = w (k x n, lda = k,
+    // transposed), B = x (k x m, ldb = k), C = out (n x m, ldc = n); the buffers hold
+    // n * k, m * k and m * n f32 as ops validated. Runs on the backend's stream.
+    unsafe { blas.gemm(cfg, w32, x.f32()?, out.f32_mut()?) }
+        .map_err(|e| dev_err("cublasSgemm", e))?;
+    Ok(())
+}
+
+/// The small-m kernel (also the whole matmul when cuBLAS is missing).
+fn matmul_rows(
+    be: &CudaBackend,
+    p: &MatmulParams,
+    kind: u32,
+    x: &CudaBuffer,
+    w: &CudaBuffer,
+    bias: Option<&CudaBuffer>,
+    out: &mut CudaBuffer,
+) -> Result<()> {
+    let m_blocks = p.m.div_ceil(MM_MAXM);
+    if m_blocks > 65_535 {
+        return Err(Error::Arg {
+            op: "matmul",
+            arg: "x",
+            why: format!("{} rows need cuBLAS (libcublas not found)", p.m),
+        });
+    }
+    let name = weight_kernel(
+        "matmul",
+        w.dtype,
+        ["matmul_rows_f32", "matmul_rows_f16", "matmul_rows_bf16"],
+    )?;
+    let f = be.function(&MATMUL, name)?;
+    let cfg = LaunchConfig {
+        grid_dim: (p.n.div_ceil(MM_WARPS), m_blocks, 1),
+        block_dim: (MM_WARPS * 32, 1, 1),
+        shared_mem_bytes: 0,
+    };
+    let mut a = be.stream.launch_builder(&f);
+    a.arg(p);
+    a.arg(&kind);
+    a.arg(x.f32()?);
+    push(&mut a, w);
+    push_opt(&mut a, bias, &be.dummy);
+    a.arg(out.f32_mut()?);
+    // SAFETY: matmul_rows_<w dtype>(MatmulParams p, unsigned int bias_kind,
+    // const float* x, const W* w, const void* bias, float* out): same order, the kernel
+    // chosen by w's dtype and bias_kind naming the bias dtype (read only if has_bias).
+    // ops validated x (m, k), w (n, k), bias (n), out (m, n). One warp per column
+    // (whole warps exit past n), blockIdx.y tiles m by 8 as the kernel's MAXM; the
+    // 16-byte vector loads are used only when k % 8 == 0, which keeps rows aligned.
+    unsafe { a.launch(cfg) }.map_err(launch_err(name))?;
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+// Norm, embedding, elementwise, argmax, copy.
+
+pub(super) fn rms_norm(
+    be: &CudaBackend,
+    p: &NormParams,
+    x: &CudaBuffer,
+    weight: &CudaBuffer,
+    residual: Option<&mut CudaBuffer>,
+    out: &mut CudaBuffer,
+) -> Result<()> {
+    let name = weight_kernel(
+        "rms_norm",
+        weight.dtype,
+        ["rms_norm_f32", "rms_norm_f16", "rms_norm_bf16"],
+    )?;
+    let f = be.function(&RMS_NORM, name)?;
+    let cfg = LaunchConfig {
+        grid_dim: (p.rows, 1, 1),
+        block_dim: (THREADS, 1, 1),
+        shared_mem_bytes: 0,
+    };
+    let mut a = be.stream.launch_builder(&f);
+    a.arg(p);
+    a.arg(x.f32()?);
+    push(&mut a, weight);
+    match residual {
+        Some(r) => {
+            a.arg(r.f32_mut()?);
+        }
+        None => {
+            a.arg(&be.dummy);
+        }
+    }
+    a.arg(out.f32_mut()?);
+    // SAFETY: rms_norm_<w dtype>(NormParams p, const float* x, const W* w,
+    // float* residual, float* out): same order, kernel chosen by the weight's dtype.
+    // One block of 256 threads (the kernel's THREADS) per row of the validated
+    // (rows, dim) x / residual / out; weight (dim); residual touched only if
+    // has_residual.
+    unsafe { a.launch(cfg) }.map_err(launch_err(name))?;
+    Ok(())
+}
+
+pub(super) fn embedding(
+    be: &CudaBackend,
+    p: &EmbeddingParams,
+    ids: &CudaBuffer,
+    table: &CudaBuffer,
+    out: &mut CudaBuffer,
+) -> Result<()> {
+    let name = weight_kernel(
+        "embedding",
+        table.dtype,
+        ["embedding_f32", "embedding_f16", "embedding_bf16"],
+    )?;
+    let f = be.function(&EMBEDDING, name)?;
+    let mut a = be.stream.launch_builder(&f);
+    a.arg(p);
+    a.arg(ids.u32()?);
+    push(&mut a, table);
+    a.arg(out.f32_mut()?);
+    // SAFETY: embedding_<dtype>(EmbeddingParams p, const unsigned int* ids,
+    // const T* table, float* out): same order, kernel chosen by the table's dtype.
+    // One thread per element of the validated (count, dim) out (< 2^32); ids at or
+    // past `rows` are not dereferenced (zeros are written).
+    unsafe { a.launch(grid1d(p.count * p.dim, THREADS)) }.map_err(launch_err(name))?;
+    Ok(())
+}
+
+pub(super) fn elementwise(
+    be: &CudaBackend,
+    p: &ElementwiseParams,
+    x: &CudaBuffer,
+    y: Option<&CudaBuffer>,
+    out: &mut CudaBuffer,
+) -> Result<()> {
+    let f = be.function(&ELEMENTWISE, "elementwise")?;
+    let mut a = be.stream.launch_builder(&f);
+    a.arg(p);
+    a.arg(x.f32()?);
+    match y {
+        Some(y) => {
+            a.arg(y.f32()?);
+        }
+        None => {
+            a.arg(&be.dummy);
+        }
+    }
+    a.arg(out.f32_mut()?);
+    // SAFETY: elementwise(ElementwiseParams p, const float* a, const float* b,
+    // float* out): same order, f32. ops validated a, b, out to one shape of `len`
+    // elements and gave b exactly for the binary op codes, the only ones reading it.
+    unsafe { a.launch(grid1d(p.len, THREADS)) }.map_err(launch_err("elementwise"))?;
+    Ok(())
+}
+
+pub(super) fn argmax(
+    be: &CudaBackend,
+    p: &ArgmaxParams,
+    x: &CudaBuffer,
+    out: &mut CudaBuffer,
+) -> Result<()> {
+    let f = be.function(&ARGMAX, "argmax")?;
+    let cfg = LaunchConfig {
+        grid_dim: (p.rows, 1, 1),
+        block_dim: (THREADS, 1, 1),
+        shared_mem_bytes: 0,
+    };
+    let mut a = be.stream.launch_builder(&f);
+    a.arg(p);
+    a.arg(x.f32()?);
+    push_mut(&mut a, out);
+    // SAFETY: argmax(ArgmaxParams p, const float* x, unsigned int* out): same order;
+    // x f32 (rows, cols) and out u32 (rows) validated by ops; one block of 256 threads
+    // (the kernel's THREADS) per row.
+    unsafe { a.launch(cfg) }.map_err(launch_err("argmax"))?;
+    Ok(())
+}
+
+pub(super) fn copy(
+    be: &CudaBackend,
+    p: &CopyParams,
+    src: &CudaBuffer,
+    dst: &mut CudaBuffer,
+) -> Result<()> {
+    let f = be.function(&COPY, "copy")?;
+    let mut a = be.stream.launch_builder(&f);
+    a.arg(p);
+    push(&mut a, src);
+    push_mut(&mut a, dst);
+    // SAFETY: copy(CopyParams p, const unsigned int* src, unsigned int* dst): same
+    // order; both buffers hold 4-byte elements of one dtype (ops), and ops checked
+    // offset + len against each buffer's length. One thread per copied element.
+    unsafe { a.launch(grid1d(p.len, THREADS)) }.map_err(launch_err("copy"))?;
+    Ok(())
+}

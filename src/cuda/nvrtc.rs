@@ -1,0 +1,228 @@
+//! The CUDA C sources in `kernels/` and their run-time compilation by NVRTC.
+//!
+//! Every kernel file is embedded in the binary with `include_str!` and compiled on first
+//! use for the compute capability of the device (`--gpu-architecture=sm_XY`), to a
+//! CUBIN the driver loads without a JIT step. CUBIN is used rather than PTX because a
+//! driver refuses PTX written by a newer NVRTC than itself, while a CUBIN of the same
+//! major CUDA version loads. If NVRTC does not know the device's `sm_XY` (a GPU newer
+//! than the NVRTC), the source is compiled to PTX for the newest virtual architecture
+//! NVRTC supports, and the driver JIT-compiles it.
+//!
+//! The functions here need only `libnvrtc` (no GPU, no driver), so
+//! `tests/nvrtc_compile.rs` runs them on machines without a GPU.
+
+use std::ffi::{CStr, CString, c_char, c_int};
+
+use cudarc::nvrtc::{result as nv, sys};
+
+use crate::error::{Error, Result};
+
+/// One kernel file of `kernels/`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct KernelSource {
+    /// Base name, as in `kernels/<name>.cu` and `shaders/<name>.wgsl`.
+    pub name: &'static str,
+    /// The CUDA C source.
+    pub source: &'static str,
+}
+
+macro_rules! kernel {
+    ($name:literal) => {
+        KernelSource {
+            name: $name,
+            source: include_str!(concat!("../../kernels/", $name, ".cu")),
+        }
+    };
+}
+
+pub const SELECTIVE_SCAN: KernelSource = kernel!("selective_scan");
+pub const SELECTIVE_STATE_UPDATE: KernelSource = kernel!("selective_state_update");
+pub const CAUSAL_CONV1D: KernelSource = kernel!("causal_conv1d");
+pub const RMS_NORM: KernelSource = kernel!("rms_norm");
+pub const EMBEDDING: KernelSource = kernel!("embedding");
+pub const ELEMENTWISE: KernelSource = kernel!("elementwise");
+pub const ARGMAX: KernelSource = kernel!("argmax");
+pub const COPY: KernelSource = kernel!("copy");
+pub const MATMUL: KernelSource = kernel!("matmul");
+
+/// Every file of `kernels/`.
+pub const KERNELS: &[KernelSource] = &[
+    SELECTIVE_SCAN,
+    SELECTIVE_STATE_UPDATE,
+    CAUSAL_CONV1D,
+    RMS_NORM,
+    EMBEDDING,
+    ELEMENTWISE,
+    ARGMAX,
+    COPY,
+    MATMUL,
+];
+
+/// What NVRTC produced.
+#[derive(Debug, Clone)]
+pub enum Image {
+    /// Machine code for one `sm_XY`.
+    Cubin(Vec<u8>),
+    /// PTX for a virtual architecture, JIT-compiled by the driver at load time.
+    Ptx(String),
+}
+
+/// Can libnvrtc be loaded? (cudarc panics on first use when it cannot.)
+pub fn nvrtc_available() -> bool {
+    // SAFETY: only tries to dlopen the candidate library names; calls nothing in them.
+    unsafe { sys::is_culib_present() }
+}
+
+fn unavailable(why: String) -> Error {
+    Error::BackendUnavailable {
+        backend: "cuda",
+        why,
+    }
+}
+
+fn require_nvrtc() -> Result<()> {
+    if nvrtc_available() {
+        Ok(())
+    } else {
+        Err(unavailable(
+            "libnvrtc (NVRTC, the run-time CUDA compiler) cannot be loaded; \
+             add the CUDA toolkit's lib64 folder (or tools/install_nvrtc.sh's) to LD_LIBRARY_PATH"
+                .into(),
+        ))
+    }
+}
+
+/// NVRTC's version, e.g. `(13, 0)`.
+pub fn nvrtc_version() -> Result<(i32, i32)> {
+    require_nvrtc()?;
+    let (mut major, mut minor): (c_int, c_int) = (0, 0);
+    // SAFETY: libnvrtc is loadable (checked above); both pointers are valid for writes.
+    unsafe { sys::nvrtcVersion(&mut major, &mut minor) }
+        .result()
+        .map_err(|e| nvrtc_err("nvrtcVersion", e))?;
+    Ok((major, minor))
+}
+
+/// The real architectures (`XY` of `sm_XY`) this NVRTC can compile for.
+pub fn supported_archs() -> Result<Vec<i32>> {
+    require_nvrtc()?;
+    let mut n: c_int = 0;
+    // SAFETY: libnvrtc is loadable; `n` is valid for writes.
+    unsafe { sys::nvrtcGetNumSupportedArchs(&mut n) }
+        .result()
+        .map_err(|e| nvrtc_err("nvrtcGetNumSupportedArchs", e))?;
+    let mut v = vec![0 as c_int; n.max(0) as usize];
+    // SAFETY: `v` has room for the `n` entries NVRTC reported.
+    unsafe { sys::nvrtcGetSupportedArchs(v.as_mut_ptr()) }
+        .result()
+        .map_err(|e| nvrtc_err("nvrtcGetSupportedArchs", e))?;
+    Ok(v)
+}
+
+fn nvrtc_err(call: &str, e: nv::NvrtcError) -> Error {
+    Error::Device {
+        backend: "cuda",
+        why: format!("{call} failed: {:?}", e.0),
+    }
+}
+
+/// An NVRTC program, destroyed on drop.
+struct Program {
+    prog: sys::nvrtcProgram,
+    // NVRTC may keep pointers into these until the program is destroyed.
+    _src: CString,
+    _name: CString,
+}
+
+impl Drop for Program {
+    fn drop(&mut self) {
+        // SAFETY: `prog` came from `create_program` and is destroyed exactly once, here.
+        // A failure to free cannot be reported from drop; it only leaks the program.
+        let _ = unsafe { nv::destroy_program(self.prog) };
+    }
+}
+
+impl Program {
+    fn log(&self) -> String {
+        // SAFETY: `prog` is a live program (destroyed only in drop).
+        match unsafe { nv::get_program_log(self.prog) } {
+            Ok(raw) => {
+                let bytes: Vec<u8> = raw
+                    .iter()
+                    .take_while(|&&c| c != 0)
+                    .map(|&c| c as u8)
+                    .collect();
+                String::from_utf8_lossy(&bytes).trim().to_string()
+            }
+            Err(e) => format!("(no log: {:?})", e.0),
+        }
+    }
+}
+
+/// Compiles one kernel file: to CUBIN for `sm_{major}{minor}` when `cubin`, else to PTX
+/// for `compute_{major}{minor}`. Errors carry NVRTC's log.
+pub fn compile(k: &KernelSource, (major, minor): (i32, i32), cubin: bool) -> Result<Image> {
+    require_nvrtc()?;
+    let file = format!("{}.cu", k.name);
+    let arch = if cubin {
+        format!("--gpu-architecture=sm_{major}{minor}")
+    } else {
+        format!("--gpu-architecture=compute_{major}{minor}")
+    };
+    let opts = [arch.as_str(), "--std=c++17"];
+    let fail = |why: String| Error::Device {
+        backend: "cuda",
+        why: format!("NVRTC could not compile kernels/{file} ({arch}): {why}"),
+    };
+    let src = CString::new(k.source).map_err(|_| fail("source contains a NUL byte".into()))?;
+    let name = CString::new(file.clone()).map_err(|_| fail("bad file name".into()))?;
+    let prog = Program {
+        prog: nv::create_program(&src, Some(&name)).map_err(|e| fail(format!("{:?}", e.0)))?,
+        _src: src,
+        _name: name,
+    };
+    // SAFETY: `prog.prog` is a live program created above.
+    if let Err(e) = unsafe { nv::compile_program(prog.prog, &opts) } {
+        return Err(fail(format!("{:?}\n{}", e.0, prog.log())));
+    }
+    if cubin {
+        let mut size = 0usize;
+        // SAFETY: live, compiled program; `size` is valid for writes.
+        unsafe { sys::nvrtcGetCUBINSize(prog.prog, &mut size) }
+            .result()
+            .map_err(|e| fail(format!("nvrtcGetCUBINSize: {:?}", e.0)))?;
+        let mut buf = vec![0u8; size];
+        // SAFETY: `buf` has the `size` bytes NVRTC asked for.
+        unsafe { sys::nvrtcGetCUBIN(prog.prog, buf.as_mut_ptr() as *mut c_char) }
+            .result()
+            .map_err(|e| fail(format!("nvrtcGetCUBIN: {:?}", e.0)))?;
+        if buf.is_empty() {
+            return Err(fail("NVRTC returned an empty CUBIN".into()));
+        }
+        Ok(Image::Cubin(buf))
+    } else {
+        // SAFETY: live, compiled program.
+        let raw = unsafe { nv::get_ptx(prog.prog) }
+            .map_err(|e| fail(format!("nvrtcGetPTX: {:?}", e.0)))?;
+        // SAFETY: get_ptx returns the NUL-terminated PTX text.
+        let ptx = unsafe { CStr::from_ptr(raw.as_ptr()) };
+        Ok(Image::Ptx(ptx.to_string_lossy().into_owned()))
+    }
+}
+
+/// Compiles for a device: CUBIN for its `sm_XY` if NVRTC supports it, else PTX for the
+/// newest architecture NVRTC supports that is not newer than the device.
+pub fn compile_for_device(k: &KernelSource, cc: (i32, i32)) -> Result<Image> {
+    let want = cc.0 * 10 + cc.1;
+    let archs = supported_archs()?;
+    if archs.contains(&want) {
+        return compile(k, cc, true);
+    }
+    match archs.iter().copied().filter(|&a| a <= want).max() {
+        Some(a) => compile(k, (a / 10, a % 10), false),
+        None => Err(unavailable(format!(
+            "this NVRTC supports sm_{archs:?}, none of which runs on a compute capability {}.{} device",
+            cc.0, cc.1
+        ))),
+    }
+}

@@ -1,0 +1,157 @@
+#!/usr/bin/env bash
+# One-command GPU check for a machine with an NVIDIA GPU and no Rust toolchain.
+#
+#   tools/gpu_check.sh build   # here (Rust, network): prebuilt binaries into .gpu/,
+#                              # Vulkan loader .debs into .gl/
+#   tools/gpu_check.sh run     # there (GPU, no Rust): every CUDA and wgpu test with
+#                              # skips turned into failures, then the benches; one
+#                              # summary table; logs under $OUT (if set) or .gpu/logs
+#
+# Take the repository (with .gpu/ and .gl/, both git-ignored) to the GPU machine and run
+# `tools/gpu_check.sh run` from anywhere inside it.
+#
+# `build` makes two sets of binaries, stripped to keep .gpu/ small:
+#   * --no-default-features --features cuda : CUDA tests (cuda_ops, nvrtc_compile),
+#     the bench example (examples/bench.rs --backend cuda) and benches/cuda_scan.rs
+#   * default features (wgpu)                : wgpu tests, shader validation, the bench
+#     example for --backend wgpu
+# The test binaries find kernels/ and tests/fixtures/ through CARGO_MANIFEST_DIR, which
+# `run` sets to this tree; for code that baked in the build path with env!(), `run`
+# links that path to this tree when it does not exist there.
+set -uo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+gpu="$root/.gpu"
+cmd="${1:-}"
+
+die() { echo "gpu_check: $*" >&2; exit 2; }
+
+# ------------------------------------------------------------------------------------
+build() {
+    command -v cargo >/dev/null || die "build needs cargo"
+    command -v jq >/dev/null || die "build needs jq"
+    cd "$root" || die "no repository root"
+    rm -rf "$gpu"
+    mkdir -p "$gpu/tests" "$gpu/bin"
+    export CARGO_PROFILE_RELEASE_STRIP=symbols CARGO_PROFILE_RELEASE_DEBUG=0
+
+    # name <tab> executable, for every test / bench / example target cargo built
+    collect() {
+        jq -r 'select(.reason == "compiler-artifact" and .executable != null)
+               | [.target.name, (.target.kind | join(",")), .executable] | @tsv'
+    }
+    copy_set() {   # $1 = label, rest = cargo args
+        local label="$1"; shift
+        echo "== building $label: cargo $*" >&2
+        cargo test --release --no-run --message-format=json "$@" 2>"$gpu/build-$label.log" \
+            | collect > "$gpu/.list-$label" || { cat "$gpu/build-$label.log" >&2; die "test build ($label) failed"; }
+        # Examples and benches are optional: a failure is reported, the tests still go.
+        cargo build --release --examples --benches --message-format=json "$@" 2>>"$gpu/build-$label.log" \
+            | collect >> "$gpu/.list-$label" \
+            || echo "gpu_check: example/bench build ($label) failed, see .gpu/build-$label.log" >&2
+        while IFS=$'\t' read -r name kind exe; do
+            case "$kind" in
+                test) dest="$gpu/tests/$label-$name" ;;
+                lib) continue ;;   # the crate's unit tests run on the CPU anyway
+                *) dest="$gpu/bin/$label-$name" ;;
+            esac
+            cp "$exe" "$dest"
+        done < "$gpu/.list-$label"
+        rm -f "$gpu/.list-$label"
+    }
+    copy_set cuda --no-default-features --features cuda
+    copy_set wgpu
+    # Only the tests that exercise a GPU go along (the CPU ones ran here).
+    find "$gpu/tests" -type f ! -name 'cuda-cuda_ops' ! -name 'cuda-nvrtc_compile' \
+        ! -name 'wgpu-wgpu_ops' ! -name 'wgpu-shaders_naga' -delete
+    find "$gpu/bin" -type f ! -name 'cuda-cuda_scan' ! -name 'wgpu-bench' ! -name 'cuda-bench' -delete
+    echo "$(git rev-parse HEAD 2>/dev/null)$(git diff --quiet 2>/dev/null || echo '-dirty')" > "$gpu/COMMIT"
+    echo "$root" > "$gpu/BUILD_ROOT"
+
+    # The Vulkan loader and GL/EGL libraries the GPU machine lacks (device.md).
+    if command -v apt-get >/dev/null; then
+        mkdir -p "$root/.gl"
+        (cd "$root/.gl" && apt-get download libvulkan1:amd64 libegl1:amd64 libglvnd0:amd64 \
+            libopengl0:amd64 libgl1:amd64 libglx0:amd64 libgles2:amd64 >/dev/null 2>&1) \
+            || echo "gpu_check: apt-get download of the Vulkan loader failed; wgpu may find no adapter" >&2
+    fi
+    du -sh "$gpu" "$root/.gl" 2>/dev/null >&2
+    ls -l "$gpu/tests" "$gpu/bin" >&2
+}
+
+# ------------------------------------------------------------------------------------
+run() {
+    [[ -d "$gpu/tests" ]] || die "no $gpu/tests: run 'tools/gpu_check.sh build' first (on a machine with Rust)"
+    local logs="${OUT:-$gpu/logs}"
+    mkdir -p "$logs"
+    local summary="$logs/summary.txt"
+    exec > >(tee -a "$logs/gpu_check.log") 2>&1
+
+    echo "== gpu_check run $(date -u +%FT%TZ), commit $(cat "$gpu/COMMIT" 2>/dev/null)"
+    nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv 2>&1 || true
+
+    # CUDA toolkit libraries (NVRTC, cuBLAS): prefer the toolkit matching the driver.
+    for d in /usr/local/cuda/lib64 /usr/local/cuda-*/lib64 /usr/local/cuda/targets/x86_64-linux/lib; do
+        if ls "$d"/libnvrtc.so* >/dev/null 2>&1; then
+            export LD_LIBRARY_PATH="$d${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+            echo "NVRTC/cuBLAS from $d: $(ls "$d"/libnvrtc.so.* 2>/dev/null | head -1)"
+            break
+        fi
+    done
+    # The Vulkan loader from .gl/ (see device.md).
+    if ls "$root"/.gl/*.deb >/dev/null 2>&1; then
+        for f in "$root"/.gl/*.deb; do dpkg -x "$f" / 2>/dev/null || echo "dpkg -x $f failed (not root?)"; done
+        ldconfig 2>/dev/null || true
+    fi
+    if [[ -z "${VK_DRIVER_FILES:-}" && -f /usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json ]]; then
+        export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
+    fi
+    # Binaries that baked the build path in with env!("CARGO_MANIFEST_DIR").
+    local built_at
+    built_at="$(cat "$gpu/BUILD_ROOT" 2>/dev/null)"
+    if [[ -n "$built_at" && "$built_at" != "$root" && ! -e "$built_at" ]]; then
+        mkdir -p "$(dirname "$built_at")" && ln -s "$root" "$built_at" \
+            && echo "linked $built_at -> $root (paths baked in at build time)"
+    fi
+
+    export CARGO_MANIFEST_DIR="$root"
+    export MAMBA_GPU_REQUIRE=cuda,wgpu MAMBA_REQUIRE_NVRTC=1 RUST_BACKTRACE=1
+    cd "$root" || die "no repository root"
+
+    printf '%-28s %-6s %8s  %s\n' "step" "status" "seconds" "detail" > "$summary"
+    local failed=0
+    step() {   # $1 = name, rest = command; logs to $logs/<name>.log
+        local name="$1"; shift
+        local t0=$SECONDS
+        echo "== $name: $*"
+        "$@" > "$logs/$name.log" 2>&1
+        local rc=$?
+        local dt=$((SECONDS - t0))
+        local detail
+        detail="$(grep -E '^test result:' "$logs/$name.log" | tail -1)"
+        [[ -z "$detail" ]] && detail="$(tail -1 "$logs/$name.log" | cut -c1-100)"
+        local status=ok
+        if [[ $rc -ne 0 ]]; then status=FAIL; failed=1; fi
+        if grep -q 'SKIPPED' "$logs/$name.log"; then status=FAIL; failed=1; detail="skipped: $detail"; fi
+        printf '%-28s %-6s %8s  %s\n' "$name" "$status" "$dt" "$detail" | tee -a "$summary"
+    }
+
+    for t in "$gpu"/tests/*; do
+        [[ -x "$t" ]] || continue
+        step "test-$(basename "$t")" "$t" --test-threads=1 --nocapture
+    done
+    [[ -x "$gpu/bin/cuda-cuda_scan" ]] && step "bench-cuda_scan" "$gpu/bin/cuda-cuda_scan" --bench
+    [[ -x "$gpu/bin/cuda-bench" ]] && step "bench-example-cuda" "$gpu/bin/cuda-bench" --backend cuda
+    [[ -x "$gpu/bin/wgpu-bench" ]] && step "bench-example-wgpu" "$gpu/bin/wgpu-bench" --backend wgpu
+
+    echo
+    echo "== summary ($summary)"
+    cat "$summary"
+    return $failed
+}
+
+case "$cmd" in
+    build) build ;;
+    run) run ;;
+    *) die "usage: tools/gpu_check.sh build|run" ;;
+esac
