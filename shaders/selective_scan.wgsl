@@ -1,0 +1,241 @@
+// Selective scan, shared-memory path. Mirrors src/cpu/scan.rs::selective_scan (same
+// recurrence, same names); `selective_scan_subgroup.wgsl` is the same kernel with the
+// cross-invocation scan done by subgroup shuffles.
+//
+// Work decomposition
+//   * A workgroup owns one batch row `b` (workgroup_id.y) and CH consecutive channels
+//     (workgroup_id.x): 256 invocations = CH rows of LANES invocations.
+//   * The sequence is walked in chunks of CHUNK = LANES * ITEMS time steps. Each
+//     invocation owns ITEMS consecutive steps of the chunk and keeps u, Δ, the pairs
+//     (exp(Δ·A), Δ·B·u) and the partial outputs y in registers.
+//   * For every state n: each invocation composes its ITEMS pairs sequentially, the
+//     LANES aggregates of a row are scanned with a work-efficient Blelloch scan in
+//     workgroup memory under (a1,b1)∘(a2,b2) = (a1·a2, a2·b1 + b2), and the root of the
+//     down-sweep is seeded with (1, h_carry) so that the exclusive prefix of invocation j
+//     *is* the state entering its first step. The invocations then replay their steps,
+//     accumulating y += C·h. The running state per (channel, n) is carried across chunks
+//     in workgroup memory; the (batch, dim, L, N) state never reaches global memory.
+//   * After the last n: out = (y + D·u) · silu(z).
+// Any L (chunks loop), time-invariant / input-dependent / grouped B and C and both
+// layouts are expressed by the strides in ScanParams.
+
+// Keep in sync with src/params.rs::ScanParams.
+struct ScanParams {
+    batch: u32,
+    dim: u32,
+    len: u32,
+    dstate: u32,
+    x_sb: u32,
+    x_sd: u32,
+    x_st: u32,
+    b_sb: u32,
+    b_sg: u32,
+    b_sn: u32,
+    b_st: u32,
+    b_group_dim: u32,
+    c_sb: u32,
+    c_sg: u32,
+    c_sn: u32,
+    c_st: u32,
+    c_group_dim: u32,
+    has_d: u32,
+    has_z: u32,
+    has_delta_bias: u32,
+    delta_softplus: u32,
+    state_mode: u32,
+    _pad0: u32,
+    _pad1: u32,
+}
+
+// Keep in sync with src/params.rs (STATE_NONE / STATE_FINAL / STATE_CARRY).
+const STATE_NONE: u32 = 0u;
+const STATE_CARRY: u32 = 2u;
+
+// Keep in sync with src/wgpu/kernels.rs (SCAN_CHANNELS, SCAN_CHUNK, SCAN_MAX_DSTATE).
+const CH: u32 = 4u;        // channels per workgroup
+const LANES: u32 = 64u;    // invocations per channel
+const ITEMS: u32 = 4u;     // consecutive time steps per invocation
+const CHUNK: u32 = 256u;   // LANES * ITEMS time steps per chunk
+const MAX_N: u32 = 256u;   // largest dstate (checked on the host)
+
+@group(0) @binding(0) var<uniform> p: ScanParams;
+@group(0) @binding(1) var<storage, read> u: array<f32>;           // (batch, dim, L) via x_sb/x_sd/x_st
+@group(0) @binding(2) var<storage, read> delta: array<f32>;       // (batch, dim, L) via x_sb/x_sd/x_st
+@group(0) @binding(3) var<storage, read> mat_a: array<f32>;       // (dim, N)
+@group(0) @binding(4) var<storage, read> mat_b: array<f32>;       // [b, g, n, t] via b_sb/b_sg/b_sn/b_st, g = d / b_group_dim
+@group(0) @binding(5) var<storage, read> mat_c: array<f32>;       // [b, g, n, t] via c_sb/c_sg/c_sn/c_st, g = d / c_group_dim
+@group(0) @binding(6) var<storage, read> d_skip: array<f32>;      // (dim), read if has_d
+@group(0) @binding(7) var<storage, read> z: array<f32>;           // (batch, dim, L) via x_*, read if has_z
+@group(0) @binding(8) var<storage, read> delta_bias: array<f32>;  // (dim), read if has_delta_bias
+@group(0) @binding(9) var<storage, read_write> ssm_state: array<f32>; // (batch, dim, N), if state_mode != 0
+@group(0) @binding(10) var<storage, read_write> out: array<f32>;  // (batch, dim, L) via x_sb/x_sd/x_st
+
+var<workgroup> scan_a: array<f32, 256>;  // CH * LANES pairs being scanned (a part)
+var<workgroup> scan_b: array<f32, 256>;  // (b part)
+var<workgroup> carry: array<f32, 1024>;  // CH * MAX_N running states, touched only by each row's root
+
+// log(1 + y), accurate for small y (WGSL has no log1p).
+fn log1p_(y: f32) -> f32 {
+    let w = 1.0 + y;
+    if w == 1.0 {
+        return y;
+    }
+    return log(w) * (y / (w - 1.0));
+}
+
+// PyTorch's softplus (beta 1, threshold 20).
+fn softplus(x: f32) -> f32 {
+    if x > 20.0 {
+        return x;
+    }
+    return log1p_(exp(x));
+}
+
+fn silu(x: f32) -> f32 {
+    return x / (1.0 + exp(-x));
+}
+
+@compute @workgroup_size(256)
+fn selective_scan(
+    @builtin(local_invocation_index) lid: u32,
+    @builtin(workgroup_id) wg: vec3<u32>,
+) {
+    let row = lid / LANES;
+    let lane = lid % LANES;
+    let d_raw = wg.x * CH + row;
+    let valid = d_raw < p.dim;
+    let d = min(d_raw, p.dim - 1u); // idle rows mirror the last channel and write nothing
+    let b = wg.y;
+    let n_state = p.dstate;
+    let is_root = lane == LANES - 1u;
+    let x_base = b * p.x_sb + d * p.x_sd;
+    let b_base = b * p.b_sb + (d / p.b_group_dim) * p.b_sg;
+    let c_base = b * p.c_sb + (d / p.c_group_dim) * p.c_sg;
+    let h_base = (b * p.dim + d) * n_state;
+    let carry_base = row * MAX_N;
+    let s = row * LANES + lane;
+
+    if is_root {
+        for (var n = 0u; n < n_state; n++) {
+            var h0 = 0.0;
+            if p.state_mode == STATE_CARRY {
+                h0 = ssm_state[h_base + n];
+            }
+            carry[carry_base + n] = h0;
+        }
+    }
+    var bias = 0.0;
+    if p.has_delta_bias != 0u {
+        bias = delta_bias[d];
+    }
+
+    let n_chunks = (p.len + CHUNK - 1u) / CHUNK;
+    for (var chunk = 0u; chunk < n_chunks; chunk++) {
+        let t0 = chunk * CHUNK + lane * ITEMS;
+        var uu: array<f32, ITEMS>;
+        var dt: array<f32, ITEMS>;
+        var y: array<f32, ITEMS>;
+        var pa: array<f32, ITEMS>;
+        var pb: array<f32, ITEMS>;
+        for (var i = 0u; i < ITEMS; i++) {
+            let t = t0 + i;
+            uu[i] = 0.0;
+            dt[i] = 0.0;
+            y[i] = 0.0;
+            if t < p.len {
+                let xi = x_base + t * p.x_st;
+                uu[i] = u[xi];
+                var v = delta[xi] + bias;
+                if p.delta_softplus != 0u {
+                    v = softplus(v);
+                }
+                dt[i] = v;
+            }
+        }
+        for (var n = 0u; n < n_state; n++) {
+            let a_dn = mat_a[d * n_state + n];
+            // This invocation's steps, composed: (agg_a, agg_b).
+            var agg_a = 1.0;
+            var agg_b = 0.0;
+            for (var i = 0u; i < ITEMS; i++) {
+                let t = t0 + i;
+                pa[i] = 1.0;
+                pb[i] = 0.0;
+                if t < p.len {
+                    pa[i] = exp(dt[i] * a_dn);
+                    pb[i] = dt[i] * mat_b[b_base + n * p.b_sn + t * p.b_st] * uu[i];
+                }
+                agg_a = agg_a * pa[i];
+                agg_b = pa[i] * agg_b + pb[i];
+            }
+            workgroupBarrier(); // the previous state's readers are done with scan_a/b
+            scan_a[s] = agg_a;
+            scan_b[s] = agg_b;
+            // Up-sweep: node bi becomes left(ai) ∘ right(bi).
+            for (var off = 1u; off < LANES; off = off * 2u) {
+                workgroupBarrier();
+                if lane < LANES / (2u * off) {
+                    let ai = row * LANES + off * (2u * lane + 1u) - 1u;
+                    let bi = row * LANES + off * (2u * lane + 2u) - 1u;
+                    scan_b[bi] = scan_a[bi] * scan_b[ai] + scan_b[bi];
+                    scan_a[bi] = scan_a[ai] * scan_a[bi];
+                }
+            }
+            workgroupBarrier();
+            // The root holds the chunk's total: advance the carry, seed the down-sweep.
+            if is_root {
+                let h0 = carry[carry_base + n];
+                carry[carry_base + n] = scan_a[s] * h0 + scan_b[s];
+                scan_a[s] = 1.0;
+                scan_b[s] = h0;
+            }
+            // Down-sweep: left child gets the parent's prefix P, right child P ∘ left.
+            for (var off = LANES / 2u; off > 0u; off = off / 2u) {
+                workgroupBarrier();
+                if lane < LANES / (2u * off) {
+                    let ai = row * LANES + off * (2u * lane + 1u) - 1u;
+                    let bi = row * LANES + off * (2u * lane + 2u) - 1u;
+                    let la = scan_a[ai];
+                    let lb = scan_b[ai];
+                    let qa = scan_a[bi];
+                    let qb = scan_b[bi];
+                    scan_a[ai] = qa;
+                    scan_b[ai] = qb;
+                    scan_a[bi] = qa * la;
+                    scan_b[bi] = la * qb + lb;
+                }
+            }
+            workgroupBarrier();
+            // Replay this invocation's steps from the state entering them.
+            var h = scan_b[s];
+            for (var i = 0u; i < ITEMS; i++) {
+                let t = t0 + i;
+                h = pa[i] * h + pb[i];
+                if t < p.len {
+                    y[i] = y[i] + mat_c[c_base + n * p.c_sn + t * p.c_st] * h;
+                }
+            }
+        }
+        if valid {
+            for (var i = 0u; i < ITEMS; i++) {
+                let t = t0 + i;
+                if t < p.len {
+                    let xi = x_base + t * p.x_st;
+                    var yv = y[i];
+                    if p.has_d != 0u {
+                        yv = yv + d_skip[d] * uu[i];
+                    }
+                    if p.has_z != 0u {
+                        yv = yv * silu(z[xi]);
+                    }
+                    out[xi] = yv;
+                }
+            }
+        }
+    }
+    if valid && is_root && p.state_mode != STATE_NONE {
+        for (var n = 0u; n < n_state; n++) {
+            ssm_state[h_base + n] = carry[carry_base + n];
+        }
+    }
+}
