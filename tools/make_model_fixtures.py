@@ -45,7 +45,7 @@ MODELS = {
         dict(vocab_size=512, hidden_size=64, num_hidden_layers=2, state_size=16, conv_kernel=4,
              expand=2, use_bias=False, use_conv_bias=True, time_step_rank=8,
              tie_word_embeddings=True),
-        dict(dtype=torch.float16, seed=3),
+        dict(dtype=torch.float16, seed=3, legacy_torch_dtype_key=True),
     ),
     "bf16_untied_s8": (
         dict(vocab_size=300, hidden_size=40, num_hidden_layers=2, state_size=8, conv_kernel=4,
@@ -132,6 +132,40 @@ def reference(model, ids_list, batch=None):
         out["batch_logits"] = logits.contiguous()
         out["batch_greedy"] = gen[:, batch.shape[1]:].to(torch.int64).contiguous()
     return out
+
+
+@torch.no_grad()
+def check_greedy_without_cache(model, ids, greedy):
+    """The cached generate() tokens must equal argmax of full (uncached) forwards."""
+    seq = ids.tolist()
+    for tok in greedy.tolist():
+        nxt = int(model(torch.tensor([seq]), use_cache=False).logits[0, -1].argmax())
+        assert nxt == tok, "cached greedy differs from uncached argmax"
+        seq.append(tok)
+
+
+@torch.no_grad()
+def check_ssm_layout(dst_dir):
+    """Map the original names back, load into MambaForCausalLM and compare with expected."""
+    from safetensors.torch import load_file
+    from transformers import MambaConfig, MambaForCausalLM
+
+    c = json.load(open(os.path.join(dst_dir, "config.json")))
+    s = c["ssm_cfg"]
+    cfg = MambaConfig(vocab_size=c["vocab_size"], hidden_size=c["d_model"], num_hidden_layers=c["n_layer"],
+                      state_size=s["d_state"], conv_kernel=s["d_conv"], expand=s["expand"],
+                      time_step_rank=s["dt_rank"], use_conv_bias=s["conv_bias"], use_bias=s["bias"],
+                      tie_word_embeddings=c["tie_embeddings"])
+    sd = load_file(os.path.join(dst_dir, "model.safetensors"))
+    sd["backbone.embeddings.weight"] = sd.pop("backbone.embedding.weight")
+    model = MambaForCausalLM(cfg).eval()
+    missing, unexpected = model.load_state_dict(sd, strict=False)
+    assert not missing and not unexpected, (missing, unexpected)
+    exp = load_file(os.path.join(dst_dir, "expected.safetensors"))
+    for i in range(len(PROMPT_LENS)):
+        got = model(exp[f"prompt_{i}_ids"][None], use_cache=False).logits[0, -1]
+        err = (got - exp[f"prompt_{i}_logits"]).abs().max().item()
+        assert err < 1e-4, (i, err)
 
 
 def describe(cfg_kwargs, opts):
@@ -222,6 +256,15 @@ def main():
                     json.dump(saved_cfg, f, indent=2, sort_keys=True)
                     f.write("\n")
 
+            if opts.get("legacy_torch_dtype_key"):
+                # transformers >= 4.56 writes "dtype"; older checkpoints (e.g. the state-spaces/*-hf ones)
+                # have "torch_dtype". Keep one fixture in the older spelling.
+                saved_cfg = json.load(open(cfg_path))
+                saved_cfg["torch_dtype"] = saved_cfg.pop("dtype")
+                with open(cfg_path, "w") as f:
+                    json.dump(saved_cfg, f, indent=2, sort_keys=True)
+                    f.write("\n")
+
             # reference from what is on disk, upcast to f32
             ref = MambaForCausalLM.from_pretrained(d, torch_dtype=torch.float32).eval()
             assert not ref.config.use_mambapy
@@ -241,6 +284,7 @@ def main():
                 break
         else:
             raise SystemExit(f"{name}: greedy output too repetitive for every weight seed tried")
+        check_greedy_without_cache(ref, out["prompt_0_ids"], out["prompt_0_greedy"])
         meta = {
             "model": name,
             "transformers_version": transformers.__version__,
@@ -265,6 +309,7 @@ def main():
 
     base = os.path.join(args.out, SSM_LAYOUT_BASE)
     names = ssm_layout(base, os.path.join(args.out, "ssm_layout"), json.load(open(os.path.join(base, "config.json"))))
+    check_ssm_layout(os.path.join(args.out, "ssm_layout"))
     summary["ssm_layout"] = dict(base=SSM_LAYOUT_BASE, tensors=names)
 
     total = 0
