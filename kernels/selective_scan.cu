@@ -10,11 +10,14 @@
 // row) and walks the sequence in chunks of CHUNK = NT * ITEMS time steps. Each of the
 // NT threads of a channel row holds ITEMS consecutive time steps in registers:
 //   * u, delta (and at the end z) are loaded once per chunk; where the time stride is 1
-//     and 16-byte aligned they are loaded as float4 (a warp reads 512 contiguous bytes),
+//     and 16-byte aligned they are loaded as float4 (a warp reads 1 KiB contiguous),
 //     otherwise (TokenMajor: time stride = dim) one scalar at a time.
 //   * B and C of the chunk are staged in shared memory, NS states at a time, once for
 //     all CPB channels of the block when those channels share one group; otherwise each
 //     row reads them through L1/L2.
+//   * ITEMS = 8 steps per thread keeps the shuffle work per step low (the scan across
+//     the warp costs 12 shuffles per thread per state, whatever ITEMS is), so the
+//     exp2 unit rather than the shuffles bounds the compute.
 //   * For each state n: discretise in registers (exp2f with log2(e) folded into A),
 //     combine the thread's ITEMS pairs sequentially, scan across the warp with shuffles
 //     and across the NW warps of the row through shared memory, under
@@ -37,10 +40,10 @@ struct ScanParams {
 
 #define NT 64                 // threads per channel (along time)
 #define NW (NT / 32)          // warps per channel
-#define ITEMS 4               // time steps per thread
+#define ITEMS 8               // time steps per thread (two float4 per tensor)
 #define CHUNK (NT * ITEMS)    // time steps per chunk
 #define CPB 4                 // channels per block
-#define NS 16                 // states staged in shared memory at a time
+#define NS 8                  // states staged in shared memory at a time
 #define LOG2E 1.4426950408889634f
 
 #define STATE_FINAL 1u
@@ -61,8 +64,11 @@ __device__ __forceinline__ void load_items(const float* __restrict__ p, unsigned
                                            unsigned int st, unsigned int t0,
                                            unsigned int len, bool vec, float v[ITEMS]) {
     if (vec && t0 + ITEMS <= len) {
-        float4 q = *reinterpret_cast<const float4*>(p + base + t0);
-        v[0] = q.x; v[1] = q.y; v[2] = q.z; v[3] = q.w;
+#pragma unroll
+        for (int j = 0; j < ITEMS / 4; ++j) {
+            float4 q = *reinterpret_cast<const float4*>(p + base + t0 + 4 * j);
+            v[4 * j] = q.x; v[4 * j + 1] = q.y; v[4 * j + 2] = q.z; v[4 * j + 3] = q.w;
+        }
     } else {
 #pragma unroll
         for (int i = 0; i < ITEMS; ++i) {
@@ -172,16 +178,22 @@ selective_scan(ScanParams p,
 
                 float bv[ITEMS], cv[ITEMS];
                 if (stage_b) {
-                    float4 q = sB[nn][lane_t];
-                    bv[0] = q.x; bv[1] = q.y; bv[2] = q.z; bv[3] = q.w;
+#pragma unroll
+                    for (int j = 0; j < ITEMS / 4; ++j) {
+                        float4 q = sB[nn][lane_t * (ITEMS / 4) + j];
+                        bv[4 * j] = q.x; bv[4 * j + 1] = q.y; bv[4 * j + 2] = q.z; bv[4 * j + 3] = q.w;
+                    }
                 } else {
 #pragma unroll
                     for (int i = 0; i < ITEMS; ++i)
                         bv[i] = (t0 + i < L) ? Bm[bbase + n * p.b_sn + (size_t)(t0 + i) * p.b_st] : 0.f;
                 }
                 if (stage_c) {
-                    float4 q = sC[nn][lane_t];
-                    cv[0] = q.x; cv[1] = q.y; cv[2] = q.z; cv[3] = q.w;
+#pragma unroll
+                    for (int j = 0; j < ITEMS / 4; ++j) {
+                        float4 q = sC[nn][lane_t * (ITEMS / 4) + j];
+                        cv[4 * j] = q.x; cv[4 * j + 1] = q.y; cv[4 * j + 2] = q.z; cv[4 * j + 3] = q.w;
+                    }
                 } else {
 #pragma unroll
                     for (int i = 0; i < ITEMS; ++i)
@@ -242,7 +254,10 @@ selective_scan(ScanParams p,
         }
         if (ch_ok) {
             if (xvec && t0 + ITEMS <= L) {
-                *reinterpret_cast<float4*>(out + xbase + t0) = make_float4(y[0], y[1], y[2], y[3]);
+#pragma unroll
+                for (int j = 0; j < ITEMS / 4; ++j)
+                    *reinterpret_cast<float4*>(out + xbase + t0 + 4 * j) =
+                        make_float4(y[4 * j], y[4 * j + 1], y[4 * j + 2], y[4 * j + 3]);
             } else {
 #pragma unroll
                 for (int i = 0; i < ITEMS; ++i)

@@ -10,11 +10,11 @@
 # Take the repository (with .gpu/ and .gl/, both git-ignored) to the GPU machine and run
 # `tools/gpu_check.sh run` from anywhere inside it.
 #
-# `build` makes two sets of binaries, stripped to keep .gpu/ small:
-#   * --no-default-features --features cuda : CUDA tests (cuda_ops, nvrtc_compile),
-#     the bench example (examples/bench.rs --backend cuda) and benches/cuda_scan.rs
-#   * default features (wgpu)                : wgpu tests, shader validation, the bench
-#     example for --backend wgpu
+# `build` compiles once with the default features plus `cuda` (CUDA and wgpu in the same
+# binaries; a --no-default-features build does not compile the crate today), release,
+# stripped to keep .gpu/ small: the GPU test binaries (cuda_ops, nvrtc_compile,
+# wgpu_ops, shaders_naga, model_cuda, model_wgpu where present), the bench example
+# (examples/bench.rs) and benches/cuda_scan.rs.
 # The test binaries find kernels/ and tests/fixtures/ through CARGO_MANIFEST_DIR, which
 # `run` sets to this tree; for code that baked in the build path with env!(), `run`
 # links that path to this tree when it does not exist there.
@@ -59,12 +59,12 @@ build() {
         done < "$gpu/.list-$label"
         rm -f "$gpu/.list-$label"
     }
-    copy_set cuda --no-default-features --features cuda
-    copy_set wgpu
+    copy_set gpu --features cuda
     # Only the tests that exercise a GPU go along (the CPU ones ran here).
-    find "$gpu/tests" -type f ! -name 'cuda-cuda_ops' ! -name 'cuda-nvrtc_compile' \
-        ! -name 'wgpu-wgpu_ops' ! -name 'wgpu-shaders_naga' -delete
-    find "$gpu/bin" -type f ! -name 'cuda-cuda_scan' ! -name 'wgpu-bench' ! -name 'cuda-bench' -delete
+    find "$gpu/tests" -type f ! -name 'gpu-cuda_ops' ! -name 'gpu-nvrtc_compile' \
+        ! -name 'gpu-wgpu_ops' ! -name 'gpu-shaders_naga' ! -name 'gpu-model_cuda' \
+        ! -name 'gpu-model_wgpu' -delete
+    find "$gpu/bin" -type f ! -name 'gpu-cuda_scan' ! -name 'gpu-bench' -delete
     echo "$(git rev-parse HEAD 2>/dev/null)$(git diff --quiet 2>/dev/null || echo '-dirty')" > "$gpu/COMMIT"
     echo "$root" > "$gpu/BUILD_ROOT"
 
@@ -140,9 +140,11 @@ run() {
         [[ -x "$t" ]] || continue
         step "test-$(basename "$t")" "$t" --test-threads=1 --nocapture
     done
-    [[ -x "$gpu/bin/cuda-cuda_scan" ]] && step "bench-cuda_scan" "$gpu/bin/cuda-cuda_scan" --bench
-    [[ -x "$gpu/bin/cuda-bench" ]] && step "bench-example-cuda" "$gpu/bin/cuda-bench" --backend cuda
-    [[ -x "$gpu/bin/wgpu-bench" ]] && step "bench-example-wgpu" "$gpu/bin/wgpu-bench" --backend wgpu
+    if [[ -x "$gpu/bin/gpu-cuda_scan" ]]; then step "bench-cuda_scan" "$gpu/bin/gpu-cuda_scan" --bench; fi
+    if [[ -x "$gpu/bin/gpu-bench" ]]; then
+        step "bench-example-cuda" "$gpu/bin/gpu-bench" --backend cuda
+        step "bench-example-wgpu" "$gpu/bin/gpu-bench" --backend wgpu
+    fi
 
     echo
     echo "== summary ($summary)"

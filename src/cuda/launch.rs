@@ -95,10 +95,14 @@ fn weight_kernel(op: &'static str, dtype: DType, names: [&'static str; 3]) -> Re
 // ---------------------------------------------------------------------------------------
 // Selective scan and state update.
 
-/// Must match NT, CPB and NS in kernels/selective_scan.cu.
+/// Must match NT, ITEMS, CPB and NS in kernels/selective_scan.cu.
 const SCAN_NT: u32 = 64;
+const SCAN_ITEMS: u32 = 8;
 const SCAN_CPB: u32 = 4;
-const SCAN_STATIC_SMEM: u32 = 2 * 16 * (SCAN_NT * 4) * 4 + 2 * 2 * SCAN_CPB * (SCAN_NT / 32) * 4;
+const SCAN_NS: u32 = 8;
+/// sB + sC (NS x CHUNK f32 each) + the two (a, b) warp-total arrays.
+const SCAN_STATIC_SMEM: u32 =
+    2 * SCAN_NS * (SCAN_NT * SCAN_ITEMS) * 4 + 2 * 2 * SCAN_CPB * (SCAN_NT / 32) * 4;
 /// Static + dynamic shared memory a block may use without an opt-in.
 const SMEM_LIMIT: u32 = 48 * 1024;
 
