@@ -845,3 +845,64 @@ fn unreadable_tokenizer() {
     assert!(matches!(&e, Error::Io { .. }), "{e}");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// A byte-level BPE `tokenizer.json` with one token per byte (GPT-2's byte-to-unicode
+/// alphabet) and no merges: every multi-byte character spans several tokens.
+#[cfg(feature = "tokenizers")]
+fn byte_tokenizer_json() -> String {
+    let mut bs: Vec<u32> = (0x21..=0x7e)
+        .chain(0xa1..=0xac)
+        .chain(0xae..=0xff)
+        .collect();
+    let mut cs = bs.clone();
+    let mut n = 0;
+    for b in 0..256u32 {
+        if !bs.contains(&b) {
+            bs.push(b);
+            cs.push(256 + n);
+            n += 1;
+        }
+    }
+    let vocab: serde_json::Map<String, serde_json::Value> = bs
+        .iter()
+        .zip(&cs)
+        .map(|(&b, &c)| (char::from_u32(c).unwrap().to_string(), b.into()))
+        .collect();
+    let byte_level = serde_json::json!({
+        "type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true
+    });
+    serde_json::json!({
+        "version": "1.0", "truncation": null, "padding": null, "added_tokens": [],
+        "normalizer": null, "pre_tokenizer": byte_level, "post_processor": null,
+        "decoder": byte_level,
+        "model": {
+            "type": "BPE", "dropout": null, "unk_token": null,
+            "continuing_subword_prefix": null, "end_of_word_suffix": null,
+            "fuse_unk": false, "byte_fallback": false, "vocab": vocab, "merges": []
+        }
+    })
+    .to_string()
+}
+
+#[cfg(feature = "tokenizers")]
+#[test]
+fn text_stream_never_splits_a_character() {
+    use mamba_gpu::model::TextTokenizer;
+    let tok = TextTokenizer::from_bytes(byte_tokenizer_json().as_bytes(), "bytes.json").unwrap();
+    let text = "héllo ✓ wörld — 日本";
+    let ids = tok.encode(text).unwrap();
+    assert_eq!(ids.len(), text.len(), "one token per byte");
+    assert_eq!(tok.decode(&ids).unwrap(), text);
+    let mut stream = tok.stream();
+    let mut out = String::new();
+    let mut held = 0;
+    for &id in &ids {
+        let d = stream.push(id).unwrap();
+        assert!(!d.contains('\u{FFFD}'), "delta {d:?} splits a character");
+        held += d.is_empty() as usize;
+        out.push_str(&d);
+    }
+    out.push_str(&stream.finish().unwrap());
+    assert_eq!(out, text);
+    assert!(held >= 8, "continuation bytes were held back ({held})");
+}

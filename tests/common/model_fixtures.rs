@@ -81,15 +81,69 @@ pub struct FixtureReport {
     pub near_ties: usize,
 }
 
+/// Compares our greedy tokens with a reference; `Err` describes a divergence that is
+/// not a near-tie of our own logits (within 1e-4 of the largest |logit|).
+fn compare_greedy<B: Backend>(
+    model: &MambaModel<B>,
+    what: &str,
+    prompt: &[u32],
+    ours: &[u32],
+    reference: &[u32],
+    tally: &mut FixtureReport,
+) -> Result<(), String> {
+    let Some(j) = (0..reference.len()).find(|&j| ours.get(j) != Some(&reference[j])) else {
+        tally.greedy_tokens += reference.len();
+        return Ok(());
+    };
+    let mut ctx = prompt.to_vec();
+    ctx.extend_from_slice(&reference[..j]);
+    let l = model.logits_for(&ctx).map_err(|e| e.to_string())?;
+    let (a, b) = (ours[j] as usize, reference[j] as usize);
+    let scale = l.iter().fold(1f32, |m, v| m.max(v.abs()));
+    tally.greedy_tokens += j;
+    if (l[a] - l[b]).abs() <= NEAR_TIE * scale {
+        tally.near_ties += 1;
+        return Ok(());
+    }
+    let mut hint = String::new();
+    if prompt.len() + 1 < model.config().conv_kernel {
+        hint += " [transformers' generate(use_cache=True) mis-places the conv state for \
+                 prompts shorter than conv_kernel - 1 tokens: make such references with \
+                 use_cache=False]";
+    }
+    if let Some(pad) = model.config().pad_token_id {
+        if prompt.contains(&pad) {
+            hint += &format!(
+                " [the prompt contains the pad id {pad}: transformers' generate without an \
+                 explicit attention_mask (and with eos_token_id=None) infers one that zeroes \
+                 those positions; make the reference with attention_mask=torch.ones_like(ids)]"
+            );
+        }
+    }
+    Err(format!(
+        "{what}: greedy token {j} is {a}, reference {b} (our logits {} vs {}); \
+         ours {ours:?}, reference {reference:?}{hint}",
+        l[a], l[b]
+    ))
+}
+
 /// Loads every fixture model onto `be` and checks last-position logits (relative L2
-/// ≤ 1e-4) and greedy tokens (identical, a reference near-tie within 1e-4 excepted).
-/// Returns one report per model (empty when there are no fixtures).
+/// ≤ 1e-4) and greedy tokens (identical, a reference near-tie within 1e-4 excepted),
+/// for every prompt and the batched case where present. Every mismatch of every model
+/// is collected before the one panic that lists them. Returns one report per model
+/// (empty when there are no fixtures).
 pub fn check_model_fixtures<B: Backend>(be: &B) -> Vec<FixtureReport> {
     let mut reports = Vec::new();
+    let mut failures = Vec::new();
     for dir in model_fixture_dirs() {
         let name = dir.file_name().unwrap().to_string_lossy().to_string();
-        let model = MambaModel::load(BackendRef(be), &dir, &quiet())
-            .unwrap_or_else(|e| panic!("{name}: load: {e}"));
+        let model = match MambaModel::load(BackendRef(be), &dir, &quiet()) {
+            Ok(m) => m,
+            Err(e) => {
+                failures.push(format!("{name}: load: {e}"));
+                continue;
+            }
+        };
         let bytes = std::fs::read(dir.join("expected.safetensors")).unwrap();
         let exp = SafeTensors::deserialize(&bytes).unwrap();
         let mut rep = FixtureReport {
@@ -100,71 +154,83 @@ pub fn check_model_fixtures<B: Backend>(be: &B) -> Vec<FixtureReport> {
             greedy_tokens: 0,
             near_ties: 0,
         };
+        let mut cases: Vec<(String, Vec<Vec<u32>>, Vec<f32>, Option<Vec<u32>>)> = Vec::new();
         for i in 0.. {
             let Some(ids) = ints(&exp, &format!("prompt_{i}_ids")) else {
                 break;
             };
             let want = floats(&exp, &format!("prompt_{i}_logits")).unwrap();
-            let got = model.logits_for(&ids).unwrap();
-            assert!(got.iter().all(|v| v.is_finite()), "{name} prompt {i}: NaN");
-            let e = rel_l2(&got, &want);
-            assert!(
-                e <= LOGITS_REL_L2,
-                "{name} prompt {i} ({} tokens): logits rel L2 {e:.3e} > {LOGITS_REL_L2:.0e}",
-                ids.len()
-            );
-            rep.worst_rel_l2 = rep.worst_rel_l2.max(e);
-            rep.longest_prompt = rep.longest_prompt.max(ids.len());
-            rep.prompts += 1;
-            if let Some(greedy) = ints(&exp, &format!("prompt_{i}_greedy")) {
-                if greedy.is_empty() {
+            let greedy = ints(&exp, &format!("prompt_{i}_greedy"));
+            cases.push((format!("{name} prompt {i}"), vec![ids], want, greedy));
+        }
+        if cases.is_empty() {
+            failures.push(format!("{name}: expected.safetensors has no prompt_0_ids"));
+        }
+        if let Some(ids) = ints(&exp, "batch_ids") {
+            let rows = exp.tensor("batch_ids").unwrap().shape()[0];
+            let len = ids.len() / rows;
+            let prompts = ids.chunks(len).map(<[u32]>::to_vec).collect();
+            let want = floats(&exp, "batch_logits").unwrap();
+            cases.push((
+                format!("{name} batch"),
+                prompts,
+                want,
+                ints(&exp, "batch_greedy"),
+            ));
+        }
+        for (what, prompts, want, greedy) in cases {
+            let batch = prompts.len();
+            let refs: Vec<&[u32]> = prompts.iter().map(Vec::as_slice).collect();
+            let got = model.new_state(batch).and_then(|mut st| {
+                model.prefill(&mut st, &refs)?;
+                model.download_logits(&st)
+            });
+            let got = match got {
+                Ok(g) => g,
+                Err(e) => {
+                    failures.push(format!("{what}: {e}"));
                     continue;
                 }
-                let opts = GenerateOptions {
-                    sampling: SamplingParams::greedy(),
-                    max_new_tokens: greedy.len(),
-                    stop_ids: vec![],
-                    ignore_eos: true,
-                };
-                let ours = BatchGenerator::new(&model, std::slice::from_ref(&ids), &opts)
-                    .unwrap()
-                    .run()
-                    .unwrap()
-                    .remove(0);
-                if let Some(j) = (0..greedy.len()).find(|&j| ours.get(j) != Some(&greedy[j])) {
-                    // Accept only a near-tie in our logits between the two tokens.
-                    let mut ctx = ids.clone();
-                    ctx.extend_from_slice(&greedy[..j]);
-                    let l = model.logits_for(&ctx).unwrap();
-                    let (a, b) = (ours[j] as usize, greedy[j] as usize);
-                    let scale = l.iter().fold(1f32, |m, v| m.max(v.abs()));
-                    assert!(
-                        (l[a] - l[b]).abs() <= NEAR_TIE * scale,
-                        "{name} prompt {i}: greedy token {j} is {a}, reference {b} \
-                         (logits {} vs {}); ours {:?}, reference {:?}{}",
-                        l[a],
-                        l[b],
-                        &ours,
-                        &greedy,
-                        if ids.len() + 1 < model.config().conv_kernel {
-                            " (note: transformers' generate(use_cache=True) mis-places the \
-                             conv state for prompts shorter than conv_kernel - 1 tokens; \
-                             make such references with use_cache=False)"
-                        } else {
-                            ""
-                        }
-                    );
-                    rep.near_ties += 1;
-                    rep.greedy_tokens += j;
+            };
+            let e = rel_l2(&got, &want);
+            if !(e <= LOGITS_REL_L2) {
+                failures.push(format!(
+                    "{what} ({} tokens): logits rel L2 {e:.3e} > {LOGITS_REL_L2:.0e}",
+                    prompts[0].len()
+                ));
+            }
+            rep.worst_rel_l2 = rep.worst_rel_l2.max(e);
+            rep.longest_prompt = rep.longest_prompt.max(prompts[0].len());
+            rep.prompts += batch;
+            let Some(greedy) = greedy.filter(|g| !g.is_empty()) else {
+                continue;
+            };
+            let n = greedy.len() / batch;
+            let opts = GenerateOptions {
+                sampling: SamplingParams::greedy(),
+                max_new_tokens: n,
+                stop_ids: vec![],
+                ignore_eos: true,
+            };
+            let ours = match BatchGenerator::new(&model, &prompts, &opts).and_then(|g| g.run()) {
+                Ok(o) => o,
+                Err(e) => {
+                    failures.push(format!("{what}: generate: {e}"));
+                    continue;
+                }
+            };
+            for (r, (o, p)) in ours.iter().zip(&prompts).enumerate() {
+                let label = if batch > 1 {
+                    format!("{what} row {r}")
                 } else {
-                    rep.greedy_tokens += greedy.len();
+                    what.clone()
+                };
+                let reference = &greedy[r * n..(r + 1) * n];
+                if let Err(msg) = compare_greedy(&model, &label, p, o, reference, &mut rep) {
+                    failures.push(msg);
                 }
             }
         }
-        assert!(
-            rep.prompts > 0,
-            "{name}: expected.safetensors has no prompt_0_ids"
-        );
         eprintln!(
             "model fixture {}: {} prompts (longest {} tokens), worst logits rel L2 {:.3e}, \
              {} greedy tokens identical, {} near-ties",
@@ -177,9 +243,15 @@ pub fn check_model_fixtures<B: Backend>(be: &B) -> Vec<FixtureReport> {
         );
         reports.push(rep);
     }
-    if reports.is_empty() {
+    if reports.is_empty() && failures.is_empty() {
         eprintln!("no model fixtures under tests/fixtures/models: HF comparison not run");
     }
+    assert!(
+        failures.is_empty(),
+        "{} model fixture mismatch(es):\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
     reports
 }
 
