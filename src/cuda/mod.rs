@@ -277,7 +277,7 @@ impl CudaBackend {
         if let Some(m) = modules.get(k.name) {
             return Ok(m.clone());
         }
-        let ptx = match nvrtc::compile_for_device(k, self.cc)? {
+        let ptx = match nvrtc::compile_for_device_cached(k, self.cc)? {
             Image::Cubin(bin) => cudarc::nvrtc::Ptx::from_binary(bin),
             Image::Ptx(src) => cudarc::nvrtc::Ptx::from_src(src),
         };

@@ -11,7 +11,9 @@
 //! The functions here need only `libnvrtc` (no GPU, no driver), so
 //! `tests/nvrtc_compile.rs` runs them on machines without a GPU.
 
+use std::collections::HashMap;
 use std::ffi::{CStr, CString, c_char, c_int};
+use std::sync::{Mutex, OnceLock};
 
 use cudarc::nvrtc::{result as nv, sys};
 
@@ -225,4 +227,21 @@ pub fn compile_for_device(k: &KernelSource, cc: (i32, i32)) -> Result<Image> {
             cc.0, cc.1
         ))),
     }
+}
+
+/// [`compile_for_device`], remembered for the life of the process: every backend on a
+/// device of the same compute capability reuses the image (NVRTC takes ~0.1-1 s a file).
+pub fn compile_for_device_cached(k: &'static KernelSource, cc: (i32, i32)) -> Result<Image> {
+    type Cache = Mutex<HashMap<(&'static str, (i32, i32)), Image>>;
+    static CACHE: OnceLock<Cache> = OnceLock::new();
+    let cache = CACHE.get_or_init(|| Mutex::new(HashMap::new()));
+    let key = (k.name, cc);
+    if let Some(img) = cache.lock().ok().and_then(|c| c.get(&key).cloned()) {
+        return Ok(img);
+    }
+    let img = compile_for_device(k, cc)?;
+    if let Ok(mut c) = cache.lock() {
+        c.insert(key, img.clone());
+    }
+    Ok(img)
 }
