@@ -13,7 +13,7 @@ Then it trains a byte-level BPE tokenizer (`tokenizers`) and a small
 saves model (half precision safetensors) + tokenizer.json + README.md.
 
 Usage (from the repository root):
-    /opt/pyref/bin/python tools/train_demo_model.py --minutes 22 --out examples/demo_model
+    /opt/pyref/bin/python tools/train_demo_model.py --minutes 24 --out examples/demo_model
 
 The PyTorch reference path (`MambaMixer.slow_forward`) is required: the script
 refuses to run if mamba_ssm / causal_conv1d / kernels are importable.
