@@ -1,1 +1,1033 @@
-//! The wgpu backend (WGSL shaders in `shaders/`).
+//! The wgpu backend: WGSL compute shaders (`shaders/*.wgsl`) on Vulkan, Metal, DX12 and
+//! WebGPU.
+//!
+//! # Design
+//!
+//! * **Recording, not running.** Every op records one or a few compute passes into a
+//!   pending [`wgpu::CommandEncoder`]; [`Backend::flush`] submits it, and
+//!   [`Backend::download`] submits, copies into a staging buffer, maps it and waits. A
+//!   whole forward pass is therefore one submission.
+//! * **Pipelines are built once.** Each [`Kernel`] (shader entry point, plus the weight
+//!   dtype where it matters) gets an explicit bind group layout mirroring the shader's
+//!   bindings (never `layout: None`), a pipeline layout and a compute pipeline, created on
+//!   first use and cached; shader modules are cached per file.
+//! * **Uniforms per dispatch.** The validated parameter struct from [`crate::params`] is
+//!   copied into a small uniform buffer created (mapped at creation) for that dispatch, so
+//!   any number of dispatches can be recorded before a submit without readbacks or ring
+//!   bookkeeping.
+//! * **Weights stay half.** f16 and bf16 weights are stored as uploaded (two per 32-bit
+//!   word) and decoded in the shaders (`unpack2x16float` / a 16-bit shift), which needs no
+//!   `shader-f16` and halves weight bandwidth on every adapter.
+//! * **Big weights.** Buffers may be larger than the adapter's
+//!   `max_storage_buffer_binding_size` (up to `max_buffer_size`). Matmul weights and
+//!   embedding tables that exceed it are bound as windows of whole rows (the window
+//!   starts at the row's byte offset rounded down to `min_storage_buffer_offset_alignment`,
+//!   and a [`WindowParams`] uniform tells the shader where its first row begins), with one
+//!   dispatch per window. Other tensors must fit in one binding (an error otherwise).
+//! * **Errors, not panics.** wgpu validation errors are routed to a handler that records
+//!   them; the next op, `flush` or `download` returns them as [`Error::Device`].
+//!
+//! The selective scan has two variants, chosen when the backend is created: a
+//! shared-memory Blelloch scan (`selective_scan.wgsl`) everywhere, and a subgroup-shuffle
+//! scan (`selective_scan_subgroup.wgsl`) where the adapter has `Features::SUBGROUP` with
+//! subgroup sizes the kernel supports.
+
+mod kernels;
+
+use std::collections::HashMap;
+use std::num::NonZeroU64;
+use std::sync::{Arc, Mutex};
+
+use bytemuck::{Pod, Zeroable};
+use wgpu::util::DeviceExt;
+
+use crate::backend::{Backend, DeviceBuffer};
+use crate::error::{Error, Result};
+use crate::ops::{Elementwise, ScanInputs, StateIo, StepInputs};
+use crate::params::*;
+use crate::tensor::{DType, HostSlice, HostVec, numel};
+
+use kernels::{
+    DECODE_MAX_M, DECODE_ROWS, Kernel, MATMUL_TILE, SCAN_CHANNELS, SCAN_CHUNK, SCAN_LANES,
+    SCAN_MAX_DSTATE, SCAN_SEGMENT_STATE_CHUNKS, Slot, WDtype,
+};
+
+const BACKEND: &str = "wgpu";
+
+fn device_err(why: impl Into<String>) -> Error {
+    Error::Device {
+        backend: BACKEND,
+        why: why.into(),
+    }
+}
+
+/// The window of rows of a large weight bound for one dispatch.
+/// Keep in sync with `WindowParams` in `shaders/matmul.wgsl` and `shaders/embedding.wgsl`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Pod, Zeroable)]
+struct WindowParams {
+    /// First row of the weight handled by this dispatch.
+    row0: u32,
+    /// Rows handled by this dispatch.
+    rows: u32,
+    /// Element offset of row `row0` inside the bound range.
+    w_off: u32,
+    /// 1 for the last window (embedding: it writes the zeros of out-of-range ids).
+    last: u32,
+}
+
+/// A window of whole rows of a big weight, bound for one dispatch.
+struct Window {
+    row0: u32,
+    rows: u32,
+    /// Byte range of the buffer bound.
+    offset: u64,
+    size: u64,
+    /// Element offset of row `row0` inside the bound range.
+    w_off: u32,
+}
+
+/// A wgpu storage buffer with its element type and logical shape.
+///
+/// The allocation is rounded up to a multiple of 4 bytes (f16/bf16 data is packed two
+/// elements per 32-bit word).
+#[derive(Debug)]
+pub struct WgpuBuffer {
+    buf: Arc<wgpu::Buffer>,
+    dtype: DType,
+    shape: Vec<usize>,
+}
+
+impl WgpuBuffer {
+    /// The underlying wgpu buffer.
+    pub fn raw(&self) -> &wgpu::Buffer {
+        &self.buf
+    }
+
+    fn bytes(&self) -> u64 {
+        (self.numel() * self.dtype.size()) as u64
+    }
+}
+
+impl DeviceBuffer for WgpuBuffer {
+    fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+
+    fn reshape(&mut self, shape: &[usize]) -> Result<()> {
+        if numel(shape) != numel(&self.shape) {
+            return Err(Error::Shape {
+                op: "reshape",
+                tensor: "buffer",
+                got: self.shape.clone(),
+                expected: format!("{} elements for {shape:?}", numel(shape)),
+            });
+        }
+        self.shape = shape.to_vec();
+        Ok(())
+    }
+}
+
+/// Options of [`WgpuBackend::with_options`]; `Default` is what [`WgpuBackend::new`] uses.
+#[derive(Debug, Clone, Default)]
+pub struct WgpuOptions {
+    /// Never use the subgroup variant of the scan, even where the adapter supports it.
+    pub no_subgroups: bool,
+    /// Treat bindings larger than this many bytes as too large (as if the adapter's
+    /// `max_storage_buffer_binding_size` were this small), to exercise the windowed
+    /// binding of big weights in tests. At least 1024.
+    pub max_binding_size: Option<u64>,
+}
+
+/// A cached pipeline with its bind group layout.
+struct Pipeline {
+    pipeline: wgpu::ComputePipeline,
+    layout: wgpu::BindGroupLayout,
+}
+
+/// A resource for one binding slot.
+enum Bind<'a> {
+    /// Bytes of a uniform struct.
+    Uniform(&'a [u8]),
+    /// A whole buffer.
+    Whole(&'a wgpu::Buffer),
+    /// A byte range of a buffer.
+    Range(&'a wgpu::Buffer, u64, u64),
+}
+
+/// The wgpu backend. See the module docs.
+pub struct WgpuBackend {
+    device: wgpu::Device,
+    queue: wgpu::Queue,
+    info: wgpu::AdapterInfo,
+    limits: wgpu::Limits,
+    /// Largest byte size bound at once (the adapter's, or smaller for tests).
+    max_binding: u64,
+    subgroup_scan: bool,
+    pipelines: Mutex<HashMap<Kernel, Arc<Pipeline>>>,
+    modules: Mutex<HashMap<&'static str, wgpu::ShaderModule>>,
+    encoder: Mutex<Option<wgpu::CommandEncoder>>,
+    /// First wgpu error reported since the last check.
+    error: Arc<Mutex<Option<String>>>,
+    /// Bound in place of absent optional inputs (read-only) and outputs (read-write).
+    dummy_read: wgpu::Buffer,
+    dummy_rw: wgpu::Buffer,
+}
+
+impl std::fmt::Debug for WgpuBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WgpuBackend")
+            .field("adapter", &self.info.name)
+            .field("backend", &self.info.backend)
+            .field("subgroup_scan", &self.subgroup_scan)
+            .field("max_binding", &self.max_binding)
+            .finish()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding one of these locks leaves consistent data behind.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The weight dtypes the shaders decode.
+fn wdtype(b: &WgpuBuffer) -> WDtype {
+    WDtype::of(b.dtype)
+}
+
+impl WgpuBackend {
+    /// Picks the best adapter (high-performance preference), requests a device with the
+    /// adapter's own limits and, where present, `SHADER_F16` and `SUBGROUP`.
+    ///
+    /// Returns [`Error::BackendUnavailable`] when there is no adapter (for example no
+    /// Vulkan driver), never panics for that reason.
+    pub fn new() -> Result<Self> {
+        Self::with_options(WgpuOptions::default())
+    }
+
+    /// [`WgpuBackend::new`] with options (mostly for tests and benchmarks).
+    pub fn with_options(opts: WgpuOptions) -> Result<Self> {
+        pollster::block_on(Self::create(opts))
+    }
+
+    async fn create(opts: WgpuOptions) -> Result<Self> {
+        let unavailable = |why: String| Error::BackendUnavailable {
+            backend: BACKEND,
+            why,
+        };
+        if wgpu::Instance::enabled_backend_features().is_empty() {
+            return Err(unavailable("no wgpu backend compiled in".into()));
+        }
+        let instance =
+            wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+        let adapter = instance
+            .request_adapter(&wgpu::RequestAdapterOptions {
+                power_preference: wgpu::PowerPreference::HighPerformance,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| unavailable(format!("no adapter: {e}")))?;
+        let info = adapter.get_info();
+        let limits = adapter.limits();
+        let need = [
+            (
+                "max_storage_buffers_per_shader_stage",
+                limits.max_storage_buffers_per_shader_stage,
+                10,
+            ),
+            (
+                "max_compute_invocations_per_workgroup",
+                limits.max_compute_invocations_per_workgroup,
+                256,
+            ),
+            (
+                "max_compute_workgroup_size_x",
+                limits.max_compute_workgroup_size_x,
+                256,
+            ),
+            (
+                "max_compute_workgroup_storage_size",
+                limits.max_compute_workgroup_storage_size,
+                9 * 1024,
+            ),
+        ];
+        for (name, have, want) in need {
+            if have < want {
+                return Err(unavailable(format!(
+                    "adapter `{}` has {name} = {have}, the kernels need {want}",
+                    info.name
+                )));
+            }
+        }
+        let features = adapter.features() & (wgpu::Features::SHADER_F16 | wgpu::Features::SUBGROUP);
+        let (device, queue) = adapter
+            .request_device(&wgpu::DeviceDescriptor {
+                label: Some("mamba-gpu"),
+                required_features: features,
+                required_limits: limits.clone(),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| unavailable(format!("request_device on `{}`: {e}", info.name)))?;
+        let error: Arc<Mutex<Option<String>>> = Arc::default();
+        let sink = Arc::clone(&error);
+        device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+            let mut slot = lock(&sink);
+            if slot.is_none() {
+                *slot = Some(e.to_string());
+            }
+        }));
+        let pow2_in = |s: u32| s.is_power_of_two() && (4..=SCAN_LANES).contains(&s);
+        let subgroup_scan = !opts.no_subgroups
+            && features.contains(wgpu::Features::SUBGROUP)
+            && pow2_in(info.subgroup_min_size)
+            && pow2_in(info.subgroup_max_size);
+        let max_binding = match opts.max_binding_size {
+            Some(m) => m.clamp(1024, limits.max_storage_buffer_binding_size),
+            None => limits.max_storage_buffer_binding_size,
+        };
+        let dummy = |label| {
+            device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some(label),
+                size: 16,
+                usage: wgpu::BufferUsages::STORAGE,
+                mapped_at_creation: false,
+            })
+        };
+        let dummy_read = dummy("dummy read");
+        let dummy_rw = dummy("dummy read_write");
+        Ok(WgpuBackend {
+            device,
+            queue,
+            info,
+            limits,
+            max_binding,
+            subgroup_scan,
+            pipelines: Mutex::default(),
+            modules: Mutex::default(),
+            encoder: Mutex::default(),
+            error,
+            dummy_read,
+            dummy_rw,
+        })
+    }
+
+    /// The adapter this backend runs on.
+    pub fn adapter_info(&self) -> &wgpu::AdapterInfo {
+        &self.info
+    }
+
+    /// Does the selective scan use the subgroup variant?
+    pub fn uses_subgroup_scan(&self) -> bool {
+        self.subgroup_scan
+    }
+
+    /// The device, for callers that record their own work.
+    pub fn device(&self) -> &wgpu::Device {
+        &self.device
+    }
+
+    /// Returns (and clears) the first wgpu error reported since the last check.
+    fn check(&self) -> Result<()> {
+        match lock(&self.error).take() {
+            Some(why) => Err(device_err(why)),
+            None => Ok(()),
+        }
+    }
+
+    fn pipeline(&self, kernel: Kernel) -> Result<Arc<Pipeline>> {
+        if let Some(p) = lock(&self.pipelines).get(&kernel) {
+            return Ok(Arc::clone(p));
+        }
+        let shader = kernel.shader();
+        let module = {
+            let mut modules = lock(&self.modules);
+            modules
+                .entry(shader.name)
+                .or_insert_with(|| {
+                    self.device
+                        .create_shader_module(wgpu::ShaderModuleDescriptor {
+                            label: Some(shader.name),
+                            source: wgpu::ShaderSource::Wgsl(shader.source.into()),
+                        })
+                })
+                .clone()
+        };
+        let entries: Vec<wgpu::BindGroupLayoutEntry> = kernel
+            .slots()
+            .iter()
+            .enumerate()
+            .map(|(i, slot)| wgpu::BindGroupLayoutEntry {
+                binding: i as u32,
+                visibility: wgpu::ShaderStages::COMPUTE,
+                ty: wgpu::BindingType::Buffer {
+                    ty: match slot {
+                        Slot::Uniform => wgpu::BufferBindingType::Uniform,
+                        Slot::Read => wgpu::BufferBindingType::Storage { read_only: true },
+                        Slot::ReadWrite => wgpu::BufferBindingType::Storage { read_only: false },
+                    },
+                    has_dynamic_offset: false,
+                    min_binding_size: None,
+                },
+                count: None,
+            })
+            .collect();
+        let label = format!("{kernel:?}");
+        let layout = self
+            .device
+            .create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+                label: Some(&label),
+                entries: &entries,
+            });
+        let pipeline_layout = self
+            .device
+            .create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+                label: Some(&label),
+                bind_group_layouts: &[Some(&layout)],
+                immediate_size: 0,
+            });
+        let constants = kernel.constants();
+        let pipeline = self
+            .device
+            .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some(&label),
+                layout: Some(&pipeline_layout),
+                module: &module,
+                entry_point: Some(kernel.entry()),
+                compilation_options: wgpu::PipelineCompilationOptions {
+                    constants: &constants,
+                    zero_initialize_workgroup_memory: false,
+                },
+                cache: None,
+            });
+        self.check()?;
+        let p = Arc::new(Pipeline { pipeline, layout });
+        lock(&self.pipelines).insert(kernel, Arc::clone(&p));
+        Ok(p)
+    }
+
+    /// Splits `groups` workgroups over x (and y when x would exceed the adapter's limit).
+    /// Shaders rebuild the flat index from `num_workgroups.x`.
+    fn grid(&self, groups: u32) -> Result<(u32, u32)> {
+        let max = self.limits.max_compute_workgroups_per_dimension.max(1);
+        let groups = groups.max(1);
+        if groups <= max {
+            return Ok((groups, 1));
+        }
+        let y = groups.div_ceil(max);
+        if y > max {
+            return Err(device_err(format!(
+                "{groups} workgroups exceed the adapter's dispatch limits"
+            )));
+        }
+        Ok((max, y))
+    }
+
+    /// Checks that a whole buffer can be bound at once.
+    fn whole<'a>(&self, what: &'static str, b: &'a WgpuBuffer) -> Result<Bind<'a>> {
+        if b.buf.size() > self.max_binding {
+            return Err(device_err(format!(
+                "`{what}` ({} bytes) exceeds the adapter's max_storage_buffer_binding_size \
+                 ({} bytes); only matmul weights and embedding tables are bound in windows",
+                b.buf.size(),
+                self.max_binding
+            )));
+        }
+        Ok(Bind::Whole(&b.buf))
+    }
+
+    /// A sequence tensor bound from time step `t0` on (time stride `stride` elements).
+    fn bind_from_step<'a>(
+        &self,
+        what: &'static str,
+        b: &'a WgpuBuffer,
+        t0: u32,
+        stride: u32,
+    ) -> Result<Bind<'a>> {
+        let whole = self.whole(what, b)?;
+        let off = (t0 as u64 * stride as u64 * 4).min(b.buf.size());
+        if off == 0 {
+            return Ok(whole);
+        }
+        Ok(Bind::Range(&b.buf, off, b.buf.size() - off))
+    }
+
+    fn opt_read<'a>(&'a self, what: &'static str, b: Option<&'a WgpuBuffer>) -> Result<Bind<'a>> {
+        match b {
+            Some(b) => self.whole(what, b),
+            None => Ok(Bind::Whole(&self.dummy_read)),
+        }
+    }
+
+    /// Records one dispatch of `kernel` into the pending encoder.
+    fn dispatch(&self, kernel: Kernel, binds: &[Bind<'_>], groups: (u32, u32)) -> Result<()> {
+        let pipe = self.pipeline(kernel)?;
+        debug_assert_eq!(binds.len(), kernel.slots().len(), "{kernel:?} bindings");
+        let uniforms: Vec<Option<wgpu::Buffer>> = binds
+            .iter()
+            .map(|b| match b {
+                Bind::Uniform(bytes) => {
+                    // Uniform buffer sizes must be multiples of 16.
+                    let mut data = bytes.to_vec();
+                    data.resize(bytes.len().div_ceil(16).max(1) * 16, 0);
+                    Some(
+                        self.device
+                            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                                label: Some("params"),
+                                contents: &data,
+                                usage: wgpu::BufferUsages::UNIFORM,
+                            }),
+                    )
+                }
+                _ => None,
+            })
+            .collect();
+        let entries: Vec<wgpu::BindGroupEntry> = binds
+            .iter()
+            .zip(&uniforms)
+            .enumerate()
+            .map(|(i, (b, u))| wgpu::BindGroupEntry {
+                binding: i as u32,
+                resource: match (b, u) {
+                    (Bind::Uniform(_), Some(u)) => u.as_entire_binding(),
+                    (Bind::Whole(buf), _) => buf.as_entire_binding(),
+                    (Bind::Range(buf, offset, size), _) => {
+                        wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                            buffer: buf,
+                            offset: *offset,
+                            size: NonZeroU64::new(*size),
+                        })
+                    }
+                    (Bind::Uniform(_), None) => unreachable!("uniform buffers are created above"),
+                },
+            })
+            .collect();
+        let bind_group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some(kernel.entry()),
+            layout: &pipe.layout,
+            entries: &entries,
+        });
+        {
+            let mut enc = lock(&self.encoder);
+            let enc = enc.get_or_insert_with(|| {
+                self.device
+                    .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                        label: Some("mamba-gpu ops"),
+                    })
+            });
+            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some(kernel.entry()),
+                timestamp_writes: None,
+            });
+            pass.set_pipeline(&pipe.pipeline);
+            pass.set_bind_group(0, &bind_group, &[]);
+            pass.dispatch_workgroups(groups.0, groups.1, 1);
+        }
+        self.check()
+    }
+
+    fn new_buffer(&self, dtype: DType, shape: &[usize], data: Option<&[u8]>) -> Result<WgpuBuffer> {
+        let bytes = numel(shape) * dtype.size();
+        let size = (bytes.div_ceil(4) * 4).max(4) as u64;
+        if size > self.limits.max_buffer_size {
+            return Err(device_err(format!(
+                "a {dtype:?} buffer of shape {shape:?} ({size} bytes) exceeds the adapter's \
+                 max_buffer_size ({} bytes)",
+                self.limits.max_buffer_size
+            )));
+        }
+        let usage = wgpu::BufferUsages::STORAGE
+            | wgpu::BufferUsages::COPY_SRC
+            | wgpu::BufferUsages::COPY_DST;
+        let buf = match data {
+            Some(d) => {
+                let mut padded;
+                let contents = if d.len() as u64 == size {
+                    d
+                } else {
+                    padded = d.to_vec();
+                    padded.resize(size as usize, 0);
+                    &padded[..]
+                };
+                self.device
+                    .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                        label: None,
+                        contents,
+                        usage,
+                    })
+            }
+            // wgpu zero-initialises new buffers.
+            None => self.device.create_buffer(&wgpu::BufferDescriptor {
+                label: None,
+                size,
+                usage,
+                mapped_at_creation: false,
+            }),
+        };
+        self.check()?;
+        Ok(WgpuBuffer {
+            buf: Arc::new(buf),
+            dtype,
+            shape: shape.to_vec(),
+        })
+    }
+
+    fn submit(&self, extra: Option<wgpu::CommandEncoder>) -> Result<()> {
+        let pending = lock(&self.encoder).take();
+        let cmds: Vec<wgpu::CommandBuffer> = pending
+            .into_iter()
+            .chain(extra)
+            .map(|e| e.finish())
+            .collect();
+        if !cmds.is_empty() {
+            self.queue.submit(cmds);
+        }
+        self.check()
+    }
+
+    /// Row windows of a `(rows, row_elems)` weight so that each fits in one binding.
+    fn windows(&self, w: &WgpuBuffer, rows: u32, row_elems: u32) -> Result<Vec<Window>> {
+        let total = w.buf.size();
+        if total <= self.max_binding {
+            return Ok(vec![Window {
+                row0: 0,
+                rows,
+                offset: 0,
+                size: total,
+                w_off: 0,
+            }]);
+        }
+        let esize = w.dtype.size() as u64;
+        let row_bytes = row_elems as u64 * esize;
+        let align = self.limits.min_storage_buffer_offset_alignment as u64;
+        let per = (self.max_binding.saturating_sub(align + 4) / row_bytes) as u32;
+        if per == 0 {
+            return Err(device_err(format!(
+                "one row of a weight ({row_bytes} bytes) exceeds the adapter's \
+                 max_storage_buffer_binding_size ({} bytes)",
+                self.max_binding
+            )));
+        }
+        let mut out = Vec::new();
+        let mut row0 = 0u32;
+        while row0 < rows {
+            let n = per.min(rows - row0);
+            let start = row0 as u64 * row_bytes;
+            let aligned = start / align * align;
+            let end = ((row0 + n) as u64 * row_bytes).div_ceil(4) * 4;
+            let end = end.min(total);
+            out.push(Window {
+                row0,
+                rows: n,
+                offset: aligned,
+                size: end - aligned,
+                w_off: ((start - aligned) / esize) as u32,
+            });
+            row0 += n;
+        }
+        Ok(out)
+    }
+}
+
+impl Backend for WgpuBackend {
+    type Buffer = WgpuBuffer;
+
+    fn name(&self) -> &'static str {
+        BACKEND
+    }
+
+    /// f32, f16 and bf16 weights are all accepted and all stored as uploaded: f16/bf16
+    /// stay 16-bit in device memory (decoded in the shaders), on every adapter.
+    fn supports_weight_dtype(&self, dtype: DType) -> bool {
+        dtype.is_float()
+    }
+
+    fn zeros(&self, dtype: DType, shape: &[usize]) -> Result<WgpuBuffer> {
+        self.new_buffer(dtype, shape, None)
+    }
+
+    fn upload(&self, data: HostSlice<'_>, shape: &[usize]) -> Result<WgpuBuffer> {
+        if data.len() != numel(shape) {
+            return Err(Error::UploadLen {
+                len: data.len(),
+                shape: shape.to_vec(),
+                expected: numel(shape),
+            });
+        }
+        self.new_buffer(data.dtype(), shape, Some(data.as_bytes()))
+    }
+
+    fn download(&self, buf: &WgpuBuffer) -> Result<HostVec> {
+        let size = buf.buf.size();
+        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("download"),
+            size,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let mut enc = self
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("download"),
+            });
+        enc.copy_buffer_to_buffer(&buf.buf, 0, &staging, 0, size);
+        self.submit(Some(enc))?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        staging.map_async(wgpu::MapMode::Read, .., move |r| {
+            let _ = tx.send(r);
+        });
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| device_err(format!("poll: {e}")))?;
+        rx.recv()
+            .map_err(|_| device_err("map callback dropped"))?
+            .map_err(|e| device_err(format!("map_async: {e}")))?;
+        let data = {
+            let view = staging
+                .get_mapped_range(..)
+                .map_err(|e| device_err(format!("get_mapped_range: {e}")))?;
+            HostVec::from_bytes(buf.dtype, &view[..buf.bytes() as usize])
+        };
+        staging.unmap();
+        self.check()?;
+        Ok(data)
+    }
+
+    fn flush(&self) -> Result<()> {
+        self.submit(None)
+    }
+
+    fn embedding(
+        &self,
+        p: &EmbeddingParams,
+        ids: &WgpuBuffer,
+        table: &WgpuBuffer,
+        out: &mut WgpuBuffer,
+    ) -> Result<()> {
+        let kernel = Kernel::Embedding { w: wdtype(table) };
+        let windows = self.windows(table, p.rows, p.dim)?;
+        let groups = self.grid((p.count * p.dim).div_ceil(64))?;
+        let last = windows.len() - 1;
+        for (
+            i,
+            &Window {
+                row0,
+                rows,
+                offset,
+                size,
+                w_off,
+            },
+        ) in windows.iter().enumerate()
+        {
+            let win = WindowParams {
+                row0,
+                rows,
+                w_off,
+                last: (i == last) as u32,
+            };
+            self.dispatch(
+                kernel,
+                &[
+                    Bind::Uniform(bytemuck::bytes_of(p)),
+                    self.whole("ids", ids)?,
+                    Bind::Range(&table.buf, offset, size),
+                    self.whole("out", out)?,
+                    Bind::Uniform(bytemuck::bytes_of(&win)),
+                ],
+                groups,
+            )?;
+        }
+        Ok(())
+    }
+
+    fn matmul(
+        &self,
+        p: &MatmulParams,
+        x: &WgpuBuffer,
+        w: &WgpuBuffer,
+        bias: Option<&WgpuBuffer>,
+        out: &mut WgpuBuffer,
+    ) -> Result<()> {
+        let (wd, bd) = (wdtype(w), bias.map_or(WDtype::F32, wdtype));
+        let decode = p.m <= DECODE_MAX_M;
+        let kernel = if decode {
+            Kernel::MatmulDecode { w: wd, bias: bd }
+        } else {
+            Kernel::Matmul { w: wd, bias: bd }
+        };
+        for Window {
+            row0,
+            rows,
+            offset,
+            size,
+            w_off,
+        } in self.windows(w, p.n, p.k)?
+        {
+            let groups = if decode {
+                self.grid(rows.div_ceil(DECODE_ROWS))?
+            } else {
+                (rows.div_ceil(MATMUL_TILE), p.m.div_ceil(MATMUL_TILE))
+            };
+            let win = WindowParams {
+                row0,
+                rows,
+                w_off,
+                last: 0,
+            };
+            self.dispatch(
+                kernel,
+                &[
+                    Bind::Uniform(bytemuck::bytes_of(p)),
+                    self.whole("x", x)?,
+                    Bind::Range(&w.buf, offset, size),
+                    self.opt_read("bias", bias)?,
+                    self.whole("out", out)?,
+                    Bind::Uniform(bytemuck::bytes_of(&win)),
+                ],
+                groups,
+            )?;
+        }
+        Ok(())
+    }
+
+    fn rms_norm(
+        &self,
+        p: &NormParams,
+        x: &WgpuBuffer,
+        weight: &WgpuBuffer,
+        residual: Option<&mut WgpuBuffer>,
+        out: &mut WgpuBuffer,
+    ) -> Result<()> {
+        let res = match residual {
+            Some(r) => self.whole("residual", r)?,
+            None => Bind::Whole(&self.dummy_rw),
+        };
+        self.dispatch(
+            Kernel::RmsNorm { w: wdtype(weight) },
+            &[
+                Bind::Uniform(bytemuck::bytes_of(p)),
+                self.whole("x", x)?,
+                self.whole("weight", weight)?,
+                res,
+                self.whole("out", out)?,
+            ],
+            self.grid(p.rows)?,
+        )
+    }
+
+    fn causal_conv1d(
+        &self,
+        p: &ConvParams,
+        x: &WgpuBuffer,
+        weight: &WgpuBuffer,
+        bias: Option<&WgpuBuffer>,
+        state: Option<&mut WgpuBuffer>,
+        out: &mut WgpuBuffer,
+    ) -> Result<()> {
+        let keep_state = state.is_some() && p.state_mode != STATE_NONE && p.width > 1;
+        let st = match &state {
+            Some(s) => self.whole("conv_state", s)?,
+            None => Bind::Whole(&self.dummy_rw),
+        };
+        let binds = [
+            Bind::Uniform(bytemuck::bytes_of(p)),
+            self.whole("x", x)?,
+            self.whole("weight", weight)?,
+            self.opt_read("bias", bias)?,
+            st,
+            self.whole("out", out)?,
+        ];
+        let groups = self.grid((p.batch * p.dim * p.len).div_ceil(64))?;
+        self.dispatch(Kernel::CausalConv1d, &binds, groups)?;
+        if keep_state {
+            // After the sequence pass: it reads the old state this pass overwrites.
+            let groups = self.grid((p.batch * p.dim).div_ceil(64))?;
+            self.dispatch(Kernel::CausalConv1dState, &binds, groups)?;
+        }
+        Ok(())
+    }
+
+    fn causal_conv1d_update(
+        &self,
+        p: &ConvParams,
+        x: &WgpuBuffer,
+        weight: &WgpuBuffer,
+        bias: Option<&WgpuBuffer>,
+        state: &mut WgpuBuffer,
+        out: &mut WgpuBuffer,
+    ) -> Result<()> {
+        self.dispatch(
+            Kernel::CausalConv1dUpdate,
+            &[
+                Bind::Uniform(bytemuck::bytes_of(p)),
+                self.whole("x", x)?,
+                self.whole("weight", weight)?,
+                self.opt_read("bias", bias)?,
+                self.whole("conv_state", state)?,
+                self.whole("out", out)?,
+            ],
+            self.grid((p.batch * p.dim).div_ceil(64))?,
+        )
+    }
+
+    fn selective_scan(
+        &self,
+        p: &ScanParams,
+        i: &ScanInputs<'_, WgpuBuffer>,
+        mut state: StateIo<'_, WgpuBuffer>,
+        out: &mut WgpuBuffer,
+    ) -> Result<()> {
+        if p.dstate > SCAN_MAX_DSTATE {
+            return Err(Error::Arg {
+                op: "selective_scan",
+                arg: "A",
+                why: format!(
+                    "dstate {} exceeds the wgpu kernel's maximum of {SCAN_MAX_DSTATE}",
+                    p.dstate
+                ),
+            });
+        }
+        let groups = (p.dim.div_ceil(SCAN_CHANNELS), p.batch);
+        let max = self.limits.max_compute_workgroups_per_dimension;
+        if groups.0 > max || groups.1 > max {
+            return Err(device_err(format!(
+                "selective_scan: grid {groups:?} exceeds max_compute_workgroups_per_dimension {max}"
+            )));
+        }
+        let kernel = if self.subgroup_scan {
+            Kernel::SelectiveScanSubgroup
+        } else {
+            Kernel::SelectiveScan
+        };
+        // Long sequences run as several dispatches of at most `seg` steps, the state
+        // carried between them through the (batch, dim, N) state buffer (a scratch one
+        // when the caller keeps none). Each dispatch binds the sequence tensors from its
+        // first step on (`seg` is a multiple of 256 steps, so the byte offsets are
+        // multiples of 1024, above any storage offset alignment). This bounds the loop
+        // trip count per invocation, which some drivers limit (llvmpipe stops a shader
+        // after about 2^16 loop iterations), at the cost of one tiny state round trip
+        // per 2^19 / N steps.
+        let seg = (SCAN_SEGMENT_STATE_CHUNKS / p.dstate).max(1) * SCAN_CHUNK;
+        let mut scratch = None;
+        let st_buf: Option<&WgpuBuffer> = match state.buffer() {
+            Some(s) => Some(&*s),
+            None if p.len > seg => Some(&*scratch.insert(self.zeros(
+                DType::F32,
+                &[p.batch as usize, p.dim as usize, p.dstate as usize],
+            )?)),
+            None => None,
+        };
+        let mut t0 = 0u32;
+        while t0 < p.len {
+            let len = seg.min(p.len - t0);
+            let mut q = *p;
+            q.len = len;
+            if t0 > 0 {
+                q.state_mode = STATE_CARRY;
+            } else if p.state_mode == STATE_NONE && st_buf.is_some() {
+                q.state_mode = STATE_FINAL;
+            }
+            let st = match st_buf {
+                Some(s) => self.whole("state", s)?,
+                None => Bind::Whole(&self.dummy_rw),
+            };
+            let z = match i.z {
+                Some(z) => self.bind_from_step("z", z, t0, p.x_st)?,
+                None => Bind::Whole(&self.dummy_read),
+            };
+            self.dispatch(
+                kernel,
+                &[
+                    Bind::Uniform(bytemuck::bytes_of(&q)),
+                    self.bind_from_step("u", i.u, t0, p.x_st)?,
+                    self.bind_from_step("delta", i.delta, t0, p.x_st)?,
+                    self.whole("A", i.a)?,
+                    self.bind_from_step("B", i.b, t0, p.b_st)?,
+                    self.bind_from_step("C", i.c, t0, p.c_st)?,
+                    self.opt_read("D", i.d)?,
+                    z,
+                    self.opt_read("delta_bias", i.delta_bias)?,
+                    st,
+                    self.bind_from_step("out", out, t0, p.x_st)?,
+                ],
+                groups,
+            )?;
+            t0 += len;
+        }
+        Ok(())
+    }
+
+    fn selective_state_update(
+        &self,
+        p: &StepParams,
+        i: &StepInputs<'_, WgpuBuffer>,
+        state: &mut WgpuBuffer,
+        out: &mut WgpuBuffer,
+    ) -> Result<()> {
+        self.dispatch(
+            Kernel::SelectiveStateUpdate,
+            &[
+                Bind::Uniform(bytemuck::bytes_of(p)),
+                self.whole("x", i.x)?,
+                self.whole("dt", i.dt)?,
+                self.whole("A", i.a)?,
+                self.whole("B", i.b)?,
+                self.whole("C", i.c)?,
+                self.opt_read("D", i.d)?,
+                self.opt_read("z", i.z)?,
+                self.opt_read("dt_bias", i.dt_bias)?,
+                self.whole("state", state)?,
+                self.whole("out", out)?,
+            ],
+            self.grid((p.batch * p.dim).div_ceil(64))?,
+        )
+    }
+
+    fn elementwise(
+        &self,
+        p: &ElementwiseParams,
+        _op: Elementwise,
+        a: &WgpuBuffer,
+        b: Option<&WgpuBuffer>,
+        out: &mut WgpuBuffer,
+    ) -> Result<()> {
+        self.dispatch(
+            Kernel::Elementwise,
+            &[
+                Bind::Uniform(bytemuck::bytes_of(p)),
+                self.whole("a", a)?,
+                self.opt_read("b", b)?,
+                self.whole("out", out)?,
+            ],
+            self.grid(p.len.div_ceil(256))?,
+        )
+    }
+
+    fn argmax(&self, p: &ArgmaxParams, x: &WgpuBuffer, out: &mut WgpuBuffer) -> Result<()> {
+        self.dispatch(
+            Kernel::Argmax,
+            &[
+                Bind::Uniform(bytemuck::bytes_of(p)),
+                self.whole("x", x)?,
+                self.whole("out", out)?,
+            ],
+            self.grid(p.rows)?,
+        )
+    }
+
+    fn copy(&self, p: &CopyParams, src: &WgpuBuffer, dst: &mut WgpuBuffer) -> Result<()> {
+        self.dispatch(
+            Kernel::Copy,
+            &[
+                Bind::Uniform(bytemuck::bytes_of(p)),
+                self.whole("src", src)?,
+                self.whole("dst", dst)?,
+            ],
+            self.grid(p.len.div_ceil(256))?,
+        )
+    }
+}

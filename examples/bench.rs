@@ -1,0 +1,177 @@
+//! Selective-scan throughput table: time, achieved GB/s and the ratio to the memory floor.
+//!
+//! ```text
+//! cargo run --release --example bench -- --backend wgpu
+//! cargo run --release --example bench -- --backend cpu --shapes 1x1536x2048x16
+//! ```
+//!
+//! The floor counts each tensor read or written once, f32 I/O, input-dependent B/C, with
+//! D, z and delta_bias: `bytes = 4·batch·L·(4·dim + 2·N) + 4·(dim·N + 2·dim)`.
+//! Each timed run ends by downloading the small final state, which waits for the work.
+
+use std::time::Instant;
+
+use clap::Parser;
+use mamba_gpu::ops::{self, Layout, ScanInputs, StateIo};
+use mamba_gpu::{Backend, CpuBackend, DType, HostSlice, Result};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+#[derive(Parser)]
+#[command(about = "Selective-scan throughput table")]
+struct Args {
+    /// cpu | wgpu
+    #[arg(long, default_value = "wgpu")]
+    backend: String,
+    /// Shapes as BATCHxDIMxLxN, comma separated.
+    #[arg(
+        long,
+        default_value = "1x768x2048x16,1x1536x2048x16,4x1536x2048x16,1x2560x8192x16"
+    )]
+    shapes: String,
+    /// Timed repetitions per shape (after one warm-up).
+    #[arg(long, default_value_t = 5)]
+    iters: usize,
+    /// Token-major layout instead of the official channel-major one.
+    #[arg(long)]
+    token_major: bool,
+    /// Peak memory bandwidth of the device in GB/s (e.g. 3350 for an H100 SXM), for the
+    /// ratio to the memory floor; also read from `MAMBA_GPU_PEAK_GBS`.
+    #[arg(long)]
+    peak_gbs: Option<f64>,
+}
+
+fn parse_shape(s: &str) -> Option<[usize; 4]> {
+    let v: Vec<usize> = s
+        .split('x')
+        .map(|p| p.trim().parse().ok())
+        .collect::<Option<_>>()?;
+    (v.len() == 4).then(|| [v[0], v[1], v[2], v[3]])
+}
+
+fn floor_bytes([batch, dim, len, n]: [usize; 4]) -> f64 {
+    4.0 * (batch * len * (4 * dim + 2 * n)) as f64 + 4.0 * (dim * n + 2 * dim) as f64
+}
+
+/// Times the scan on `be` for one shape: seconds per call (median of `iters`).
+fn time_scan<B: Backend>(be: &B, shape: [usize; 4], iters: usize, layout: Layout) -> Result<f64> {
+    let [batch, dim, len, n] = shape;
+    let mut rng = ChaCha8Rng::seed_from_u64(1);
+    let mut vec = |k: usize, lo: f32, hi: f32| -> Vec<f32> {
+        (0..k).map(|_| rng.random_range(lo..hi)).collect()
+    };
+    let (seq, bc) = match layout {
+        Layout::ChannelMajor => (vec![batch, dim, len], vec![batch, n, len]),
+        Layout::TokenMajor => (vec![batch, len, dim], vec![batch, len, n]),
+    };
+    let nseq = batch * dim * len;
+    let up = |v: &[f32], s: &[usize]| be.upload(HostSlice::F32(v), s);
+    let u = up(&vec(nseq, -1.0, 1.0), &seq)?;
+    let delta = up(&vec(nseq, 0.0, 0.5), &seq)?;
+    let z = up(&vec(nseq, -1.0, 1.0), &seq)?;
+    let a = up(&vec(dim * n, -0.5, 0.0), &[dim, n])?;
+    let b = up(&vec(batch * n * len, -1.0, 1.0), &bc)?;
+    let c = up(&vec(batch * n * len, -1.0, 1.0), &bc)?;
+    let d = up(&vec(dim, -1.0, 1.0), &[dim])?;
+    let bias = up(&vec(dim, 0.0, 0.5), &[dim])?;
+    let mut out = be.zeros(DType::F32, &seq)?;
+    let mut state = be.zeros(DType::F32, &[batch, dim, n])?;
+    let inputs = ScanInputs {
+        u: &u,
+        delta: &delta,
+        a: &a,
+        b: &b,
+        c: &c,
+        d: Some(&d),
+        z: Some(&z),
+        delta_bias: Some(&bias),
+        delta_softplus: true,
+        layout,
+    };
+    let mut times = Vec::with_capacity(iters);
+    for i in 0..=iters {
+        let t = Instant::now();
+        ops::selective_scan(be, &inputs, StateIo::Final(&mut state), &mut out)?;
+        be.download(&state)?;
+        if i > 0 {
+            times.push(t.elapsed().as_secs_f64());
+        }
+    }
+    times.sort_by(f64::total_cmp);
+    Ok(times[times.len() / 2])
+}
+
+/// Prints one row per shape: time, achieved GB/s (floor bytes / time) and the ratio of
+/// the time to the memory floor (floor bytes / peak bandwidth) when the peak is known.
+fn table<B: Backend>(
+    be: &B,
+    shapes: &[[usize; 4]],
+    iters: usize,
+    layout: Layout,
+    peak_gbs: Option<f64>,
+) -> Result<()> {
+    println!(
+        "{:<24} {:>11} {:>12} {:>10} {:>10}",
+        format!("{} batch×dim×L×N", be.name()),
+        "time (ms)",
+        "floor (MB)",
+        "GB/s",
+        "× floor"
+    );
+    for &shape in shapes {
+        let secs = time_scan(be, shape, iters, layout)?;
+        let bytes = floor_bytes(shape);
+        let gbs = bytes / secs / 1e9;
+        let ratio = match peak_gbs {
+            Some(peak) if peak > 0.0 => format!("{:.2}", secs / (bytes / (peak * 1e9))),
+            _ => "-".into(),
+        };
+        let [b, d, l, n] = shape;
+        println!(
+            "{:<24} {:>11.3} {:>12.1} {:>10.2} {:>10}",
+            format!("{b}×{d}×{l}×{n}"),
+            secs * 1e3,
+            bytes / 1e6,
+            gbs,
+            ratio
+        );
+    }
+    Ok(())
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    let shapes: Vec<[usize; 4]> = args
+        .shapes
+        .split(',')
+        .map(|s| parse_shape(s).unwrap_or_else(|| panic!("bad shape `{s}` (want BxDxLxN)")))
+        .collect();
+    let layout = if args.token_major {
+        Layout::TokenMajor
+    } else {
+        Layout::ChannelMajor
+    };
+    let peak = args.peak_gbs.or_else(|| {
+        std::env::var("MAMBA_GPU_PEAK_GBS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+    });
+    println!(
+        "floor bytes = 4·batch·L·(4·dim + 2·N) + 4·(dim·N + 2·dim); × floor = time / \
+         (floor bytes / peak), peak = {}",
+        peak.map_or("unknown (--peak-gbs)".to_string(), |p| format!("{p} GB/s"))
+    );
+    match args.backend.as_str() {
+        "cpu" => table(&CpuBackend::new(), &shapes, args.iters, layout, peak),
+        #[cfg(feature = "wgpu")]
+        "wgpu" => {
+            let be = mamba_gpu::wgpu::WgpuBackend::new()?;
+            println!("adapter: {}", be.adapter_info().name);
+            table(&be, &shapes, args.iters, layout, peak)
+        }
+        other => {
+            eprintln!("unknown backend `{other}` (cpu | wgpu)");
+            std::process::exit(2);
+        }
+    }
+}
