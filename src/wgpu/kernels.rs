@@ -85,13 +85,20 @@ use Slot::{Read as R, ReadWrite as W, Uniform as U};
 pub(crate) struct Shader {
     pub name: &'static str,
     pub source: &'static str,
+    /// Hot shader audited for in-bounds accesses and terminating loops: created without
+    /// wgpu's runtime checks (see `WgpuOptions::checked_shaders`).
+    pub trusted: bool,
 }
 
 macro_rules! shader {
     ($name:literal) => {
+        shader!($name, false)
+    };
+    ($name:literal, $trusted:literal) => {
         Shader {
             name: $name,
             source: include_str!(concat!("../../shaders/", $name)),
+            trusted: $trusted,
         }
     };
 }
@@ -99,13 +106,13 @@ macro_rules! shader {
 impl Kernel {
     pub(crate) fn shader(self) -> Shader {
         match self {
-            Kernel::SelectiveScan => shader!("selective_scan.wgsl"),
-            Kernel::SelectiveScanSubgroup => shader!("selective_scan_subgroup.wgsl"),
+            Kernel::SelectiveScan => shader!("selective_scan.wgsl", true),
+            Kernel::SelectiveScanSubgroup => shader!("selective_scan_subgroup.wgsl", true),
             Kernel::SelectiveStateUpdate => shader!("selective_state_update.wgsl"),
             Kernel::CausalConv1d | Kernel::CausalConv1dState | Kernel::CausalConv1dUpdate => {
                 shader!("causal_conv1d.wgsl")
             }
-            Kernel::Matmul { .. } | Kernel::MatmulDecode { .. } => shader!("matmul.wgsl"),
+            Kernel::Matmul { .. } | Kernel::MatmulDecode { .. } => shader!("matmul.wgsl", true),
             Kernel::RmsNorm { .. } => shader!("rms_norm.wgsl"),
             Kernel::Embedding { .. } => shader!("embedding.wgsl"),
             Kernel::Elementwise => shader!("elementwise.wgsl"),

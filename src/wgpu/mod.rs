@@ -141,6 +141,10 @@ pub struct WgpuOptions {
     /// `max_storage_buffer_binding_size` were this small), to exercise the windowed
     /// binding of big weights in tests. At least 1024.
     pub max_binding_size: Option<u64>,
+    /// Keep wgpu's runtime checks (bounds checks, loop bounding) in every shader; by
+    /// default the hot ones (scan, matmul) are created with
+    /// `create_shader_module_trusted` and the checks off.
+    pub checked_shaders: bool,
 }
 
 /// A cached pipeline with its bind group layout.
@@ -168,6 +172,7 @@ pub struct WgpuBackend {
     /// Largest byte size bound at once (the adapter's, or smaller for tests).
     max_binding: u64,
     subgroup_scan: bool,
+    checked_shaders: bool,
     pipelines: Mutex<HashMap<Kernel, Arc<Pipeline>>>,
     modules: Mutex<HashMap<&'static str, wgpu::ShaderModule>>,
     encoder: Mutex<Option<wgpu::CommandEncoder>>,
@@ -185,6 +190,7 @@ impl std::fmt::Debug for WgpuBackend {
             .field("backend", &self.info.backend)
             .field("subgroup_scan", &self.subgroup_scan)
             .field("max_binding", &self.max_binding)
+            .field("checked_shaders", &self.checked_shaders)
             .finish()
     }
 }
@@ -307,6 +313,7 @@ impl WgpuBackend {
             limits,
             max_binding,
             subgroup_scan,
+            checked_shaders: opts.checked_shaders,
             pipelines: Mutex::default(),
             modules: Mutex::default(),
             encoder: Mutex::default(),
@@ -349,11 +356,25 @@ impl WgpuBackend {
             modules
                 .entry(shader.name)
                 .or_insert_with(|| {
-                    self.device
-                        .create_shader_module(wgpu::ShaderModuleDescriptor {
-                            label: Some(shader.name),
-                            source: wgpu::ShaderSource::Wgsl(shader.source.into()),
-                        })
+                    let desc = wgpu::ShaderModuleDescriptor {
+                        label: Some(shader.name),
+                        source: wgpu::ShaderSource::Wgsl(shader.source.into()),
+                    };
+                    if shader.trusted && !self.checked_shaders {
+                        // SAFETY: `Shader::trusted` is set only for shaders whose every
+                        // access is guarded by the bounds the host validated (ops.rs) and
+                        // encodes in the params, whose loops all terminate (bounds from the
+                        // params) and whose divisors are validated non-zero; the parity
+                        // tests run these modules unchecked.
+                        unsafe {
+                            self.device.create_shader_module_trusted(
+                                desc,
+                                wgpu::ShaderRuntimeChecks::unchecked(),
+                            )
+                        }
+                    } else {
+                        self.device.create_shader_module(desc)
+                    }
                 })
                 .clone()
         };
