@@ -1,0 +1,412 @@
+//! `impl Backend for WgpuBackend`: each op binds its buffers (the order of the shader's
+//! `@binding`s, see `kernels.rs`) and records its dispatches.
+
+use super::kernels::{
+    DECODE_MAX_M, DECODE_ROWS, Kernel, MATMUL_TILE, SCAN_CHANNELS, SCAN_CHUNK, SCAN_MAX_DSTATE,
+    SCAN_SEGMENT_STATE_CHUNKS, WDtype,
+};
+use super::{BACKEND, Bind, WgpuBackend, WgpuBuffer, Window, WindowParams, device_err, wdtype};
+use crate::backend::Backend;
+use crate::error::{Error, Result};
+use crate::ops::{Elementwise, ScanInputs, StateIo, StepInputs};
+use crate::params::*;
+use crate::tensor::{DType, HostSlice, HostVec, numel};
+
+impl Backend for WgpuBackend {
+    type Buffer = WgpuBuffer;
+
+    fn name(&self) -> &'static str {
+        BACKEND
+    }
+
+    /// f32, f16 and bf16 weights are all accepted and all stored as uploaded: f16/bf16
+    /// stay 16-bit in device memory (decoded in the shaders), on every adapter.
+    fn supports_weight_dtype(&self, dtype: DType) -> bool {
+        dtype.is_float()
+    }
+
+    fn zeros(&self, dtype: DType, shape: &[usize]) -> Result<WgpuBuffer> {
+        self.new_buffer(dtype, shape, None)
+    }
+
+    fn upload(&self, data: HostSlice<'_>, shape: &[usize]) -> Result<WgpuBuffer> {
+        if data.len() != numel(shape) {
+            return Err(Error::UploadLen {
+                len: data.len(),
+                shape: shape.to_vec(),
+                expected: numel(shape),
+            });
+        }
+        self.new_buffer(data.dtype(), shape, Some(data.as_bytes()))
+    }
+
+    fn download(&self, buf: &WgpuBuffer) -> Result<HostVec> {
+        let size = buf.buf.size();
+        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("download"),
+            size,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let mut enc = self
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("download"),
+            });
+        enc.copy_buffer_to_buffer(&buf.buf, 0, &staging, 0, size);
+        self.submit(Some(enc))?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        staging.map_async(wgpu::MapMode::Read, .., move |r| {
+            let _ = tx.send(r);
+        });
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| device_err(format!("poll: {e}")))?;
+        rx.recv()
+            .map_err(|_| device_err("map callback dropped"))?
+            .map_err(|e| device_err(format!("map_async: {e}")))?;
+        let data = {
+            let view = staging
+                .get_mapped_range(..)
+                .map_err(|e| device_err(format!("get_mapped_range: {e}")))?;
+            HostVec::from_bytes(buf.dtype, &view[..buf.bytes() as usize])
+        };
+        staging.unmap();
+        self.check()?;
+        Ok(data)
+    }
+
+    fn flush(&self) -> Result<()> {
+        self.submit(None)
+    }
+
+    fn embedding(
+        &self,
+        p: &EmbeddingParams,
+        ids: &WgpuBuffer,
+        table: &WgpuBuffer,
+        out: &mut WgpuBuffer,
+    ) -> Result<()> {
+        let kernel = Kernel::Embedding { w: wdtype(table) };
+        let windows = self.windows(table, p.rows, p.dim)?;
+        let groups = self.grid((p.count * p.dim).div_ceil(64))?;
+        let last = windows.len() - 1;
+        for (
+            i,
+            &Window {
+                row0,
+                rows,
+                offset,
+                size,
+                w_off,
+            },
+        ) in windows.iter().enumerate()
+        {
+            let win = WindowParams {
+                row0,
+                rows,
+                w_off,
+                last: (i == last) as u32,
+            };
+            self.dispatch(
+                kernel,
+                &[
+                    Bind::Uniform(bytemuck::bytes_of(p)),
+                    self.whole("ids", ids)?,
+                    Bind::Range(&table.buf, offset, size),
+                    self.whole("out", out)?,
+                    Bind::Uniform(bytemuck::bytes_of(&win)),
+                ],
+                groups,
+            )?;
+        }
+        Ok(())
+    }
+
+    fn matmul(
+        &self,
+        p: &MatmulParams,
+        x: &WgpuBuffer,
+        w: &WgpuBuffer,
+        bias: Option<&WgpuBuffer>,
+        out: &mut WgpuBuffer,
+    ) -> Result<()> {
+        let (wd, bd) = (wdtype(w), bias.map_or(WDtype::F32, wdtype));
+        let decode = p.m <= DECODE_MAX_M;
+        let kernel = if decode {
+            Kernel::MatmulDecode { w: wd, bias: bd }
+        } else {
+            Kernel::Matmul { w: wd, bias: bd }
+        };
+        for Window {
+            row0,
+            rows,
+            offset,
+            size,
+            w_off,
+        } in self.windows(w, p.n, p.k)?
+        {
+            let groups = if decode {
+                self.grid(rows.div_ceil(DECODE_ROWS))?
+            } else {
+                (rows.div_ceil(MATMUL_TILE), p.m.div_ceil(MATMUL_TILE))
+            };
+            let win = WindowParams {
+                row0,
+                rows,
+                w_off,
+                last: 0,
+            };
+            self.dispatch(
+                kernel,
+                &[
+                    Bind::Uniform(bytemuck::bytes_of(p)),
+                    self.whole("x", x)?,
+                    Bind::Range(&w.buf, offset, size),
+                    self.opt_read("bias", bias)?,
+                    self.whole("out", out)?,
+                    Bind::Uniform(bytemuck::bytes_of(&win)),
+                ],
+                groups,
+            )?;
+        }
+        Ok(())
+    }
+
+    fn rms_norm(
+        &self,
+        p: &NormParams,
+        x: &WgpuBuffer,
+        weight: &WgpuBuffer,
+        residual: Option<&mut WgpuBuffer>,
+        out: &mut WgpuBuffer,
+    ) -> Result<()> {
+        let res = match residual {
+            Some(r) => self.whole("residual", r)?,
+            None => Bind::Whole(&self.dummy_rw),
+        };
+        self.dispatch(
+            Kernel::RmsNorm { w: wdtype(weight) },
+            &[
+                Bind::Uniform(bytemuck::bytes_of(p)),
+                self.whole("x", x)?,
+                self.whole("weight", weight)?,
+                res,
+                self.whole("out", out)?,
+            ],
+            self.grid(p.rows)?,
+        )
+    }
+
+    fn causal_conv1d(
+        &self,
+        p: &ConvParams,
+        x: &WgpuBuffer,
+        weight: &WgpuBuffer,
+        bias: Option<&WgpuBuffer>,
+        state: Option<&mut WgpuBuffer>,
+        out: &mut WgpuBuffer,
+    ) -> Result<()> {
+        let keep_state = state.is_some() && p.state_mode != STATE_NONE && p.width > 1;
+        let st = match &state {
+            Some(s) => self.whole("conv_state", s)?,
+            None => Bind::Whole(&self.dummy_rw),
+        };
+        let binds = [
+            Bind::Uniform(bytemuck::bytes_of(p)),
+            self.whole("x", x)?,
+            self.whole("weight", weight)?,
+            self.opt_read("bias", bias)?,
+            st,
+            self.whole("out", out)?,
+        ];
+        let groups = self.grid((p.batch * p.dim * p.len).div_ceil(64))?;
+        self.dispatch(Kernel::CausalConv1d, &binds, groups)?;
+        if keep_state {
+            // After the sequence pass: it reads the old state this pass overwrites.
+            let groups = self.grid((p.batch * p.dim).div_ceil(64))?;
+            self.dispatch(Kernel::CausalConv1dState, &binds, groups)?;
+        }
+        Ok(())
+    }
+
+    fn causal_conv1d_update(
+        &self,
+        p: &ConvParams,
+        x: &WgpuBuffer,
+        weight: &WgpuBuffer,
+        bias: Option<&WgpuBuffer>,
+        state: &mut WgpuBuffer,
+        out: &mut WgpuBuffer,
+    ) -> Result<()> {
+        self.dispatch(
+            Kernel::CausalConv1dUpdate,
+            &[
+                Bind::Uniform(bytemuck::bytes_of(p)),
+                self.whole("x", x)?,
+                self.whole("weight", weight)?,
+                self.opt_read("bias", bias)?,
+                self.whole("conv_state", state)?,
+                self.whole("out", out)?,
+            ],
+            self.grid((p.batch * p.dim).div_ceil(64))?,
+        )
+    }
+
+    fn selective_scan(
+        &self,
+        p: &ScanParams,
+        i: &ScanInputs<'_, WgpuBuffer>,
+        mut state: StateIo<'_, WgpuBuffer>,
+        out: &mut WgpuBuffer,
+    ) -> Result<()> {
+        if p.dstate > SCAN_MAX_DSTATE {
+            return Err(Error::Arg {
+                op: "selective_scan",
+                arg: "A",
+                why: format!(
+                    "dstate {} exceeds the wgpu kernel's maximum of {SCAN_MAX_DSTATE}",
+                    p.dstate
+                ),
+            });
+        }
+        let groups = (p.dim.div_ceil(SCAN_CHANNELS), p.batch);
+        let max = self.limits.max_compute_workgroups_per_dimension;
+        if groups.0 > max || groups.1 > max {
+            return Err(device_err(format!(
+                "selective_scan: grid {groups:?} exceeds max_compute_workgroups_per_dimension {max}"
+            )));
+        }
+        let kernel = if self.subgroup_scan {
+            Kernel::SelectiveScanSubgroup
+        } else {
+            Kernel::SelectiveScan
+        };
+        // Long sequences run as several dispatches of at most `seg` steps, the state
+        // carried between them through the (batch, dim, N) state buffer (a scratch one
+        // when the caller keeps none). Each dispatch binds the sequence tensors from its
+        // first step on (`seg` is a multiple of 256 steps, so the byte offsets are
+        // multiples of 1024, above any storage offset alignment). This bounds the loop
+        // trip count per invocation, which some drivers limit (llvmpipe stops a shader
+        // after about 2^16 loop iterations), at the cost of one tiny state round trip
+        // per 2^19 / N steps.
+        let seg = (SCAN_SEGMENT_STATE_CHUNKS / p.dstate).max(1) * SCAN_CHUNK;
+        let mut scratch = None;
+        let st_buf: Option<&WgpuBuffer> = match state.buffer() {
+            Some(s) => Some(&*s),
+            None if p.len > seg => Some(&*scratch.insert(self.zeros(
+                DType::F32,
+                &[p.batch as usize, p.dim as usize, p.dstate as usize],
+            )?)),
+            None => None,
+        };
+        let mut t0 = 0u32;
+        while t0 < p.len {
+            let len = seg.min(p.len - t0);
+            let mut q = *p;
+            q.len = len;
+            if t0 > 0 {
+                q.state_mode = STATE_CARRY;
+            } else if p.state_mode == STATE_NONE && st_buf.is_some() {
+                q.state_mode = STATE_FINAL;
+            }
+            let st = match st_buf {
+                Some(s) => self.whole("state", s)?,
+                None => Bind::Whole(&self.dummy_rw),
+            };
+            let z = match i.z {
+                Some(z) => self.bind_from_step("z", z, t0, p.x_st)?,
+                None => Bind::Whole(&self.dummy_read),
+            };
+            self.dispatch(
+                kernel,
+                &[
+                    Bind::Uniform(bytemuck::bytes_of(&q)),
+                    self.bind_from_step("u", i.u, t0, p.x_st)?,
+                    self.bind_from_step("delta", i.delta, t0, p.x_st)?,
+                    self.whole("A", i.a)?,
+                    self.bind_from_step("B", i.b, t0, p.b_st)?,
+                    self.bind_from_step("C", i.c, t0, p.c_st)?,
+                    self.opt_read("D", i.d)?,
+                    z,
+                    self.opt_read("delta_bias", i.delta_bias)?,
+                    st,
+                    self.bind_from_step("out", out, t0, p.x_st)?,
+                ],
+                groups,
+            )?;
+            t0 += len;
+        }
+        Ok(())
+    }
+
+    fn selective_state_update(
+        &self,
+        p: &StepParams,
+        i: &StepInputs<'_, WgpuBuffer>,
+        state: &mut WgpuBuffer,
+        out: &mut WgpuBuffer,
+    ) -> Result<()> {
+        self.dispatch(
+            Kernel::SelectiveStateUpdate,
+            &[
+                Bind::Uniform(bytemuck::bytes_of(p)),
+                self.whole("x", i.x)?,
+                self.whole("dt", i.dt)?,
+                self.whole("A", i.a)?,
+                self.whole("B", i.b)?,
+                self.whole("C", i.c)?,
+                self.opt_read("D", i.d)?,
+                self.opt_read("z", i.z)?,
+                self.opt_read("dt_bias", i.dt_bias)?,
+                self.whole("state", state)?,
+                self.whole("out", out)?,
+            ],
+            self.grid((p.batch * p.dim).div_ceil(64))?,
+        )
+    }
+
+    fn elementwise(
+        &self,
+        p: &ElementwiseParams,
+        _op: Elementwise,
+        a: &WgpuBuffer,
+        b: Option<&WgpuBuffer>,
+        out: &mut WgpuBuffer,
+    ) -> Result<()> {
+        self.dispatch(
+            Kernel::Elementwise,
+            &[
+                Bind::Uniform(bytemuck::bytes_of(p)),
+                self.whole("a", a)?,
+                self.opt_read("b", b)?,
+                self.whole("out", out)?,
+            ],
+            self.grid(p.len.div_ceil(256))?,
+        )
+    }
+
+    fn argmax(&self, p: &ArgmaxParams, x: &WgpuBuffer, out: &mut WgpuBuffer) -> Result<()> {
+        self.dispatch(
+            Kernel::Argmax,
+            &[
+                Bind::Uniform(bytemuck::bytes_of(p)),
+                self.whole("x", x)?,
+                self.whole("out", out)?,
+            ],
+            self.grid(p.rows)?,
+        )
+    }
+
+    fn copy(&self, p: &CopyParams, src: &WgpuBuffer, dst: &mut WgpuBuffer) -> Result<()> {
+        self.dispatch(
+            Kernel::Copy,
+            &[
+                Bind::Uniform(bytemuck::bytes_of(p)),
+                self.whole("src", src)?,
+                self.whole("dst", dst)?,
+            ],
+            self.grid(p.len.div_ceil(256))?,
+        )
+    }
+}
