@@ -4,10 +4,10 @@
 //! # Design
 //!
 //! * **Recording, not running.** Every op records one or a few compute passes into a
-//!   pending [`wgpu::CommandEncoder`]; [`Backend::flush`] submits it, and
-//!   [`Backend::download`] submits, copies into a staging buffer, maps it and waits. A
-//!   whole forward pass is therefore one submission.
-//! * **Pipelines are built once.** Each [`Kernel`] (shader entry point, plus the weight
+//!   pending [`wgpu::CommandEncoder`]; [`flush`](crate::Backend::flush) submits it, and
+//!   [`download`](crate::Backend::download) submits, copies into a staging buffer, maps
+//!   it and waits. A whole forward pass is therefore one submission.
+//! * **Pipelines are built once.** Each `Kernel` (shader entry point, plus the weight
 //!   dtype where it matters) gets an explicit bind group layout mirroring the shader's
 //!   bindings (never `layout: None`), a pipeline layout and a compute pipeline, created on
 //!   first use and cached; shader modules are cached per file.
@@ -22,7 +22,7 @@
 //!   `max_storage_buffer_binding_size` (up to `max_buffer_size`). Matmul weights and
 //!   embedding tables that exceed it are bound as windows of whole rows (the window
 //!   starts at the row's byte offset rounded down to `min_storage_buffer_offset_alignment`,
-//!   and a [`WindowParams`] uniform tells the shader where its first row begins), with one
+//!   and a `WindowParams` uniform tells the shader where its first row begins), with one
 //!   dispatch per window. Other tensors must fit in one binding (an error otherwise).
 //! * **Errors, not panics.** wgpu validation errors are routed to a handler that records
 //!   them; the next op, `flush` or `download` returns them as [`Error::Device`].
@@ -30,10 +30,15 @@
 //! The selective scan has two variants, chosen when the backend is created: a
 //! shared-memory Blelloch scan (`selective_scan.wgsl`) everywhere, and a subgroup-shuffle
 //! scan (`selective_scan_subgroup.wgsl`) where the adapter has `Features::SUBGROUP` with
-//! subgroup sizes the kernel supports.
+//! subgroup sizes the kernel supports. A scan longer than `2048 / N` chunks of 256 steps
+//! runs as several dispatches that carry the (batch, dim, N) state through global memory
+//! (llvmpipe stops shaders after ~2^16 loop iterations; elsewhere it costs one tiny
+//! state round trip per segment). The decay factor exp(Δ·A) uses a Taylor series near 0
+//! (`exp_decay` in the shaders): a hardware exp biased by ½ ulp, as on llvmpipe, made
+//! long-memory states drift by 1e-2 over 2,000 steps.
 //!
 //! Files: this one (device, buffers, pipeline cache, dispatch), `kernels.rs` (the
-//! [`Kernel`] list: shader file, entry point, binding slots, override constants) and
+//! `Kernel` list: shader file, entry point, binding slots, override constants) and
 //! `ops.rs` (`impl Backend`: what each op binds and dispatches).
 
 mod kernels;
