@@ -8,7 +8,8 @@
 
 mod common;
 
-use std::sync::OnceLock;
+use std::io::Write;
+use std::sync::{Once, OnceLock};
 
 use common::cases::{Bc, Gen, ScanCase, St};
 use common::checks::*;
@@ -24,7 +25,11 @@ fn make(opts: WgpuOptions) -> Option<WgpuBackend> {
             if std::env::var("MAMBA_GPU_REQUIRE").is_ok_and(|v| v.split(',').any(|s| s == "wgpu")) {
                 panic!("MAMBA_GPU_REQUIRE=wgpu but the wgpu backend is unavailable: {e}");
             }
-            eprintln!("wgpu tests SKIPPED: no adapter ({e})");
+            // Once, straight to stderr (past the test harness' capture) so it is visible.
+            static NOTE: Once = Once::new();
+            NOTE.call_once(|| {
+                let _ = writeln!(std::io::stderr(), "wgpu tests SKIPPED: no adapter ({e})");
+            });
             None
         }
     }
