@@ -19,6 +19,8 @@
 //!   --candle-prefill N  token-by-token prefill length for candle (128; 0 = skip)
 //!   --profile         also time mamba-gpu op by op (a timing wrapper Backend)
 //!   --only LIST       comma list among ours,candle,mambars (all)
+//!   --dtypes LIST     mamba-gpu weight dtypes among f32,f16,bf16 (all)
+//!   --reuse           keep an existing checkpoint in --dir (same seed) instead of rewriting it
 //! ```
 
 use std::cell::RefCell;
@@ -56,6 +58,8 @@ struct Opts {
     candle_prefill: usize,
     profile: bool,
     only: Vec<String>,
+    dtypes: Vec<String>,
+    reuse: bool,
 }
 
 fn parse_opts() -> Opts {
@@ -69,6 +73,8 @@ fn parse_opts() -> Opts {
         candle_prefill: 128,
         profile: false,
         only: vec!["ours".into(), "candle".into(), "mambars".into()],
+        dtypes: vec!["f32".into(), "f16".into(), "bf16".into()],
+        reuse: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -86,6 +92,15 @@ fn parse_opts() -> Opts {
             "--runs" => o.runs = num("--runs").max(1),
             "--candle-prefill" => o.candle_prefill = num("--candle-prefill"),
             "--profile" => o.profile = true,
+            "--reuse" => o.reuse = true,
+            "--dtypes" => {
+                o.dtypes = args
+                    .next()
+                    .expect("--dtypes needs a list")
+                    .split(',')
+                    .map(str::to_string)
+                    .collect()
+            }
             "--only" => {
                 o.only = args
                     .next()
@@ -771,7 +786,9 @@ fn main() {
     let o = parse_opts();
     let want = |s: &str| o.only.iter().any(|x| x == s);
     let load_start = load_avg();
-    write_checkpoint(&o.dir);
+    if !(o.reuse && o.dir.join("model.safetensors").exists() && o.dir.join("config.json").exists()) {
+        write_checkpoint(&o.dir);
+    }
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     eprintln!(
         "threads available: {threads}; rayon pool: {}",
@@ -791,6 +808,9 @@ fn main() {
             (WeightDType::F16, "f16"),
             (WeightDType::BF16, "bf16"),
         ] {
+            if !o.dtypes.iter().any(|d| d == label) {
+                continue;
+            }
             let t0 = Instant::now();
             let m = ours_load(CpuBackend::with_precision(Precision::Fast), &o.dir, wd);
             let load_s = t0.elapsed().as_secs_f64();
@@ -869,8 +889,15 @@ fn main() {
 
     if o.profile && want("ours") {
         println!("\n## mamba-gpu op timing (timing wrapper backend, one thread of calls)");
-        profile_ours(&o.dir, &o, WeightDType::F32, "f32");
-        profile_ours(&o.dir, &o, WeightDType::BF16, "bf16");
+        for (wd, label) in [
+            (WeightDType::F32, "f32"),
+            (WeightDType::F16, "f16"),
+            (WeightDType::BF16, "bf16"),
+        ] {
+            if o.dtypes.iter().any(|d| d == label) {
+                profile_ours(&o.dir, &o, wd, label);
+            }
+        }
     }
 }
 
