@@ -602,9 +602,13 @@ impl WgpuBackend {
         })
     }
 
+    /// Submits the pending encoder, then `extra`. The encoder lock is held until the
+    /// submission is queued, so work recorded by another thread can never be submitted
+    /// after a later download of its output.
     fn submit(&self, extra: Option<wgpu::CommandEncoder>) -> Result<()> {
-        let pending = lock(&self.encoder).take();
+        let mut pending = lock(&self.encoder);
         let cmds: Vec<wgpu::CommandBuffer> = pending
+            .take()
             .into_iter()
             .chain(extra)
             .map(|e| e.finish())
@@ -612,6 +616,7 @@ impl WgpuBackend {
         if !cmds.is_empty() {
             self.queue.submit(cmds);
         }
+        drop(pending);
         self.check()
     }
 
