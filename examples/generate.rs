@@ -140,31 +140,15 @@ fn wgpu_backend() -> mamba_gpu::Result<CpuBackend> {
     })
 }
 
-/// The demo model embedded in the binary: (config.json, model.safetensors,
-/// tokenizer.json).
-//
-// GAP (temporary): examples/demo_model/ is still being trained; once its three files
-// are committed this becomes
-//     Some((include_bytes!("demo_model/config.json"), include_bytes!(...), ...))
-// Until then the binary needs --model.
-fn demo_model() -> Option<(&'static [u8], &'static [u8], &'static [u8])> {
-    None
+/// The demo model embedded in the binary (`examples/demo_model/`: a small Mamba trained
+/// on Jane Austen): (config.json, model.safetensors, tokenizer.json).
+fn demo_model() -> (&'static [u8], &'static [u8], &'static [u8]) {
+    (
+        include_bytes!("demo_model/config.json"),
+        include_bytes!("demo_model/model.safetensors"),
+        include_bytes!("demo_model/tokenizer.json"),
+    )
 }
-
-#[derive(Debug)]
-struct NoDemoModel;
-
-impl std::fmt::Display for NoDemoModel {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "this build has no embedded demo model (examples/demo_model/ was absent); \
-             pass --model DIR"
-        )
-    }
-}
-
-impl std::error::Error for NoDemoModel {}
 
 #[cfg(feature = "tokenizers")]
 type Tok = mamba_gpu::model::TextTokenizer;
@@ -193,7 +177,7 @@ fn load<B: Backend>(be: B, args: &Args) -> AnyResult<(MambaModel<B>, Option<Tok>
             Ok((model, tok))
         }
         None => {
-            let (config, weights, tokenizer) = demo_model().ok_or(NoDemoModel)?;
+            let (config, weights, tokenizer) = demo_model();
             let model = MambaModel::from_bytes(be, config, &[weights], &opts)?;
             #[cfg(feature = "tokenizers")]
             let tok = Some(Tok::from_bytes(tokenizer, "demo_model/tokenizer.json")?);

@@ -83,7 +83,7 @@ pub struct FixtureReport {
 
 /// Compares our greedy tokens with a reference; `Err` describes a divergence that is
 /// not a near-tie of our own logits (within 1e-4 of the largest |logit|).
-fn compare_greedy<B: Backend>(
+pub fn compare_greedy<B: Backend>(
     model: &MambaModel<B>,
     what: &str,
     prompt: &[u32],
