@@ -160,6 +160,7 @@ pub(crate) fn with_mapped_dir<T>(
 }
 
 /// `weight_map` of a sharded index: tensor name → shard file name.
+#[cfg(not(target_arch = "wasm32"))]
 pub(crate) fn parse_index(bytes: &[u8], file: &str) -> Result<BTreeMap<String, String>> {
     let corrupt = |why: String| Error::CheckpointCorrupt {
         file: file.into(),

@@ -81,6 +81,9 @@ pub struct FixtureReport {
     pub near_ties: usize,
 }
 
+/// One reference case: (label, prompts, last-position logits, greedy tokens).
+type Case = (String, Vec<Vec<u32>>, Vec<f32>, Option<Vec<u32>>);
+
 /// Compares our greedy tokens with a reference; `Err` describes a divergence that is
 /// not a near-tie of our own logits (within 1e-4 of the largest |logit|).
 pub fn compare_greedy<B: Backend>(
@@ -154,7 +157,7 @@ pub fn check_model_fixtures<B: Backend>(be: &B) -> Vec<FixtureReport> {
             greedy_tokens: 0,
             near_ties: 0,
         };
-        let mut cases: Vec<(String, Vec<Vec<u32>>, Vec<f32>, Option<Vec<u32>>)> = Vec::new();
+        let mut cases: Vec<Case> = Vec::new();
         for i in 0.. {
             let Some(ids) = ints(&exp, &format!("prompt_{i}_ids")) else {
                 break;
@@ -193,7 +196,7 @@ pub fn check_model_fixtures<B: Backend>(be: &B) -> Vec<FixtureReport> {
                 }
             };
             let e = rel_l2(&got, &want);
-            if !(e <= LOGITS_REL_L2) {
+            if e.is_nan() || e > LOGITS_REL_L2 {
                 failures.push(format!(
                     "{what} ({} tokens): logits rel L2 {e:.3e} > {LOGITS_REL_L2:.0e}",
                     prompts[0].len()
