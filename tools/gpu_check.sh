@@ -98,8 +98,8 @@ run() {
             break
         fi
     done
-    # The Vulkan loader from .gl/ (see device.md).
-    if ls "$root"/.gl/*.deb >/dev/null 2>&1; then
+    # The Vulkan loader from .gl/ (see device.md), only where none is installed.
+    if ! ldconfig -p 2>/dev/null | grep -q 'libvulkan\.so\.1' && ls "$root"/.gl/*.deb >/dev/null 2>&1; then
         for f in "$root"/.gl/*.deb; do dpkg -x "$f" / 2>/dev/null || echo "dpkg -x $f failed (not root?)"; done
         ldconfig 2>/dev/null || true
     fi
