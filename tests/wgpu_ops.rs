@@ -5,6 +5,7 @@
 //! set, in which case they fail. On a machine without a GPU, Mesa's lavapipe
 //! (`mesa-vulkan-drivers`) is a real Vulkan device on the CPU; sizes here are kept
 //! modest for it.
+#![cfg(feature = "wgpu")]
 
 mod common;
 
