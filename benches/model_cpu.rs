@@ -8,7 +8,7 @@
 //! `cargo bench --bench model_cpu` (a few minutes on 2 cores). The cross-check against
 //! candle and mamba-rs lives in `benches/peers` (see BENCHMARKS.md).
 
-use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{BenchmarkId, Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
 use mamba_gpu::model::{LoadOptions, MambaModel, WeightDType};
 use mamba_gpu::{CpuBackend, Precision};
 use rand::{Rng, SeedableRng};
@@ -96,9 +96,11 @@ fn bench_model(c: &mut Criterion) {
         let m = model(&bytes, wd);
 
         let mut g = c.benchmark_group("model_cpu/prefill_128");
+        // About a second an iteration on 2 cores: flat sampling, 10 iterations.
         g.sample_size(10)
+            .sampling_mode(SamplingMode::Flat)
             .warm_up_time(Duration::from_secs(1))
-            .measurement_time(Duration::from_secs(5))
+            .measurement_time(Duration::from_secs(12))
             .throughput(Throughput::Elements(PREFILL as u64));
         g.bench_function(BenchmarkId::from_parameter(label), |b| {
             b.iter(|| {

@@ -20,8 +20,11 @@
 //!   --profile         also time mamba-gpu op by op (a timing wrapper Backend)
 //!   --only LIST       comma list among ours,candle,mambars (all)
 //!   --dtypes LIST     mamba-gpu weight dtypes among f32,f16,bf16 (all)
+//!   --micro           only time the scan and the decode matmul against SIMD rewrites (src/micro.rs)
 //!   --reuse           keep an existing checkpoint in --dir (same seed) instead of rewriting it
 //! ```
+
+mod micro;
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -60,6 +63,7 @@ struct Opts {
     only: Vec<String>,
     dtypes: Vec<String>,
     reuse: bool,
+    micro: bool,
 }
 
 fn parse_opts() -> Opts {
@@ -75,6 +79,7 @@ fn parse_opts() -> Opts {
         only: vec!["ours".into(), "candle".into(), "mambars".into()],
         dtypes: vec!["f32".into(), "f16".into(), "bf16".into()],
         reuse: false,
+        micro: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -93,6 +98,7 @@ fn parse_opts() -> Opts {
             "--candle-prefill" => o.candle_prefill = num("--candle-prefill"),
             "--profile" => o.profile = true,
             "--reuse" => o.reuse = true,
+            "--micro" => o.micro = true,
             "--dtypes" => {
                 o.dtypes = args
                     .next()
@@ -784,6 +790,10 @@ fn load_avg() -> String {
 
 fn main() {
     let o = parse_opts();
+    if o.micro {
+        micro::run(o.runs.max(3));
+        return;
+    }
     let want = |s: &str| o.only.iter().any(|x| x == s);
     let load_start = load_avg();
     if !(o.reuse && o.dir.join("model.safetensors").exists() && o.dir.join("config.json").exists()) {
