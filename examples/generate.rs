@@ -19,7 +19,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, ValueEnum};
 use mamba_gpu::model::{GenerateOptions, Generator, LoadOptions, MambaModel, SamplingParams};
-use mamba_gpu::{Backend, CpuBackend, Error};
+use mamba_gpu::{Backend, CpuBackend, Error, Precision};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum BackendKind {
@@ -47,11 +47,12 @@ struct Args {
     prompt_ids: Option<Vec<u32>>,
     #[arg(long, default_value_t = 64)]
     max_new_tokens: usize,
-    /// 0 = greedy.
-    #[arg(long, default_value_t = 0.0)]
+    /// 0 = greedy. The default samples, because greedy decoding of a small model
+    /// soon repeats itself.
+    #[arg(long, default_value_t = 0.8)]
     temperature: f32,
     /// 0 = off.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 40)]
     top_k: usize,
     /// 1 = off.
     #[arg(long, default_value_t = 1.0)]
@@ -90,7 +91,7 @@ fn main() -> ExitCode {
 
 fn run(args: &Args) -> AnyResult<()> {
     match args.backend {
-        BackendKind::Cpu => generate(CpuBackend::new(), args),
+        BackendKind::Cpu => generate(cpu_backend(), args),
         BackendKind::Wgpu => generate(wgpu_backend()?, args),
         BackendKind::Cuda => generate(cuda_backend()?, args),
         BackendKind::Auto => {
@@ -99,12 +100,36 @@ fn run(args: &Args) -> AnyResult<()> {
                 Err(e) => note(args, &e),
             }
             match wgpu_backend() {
+                Ok(be) if is_software(&be) => note(
+                    args,
+                    &Error::BackendUnavailable {
+                        backend: "wgpu",
+                        why: "the only adapter is a software rasterizer; the CPU backend is faster".into(),
+                    },
+                ),
                 Ok(be) => return generate(be, args),
                 Err(e) => note(args, &e),
             }
-            generate(CpuBackend::new(), args)
+            generate(cpu_backend(), args)
         }
     }
+}
+
+/// The CPU backend as users should run models: f32 scan arithmetic
+/// ([`Precision::Fast`]), not the f64 reference.
+fn cpu_backend() -> CpuBackend {
+    CpuBackend::with_precision(Precision::Fast)
+}
+
+/// Is this adapter a CPU implementation (lavapipe, llvmpipe, WARP)?
+#[cfg(feature = "wgpu")]
+fn is_software(be: &mamba_gpu::wgpu::WgpuBackend) -> bool {
+    be.adapter_info().device_type == ::wgpu::DeviceType::Cpu
+}
+
+#[cfg(not(feature = "wgpu"))]
+fn is_software(_: &CpuBackend) -> bool {
+    true
 }
 
 fn note(args: &Args, e: &Error) {

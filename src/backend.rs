@@ -143,3 +143,129 @@ pub trait Backend {
     /// Copies a range of 4-byte elements between buffers of the same dtype.
     fn copy(&self, p: &CopyParams, src: &Self::Buffer, dst: &mut Self::Buffer) -> Result<()>;
 }
+
+/// A shared reference to a backend is a backend, so several models (or a model and its
+/// tests) can share one device without the backend being `Clone`:
+/// `MambaModel::load(&wgpu, ...)`. Buffers are those of `B`.
+impl<B: Backend> Backend for &B {
+    type Buffer = B::Buffer;
+
+    fn name(&self) -> &'static str {
+        (**self).name()
+    }
+
+    fn supports_weight_dtype(&self, dtype: DType) -> bool {
+        (**self).supports_weight_dtype(dtype)
+    }
+
+    fn zeros(&self, dtype: DType, shape: &[usize]) -> Result<B::Buffer> {
+        (**self).zeros(dtype, shape)
+    }
+
+    fn upload(&self, data: HostSlice<'_>, shape: &[usize]) -> Result<B::Buffer> {
+        (**self).upload(data, shape)
+    }
+
+    fn download(&self, buf: &B::Buffer) -> Result<HostVec> {
+        (**self).download(buf)
+    }
+
+    fn flush(&self) -> Result<()> {
+        (**self).flush()
+    }
+
+    fn embedding(
+        &self,
+        p: &EmbeddingParams,
+        ids: &B::Buffer,
+        table: &B::Buffer,
+        out: &mut B::Buffer,
+    ) -> Result<()> {
+        (**self).embedding(p, ids, table, out)
+    }
+
+    fn matmul(
+        &self,
+        p: &MatmulParams,
+        x: &B::Buffer,
+        w: &B::Buffer,
+        bias: Option<&B::Buffer>,
+        out: &mut B::Buffer,
+    ) -> Result<()> {
+        (**self).matmul(p, x, w, bias, out)
+    }
+
+    fn rms_norm(
+        &self,
+        p: &NormParams,
+        x: &B::Buffer,
+        weight: &B::Buffer,
+        residual: Option<&mut B::Buffer>,
+        out: &mut B::Buffer,
+    ) -> Result<()> {
+        (**self).rms_norm(p, x, weight, residual, out)
+    }
+
+    fn causal_conv1d(
+        &self,
+        p: &ConvParams,
+        x: &B::Buffer,
+        weight: &B::Buffer,
+        bias: Option<&B::Buffer>,
+        state: Option<&mut B::Buffer>,
+        out: &mut B::Buffer,
+    ) -> Result<()> {
+        (**self).causal_conv1d(p, x, weight, bias, state, out)
+    }
+
+    fn causal_conv1d_update(
+        &self,
+        p: &ConvParams,
+        x: &B::Buffer,
+        weight: &B::Buffer,
+        bias: Option<&B::Buffer>,
+        state: &mut B::Buffer,
+        out: &mut B::Buffer,
+    ) -> Result<()> {
+        (**self).causal_conv1d_update(p, x, weight, bias, state, out)
+    }
+
+    fn selective_scan(
+        &self,
+        p: &ScanParams,
+        inputs: &ScanInputs<'_, B::Buffer>,
+        state: StateIo<'_, B::Buffer>,
+        out: &mut B::Buffer,
+    ) -> Result<()> {
+        (**self).selective_scan(p, inputs, state, out)
+    }
+
+    fn selective_state_update(
+        &self,
+        p: &StepParams,
+        inputs: &StepInputs<'_, B::Buffer>,
+        state: &mut B::Buffer,
+        out: &mut B::Buffer,
+    ) -> Result<()> {
+        (**self).selective_state_update(p, inputs, state, out)
+    }
+
+    fn elementwise(
+        &self,
+        p: &ElementwiseParams,
+        op: Elementwise,
+        a: &B::Buffer,
+        b: Option<&B::Buffer>,
+        out: &mut B::Buffer,
+    ) -> Result<()> {
+        (**self).elementwise(p, op, a, b, out)
+    }
+
+    fn argmax(&self, p: &ArgmaxParams, x: &B::Buffer, out: &mut B::Buffer) -> Result<()> {
+        (**self).argmax(p, x, out)
+    }
+
+    fn copy(&self, p: &CopyParams, src: &B::Buffer, dst: &mut B::Buffer) -> Result<()> {
+        (**self).copy(p, src, dst)
+    }
+}

@@ -115,8 +115,10 @@ def reference(model, ids_list, batch=None):
     for i, (ids, n_new) in enumerate(zip(ids_list, NEW_TOKENS)):
         x = ids[None]
         logits = model(x, use_cache=False).logits[0, -1].float()
-        gen = model.generate(x, max_new_tokens=n_new, min_new_tokens=n_new, do_sample=False, use_cache=True,
-                             eos_token_id=None, pad_token_id=0)
+        # An explicit all-ones mask: without it transformers derives one from pad_token_id
+        # and silently zeroes every prompt position that holds token 0.
+        gen = model.generate(x, attention_mask=torch.ones_like(x), max_new_tokens=n_new, min_new_tokens=n_new,
+                             do_sample=False, use_cache=True, eos_token_id=None, pad_token_id=0)
         new = gen[0, x.shape[1]:]
         assert new.shape[0] == n_new, (new.shape, n_new)
         # greedy's first token must be the argmax of the single-forward logits
@@ -126,8 +128,9 @@ def reference(model, ids_list, batch=None):
         out[f"prompt_{i}_greedy"] = new.to(torch.int64).contiguous()
     if batch is not None:
         logits = model(batch, use_cache=False).logits[:, -1].float()
-        gen = model.generate(batch, max_new_tokens=BATCH_NEW, min_new_tokens=BATCH_NEW, do_sample=False,
-                             use_cache=True, eos_token_id=None, pad_token_id=0)
+        gen = model.generate(batch, attention_mask=torch.ones_like(batch), max_new_tokens=BATCH_NEW,
+                             min_new_tokens=BATCH_NEW, do_sample=False, use_cache=True, eos_token_id=None,
+                             pad_token_id=0)
         out["batch_ids"] = batch.to(torch.int64).contiguous()
         out["batch_logits"] = logits.contiguous()
         out["batch_greedy"] = gen[:, batch.shape[1]:].to(torch.int64).contiguous()

@@ -118,7 +118,8 @@ pub(crate) fn silu(x: f64) -> f64 {
 #[inline]
 fn discretize_delta<T: Real>(raw: f32, bias: Option<f32>, softplus_on: bool) -> T {
     let dt = T::of(raw) + T::of(bias.unwrap_or(0.0));
-    if softplus_on && !(dt > T::of(20.0)) { dt.exp().ln_1p() } else { dt }
+    // PyTorch's threshold: linear above 20 (NaN takes the log branch and stays NaN).
+    if softplus_on && dt <= T::of(20.0) { dt.exp().ln_1p() } else { dt }
 }
 
 /// `x · sigmoid(x)` in the arithmetic `T`.

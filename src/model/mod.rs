@@ -9,7 +9,6 @@
 pub mod config;
 pub mod mamba;
 pub mod sample;
-pub mod shared;
 pub mod state;
 #[cfg(feature = "tokenizers")]
 pub mod text;
@@ -21,7 +20,6 @@ pub use sample::{
     BatchGenerator, GenerateOptions, GenerationStats, Generator, Sampler, SamplingParams,
     apply_repetition_penalty, filtered_distribution,
 };
-pub use shared::BackendRef;
 pub use state::{HostState, State};
 #[cfg(feature = "tokenizers")]
 pub use text::{TextStream, TextTokenizer};

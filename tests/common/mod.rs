@@ -56,8 +56,9 @@ pub fn assert_close(what: &str, got: &[f32], want: &[f32], tol: Tol) {
     let mut bad = Vec::new();
     for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
         let lim = (tol.rel * (g.abs() + w.abs())).max(tol.abs);
-        // `!(diff <= lim)` also catches NaN (poisoned, unwritten elements).
-        if !((g - w).abs() <= lim) {
+        // Written so that NaN (a poisoned, unwritten element) counts as bad.
+        let ok = (g - w).abs() <= lim;
+        if !ok {
             bad.push((i, g, w));
         }
     }

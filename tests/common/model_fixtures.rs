@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use mamba_gpu::Backend;
 use mamba_gpu::model::{
-    BackendRef, BatchGenerator, GenerateOptions, LoadOptions, MambaModel, SamplingParams,
+    BatchGenerator, GenerateOptions, LoadOptions, MambaModel, SamplingParams,
 };
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -140,7 +140,7 @@ pub fn check_model_fixtures<B: Backend>(be: &B) -> Vec<FixtureReport> {
     let mut failures = Vec::new();
     for dir in model_fixture_dirs() {
         let name = dir.file_name().unwrap().to_string_lossy().to_string();
-        let model = match MambaModel::load(BackendRef(be), &dir, &quiet()) {
+        let model = match MambaModel::load(be, &dir, &quiet()) {
             Ok(m) => m,
             Err(e) => {
                 failures.push(format!("{name}: load: {e}"));
@@ -589,7 +589,7 @@ pub fn check_model_consistency<B: Backend>(be: &B, tol: f64) {
         let t = s.tensors(100 + ci as u64);
         let bytes = to_safetensors(&t, Dtype::F32);
         let model = MambaModel::from_bytes(
-            BackendRef(be),
+            be,
             s.config_json().as_bytes(),
             &[&bytes],
             &quiet(),
@@ -607,7 +607,7 @@ pub fn check_model_consistency<B: Backend>(be: &B, tol: f64) {
     let t = s.tensors(7);
     let bytes = to_safetensors(&t, Dtype::F32);
     let model = MambaModel::from_bytes(
-        BackendRef(be),
+        be,
         s.config_json().as_bytes(),
         &[&bytes],
         &quiet(),
@@ -641,7 +641,7 @@ pub fn check_model_consistency<B: Backend>(be: &B, tol: f64) {
 
     // The internal prefill chunking gives the same.
     let mut chunky = MambaModel::from_bytes(
-        BackendRef(be),
+        be,
         s.config_json().as_bytes(),
         &[&bytes],
         &quiet(),
