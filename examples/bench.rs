@@ -20,7 +20,7 @@ use rand_chacha::ChaCha8Rng;
 #[derive(Parser)]
 #[command(about = "Selective-scan throughput table")]
 struct Args {
-    /// cpu | wgpu
+    /// cpu | wgpu | cuda
     #[arg(long, default_value = "wgpu")]
     backend: String,
     /// Shapes as BATCHxDIMxLxN, comma separated.
@@ -162,15 +162,29 @@ fn main() -> Result<()> {
         peak.map_or("unknown (--peak-gbs)".to_string(), |p| format!("{p} GB/s"))
     );
     match args.backend.as_str() {
-        "cpu" => table(&CpuBackend::new(), &shapes, args.iters, layout, peak),
+        // The CPU backend as models run it (f32 scan arithmetic), not the f64 reference.
+        "cpu" => table(
+            &CpuBackend::with_precision(mamba_gpu::Precision::Fast),
+            &shapes,
+            args.iters,
+            layout,
+            peak,
+        ),
         #[cfg(feature = "wgpu")]
         "wgpu" => {
             let be = mamba_gpu::wgpu::WgpuBackend::new()?;
             println!("adapter: {}", be.adapter_info().name);
             table(&be, &shapes, args.iters, layout, peak)
         }
+        #[cfg(feature = "cuda")]
+        "cuda" => {
+            let be = mamba_gpu::cuda::CudaBackend::new(0)?;
+            be.precompile()?;
+            println!("device: {}", be.device_name());
+            table(&be, &shapes, args.iters, layout, peak)
+        }
         other => {
-            eprintln!("unknown backend `{other}` (cpu | wgpu)");
+            eprintln!("unknown backend `{other}` (cpu | wgpu | cuda, as built)");
             std::process::exit(2);
         }
     }
