@@ -1,8 +1,10 @@
-//! Selective-scan throughput table: time, achieved GB/s and the ratio to the memory floor.
+//! Throughput tables: the selective scan (time, achieved GB/s and the ratio to the memory
+//! floor), then whole models with random weights in the shapes of mamba-130m and
+//! mamba-2.8b (prefill and decode tokens/s).
 //!
 //! ```text
 //! cargo run --release --example bench -- --backend wgpu
-//! cargo run --release --example bench -- --backend cpu --shapes 1x1536x2048x16
+//! cargo run --release --example bench -- --backend cpu --shapes 1x1536x2048x16 --models 130m --prefill 1x512
 //! ```
 //!
 //! The floor counts each tensor read or written once, f32 I/O, input-dependent B/C, with
@@ -39,6 +41,89 @@ struct Args {
     /// ratio to the memory floor; also read from `MAMBA_GPU_PEAK_GBS`.
     #[arg(long)]
     peak_gbs: Option<f64>,
+    /// Model shapes to time, comma separated: 130m, 2.8b, or none.
+    #[arg(long, default_value = "130m,2.8b")]
+    models: String,
+    /// Prefill batch and prompt length, BATCHxLEN.
+    #[arg(long, default_value = "16x2048")]
+    prefill: String,
+    /// Timed batch-1 greedy decode steps.
+    #[arg(long, default_value_t = 128)]
+    decode_steps: usize,
+    /// Weight storage of the models: f32 or bf16.
+    #[arg(long, default_value = "f32")]
+    weights: String,
+}
+
+/// Prefill and decode tokens/s of random-weight models on `be`.
+fn model_table<B: Backend>(be: &B, args: &Args) -> Result<()> {
+    use mamba_gpu::model::{LoadOptions, MambaModel, SyntheticModel, WeightDType};
+    let (batch, len) = args
+        .prefill
+        .split_once('x')
+        .and_then(|(b, l)| Some((b.parse::<usize>().ok()?, l.parse::<usize>().ok()?)))
+        .unwrap_or_else(|| panic!("bad --prefill `{}` (want BATCHxLEN)", args.prefill));
+    let (store, wd) = match args.weights.as_str() {
+        "bf16" => (DType::BF16, WeightDType::BF16),
+        _ => (DType::F32, WeightDType::F32),
+    };
+    println!("\n| model | params | weights | prefill {batch}×{len} tok/s | decode b=1 tok/s |");
+    println!("|---|---|---|---|---|");
+    for name in args
+        .models
+        .split(',')
+        .map(str::trim)
+        .filter(|m| *m != "none" && !m.is_empty())
+    {
+        let shape = match name {
+            "130m" => SyntheticModel::MAMBA_130M,
+            "2.8b" => SyntheticModel::MAMBA_2_8B,
+            other => panic!("unknown model shape `{other}` (130m | 2.8b)"),
+        };
+        let bytes = shape.checkpoint(7, store)?;
+        let opts = LoadOptions {
+            weight_dtype: wd,
+            progress: false,
+        };
+        let model = MambaModel::from_bytes(be, shape.config_json().as_bytes(), &[&bytes], &opts)?;
+        drop(bytes);
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        let prompts: Vec<Vec<u32>> = (0..batch)
+            .map(|_| {
+                (0..len)
+                    .map(|_| rng.random_range(0..shape.vocab as u32))
+                    .collect()
+            })
+            .collect();
+        let refs: Vec<&[u32]> = prompts.iter().map(|p| p.as_slice()).collect();
+        // Warm-up (pipelines, kernels, allocator), then the timed prefill.
+        let mut st = model.new_state(batch)?;
+        model.prefill(&mut st, &[&refs[0][..len.min(64)]; 1].repeat(batch))?;
+        model.greedy_ids(&mut st)?;
+        let mut st = model.new_state(batch)?;
+        let t = Instant::now();
+        model.prefill(&mut st, &refs)?;
+        model.greedy_ids(&mut st)?;
+        let prefill = (batch * len) as f64 / t.elapsed().as_secs_f64();
+        // Batch-1 greedy decode: argmax on the device, one small download per token.
+        let mut st = model.new_state(1)?;
+        model.prefill(&mut st, &[&refs[0][..len.min(16)]])?;
+        model.greedy_ids(&mut st)?;
+        model.step_device_ids(&mut st)?;
+        model.greedy_ids(&mut st)?;
+        let t = Instant::now();
+        for _ in 0..args.decode_steps {
+            model.step_device_ids(&mut st)?;
+            model.greedy_ids(&mut st)?;
+        }
+        let decode = args.decode_steps as f64 / t.elapsed().as_secs_f64();
+        println!(
+            "| {name} | {:.0}M | {} | {prefill:.0} | {decode:.1} |",
+            shape.params() as f64 / 1e6,
+            args.weights
+        );
+    }
+    Ok(())
 }
 
 fn parse_shape(s: &str) -> Option<[usize; 4]> {
@@ -163,25 +248,25 @@ fn main() -> Result<()> {
     );
     match args.backend.as_str() {
         // The CPU backend as models run it (f32 scan arithmetic), not the f64 reference.
-        "cpu" => table(
-            &CpuBackend::with_precision(mamba_gpu::Precision::Fast),
-            &shapes,
-            args.iters,
-            layout,
-            peak,
-        ),
+        "cpu" => {
+            let be = CpuBackend::with_precision(mamba_gpu::Precision::Fast);
+            table(&be, &shapes, args.iters, layout, peak)?;
+            model_table(&be, &args)
+        }
         #[cfg(feature = "wgpu")]
         "wgpu" => {
             let be = mamba_gpu::wgpu::WgpuBackend::new()?;
             println!("adapter: {}", be.adapter_info().name);
-            table(&be, &shapes, args.iters, layout, peak)
+            table(&be, &shapes, args.iters, layout, peak)?;
+            model_table(&be, &args)
         }
         #[cfg(feature = "cuda")]
         "cuda" => {
             let be = mamba_gpu::cuda::CudaBackend::new(0)?;
             be.precompile()?;
             println!("device: {}", be.device_name());
-            table(&be, &shapes, args.iters, layout, peak)
+            table(&be, &shapes, args.iters, layout, peak)?;
+            model_table(&be, &args)
         }
         other => {
             eprintln!("unknown backend `{other}` (cpu | wgpu | cuda, as built)");

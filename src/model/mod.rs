@@ -10,6 +10,7 @@ pub mod config;
 pub mod mamba;
 pub mod sample;
 pub mod state;
+pub mod synthetic;
 #[cfg(feature = "tokenizers")]
 pub mod text;
 pub mod weights;
@@ -21,6 +22,7 @@ pub use sample::{
     apply_repetition_penalty, filtered_distribution,
 };
 pub use state::{HostState, State};
+pub use synthetic::SyntheticModel;
 #[cfg(feature = "tokenizers")]
 pub use text::{TextStream, TextTokenizer};
 pub use weights::{LayerWeights, LoadOptions, WeightDType, Weights};
