@@ -8,7 +8,9 @@
 //! `cargo bench --bench model_cpu` (a few minutes on 2 cores). The cross-check against
 //! candle and mamba-rs lives in `benches/peers` (see BENCHMARKS.md).
 
-use criterion::{BenchmarkId, Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
+use criterion::{
+    BenchmarkId, Criterion, SamplingMode, Throughput, criterion_group, criterion_main,
+};
 use mamba_gpu::model::{LoadOptions, MambaModel, WeightDType};
 use mamba_gpu::{CpuBackend, Precision};
 use rand::{Rng, SeedableRng};
@@ -39,28 +41,51 @@ fn checkpoint_bytes() -> Vec<u8> {
         (0..n).map(|_| d.sample(&mut rng)).collect()
     };
     let mut t: Vec<(String, Vec<usize>, Vec<f32>)> = Vec::new();
-    t.push(("backbone.embeddings.weight".into(), vec![V, D], normal(V * D, 0.02)));
+    t.push((
+        "backbone.embeddings.weight".into(),
+        vec![V, D],
+        normal(V * D, 0.02),
+    ));
     for l in 0..LAYERS {
         let p = |s: &str| format!("backbone.layers.{l}.{s}");
-        let a_log: Vec<f32> = (0..E).flat_map(|_| (1..=N).map(|j| (j as f32).ln())).collect();
+        let a_log: Vec<f32> = (0..E)
+            .flat_map(|_| (1..=N).map(|j| (j as f32).ln()))
+            .collect();
         t.push((p("norm.weight"), vec![D], vec![1.0; D]));
         t.push((p("mixer.A_log"), vec![E, N], a_log));
         t.push((p("mixer.D"), vec![E], vec![1.0; E]));
-        t.push((p("mixer.in_proj.weight"), vec![2 * E, D], normal(2 * E * D, 1.0 / (D as f32).sqrt())));
+        t.push((
+            p("mixer.in_proj.weight"),
+            vec![2 * E, D],
+            normal(2 * E * D, 1.0 / (D as f32).sqrt()),
+        ));
         t.push((p("mixer.conv1d.weight"), vec![E, 1, K], normal(E * K, 0.3)));
         t.push((p("mixer.conv1d.bias"), vec![E], normal(E, 0.05)));
-        t.push((p("mixer.x_proj.weight"), vec![R + 2 * N, E], normal((R + 2 * N) * E, 1.0 / (E as f32).sqrt())));
-        t.push((p("mixer.dt_proj.weight"), vec![E, R], normal(E * R, 0.1 / (R as f32).sqrt())));
+        t.push((
+            p("mixer.x_proj.weight"),
+            vec![R + 2 * N, E],
+            normal((R + 2 * N) * E, 1.0 / (E as f32).sqrt()),
+        ));
+        t.push((
+            p("mixer.dt_proj.weight"),
+            vec![E, R],
+            normal(E * R, 0.1 / (R as f32).sqrt()),
+        ));
         t.push((p("mixer.dt_proj.bias"), vec![E], {
             let mut r = ChaCha8Rng::seed_from_u64(l as u64);
             (0..E)
                 .map(|_| {
-                    let dt = (r.random::<f64>() * (0.1f64.ln() - 0.001f64.ln()) + 0.001f64.ln()).exp();
+                    let dt =
+                        (r.random::<f64>() * (0.1f64.ln() - 0.001f64.ln()) + 0.001f64.ln()).exp();
                     (dt + (-(-dt).exp_m1()).ln()) as f32
                 })
                 .collect()
         }));
-        t.push((p("mixer.out_proj.weight"), vec![D, E], normal(D * E, 1.0 / (E as f32).sqrt() / (LAYERS as f32).sqrt())));
+        t.push((
+            p("mixer.out_proj.weight"),
+            vec![D, E],
+            normal(D * E, 1.0 / (E as f32).sqrt() / (LAYERS as f32).sqrt()),
+        ));
     }
     t.push(("backbone.norm_f.weight".into(), vec![D], vec![1.0; D]));
     let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = t
@@ -91,7 +116,9 @@ fn model(bytes: &[u8], wd: WeightDType) -> MambaModel<CpuBackend> {
 fn bench_model(c: &mut Criterion) {
     let bytes = checkpoint_bytes();
     let mut rng = ChaCha8Rng::seed_from_u64(7);
-    let prompt: Vec<u32> = (0..PREFILL).map(|_| rng.random_range(0..V as u32)).collect();
+    let prompt: Vec<u32> = (0..PREFILL)
+        .map(|_| rng.random_range(0..V as u32))
+        .collect();
     for (wd, label) in [(WeightDType::F32, "f32"), (WeightDType::BF16, "bf16")] {
         let m = model(&bytes, wd);
 
@@ -114,7 +141,7 @@ fn bench_model(c: &mut Criterion) {
         let mut g = c.benchmark_group("model_cpu/decode_step");
         g.sample_size(20)
             .warm_up_time(Duration::from_secs(1))
-            .measurement_time(Duration::from_secs(5))
+            .measurement_time(Duration::from_secs(8))
             .throughput(Throughput::Elements(1));
         let mut st = m.new_state(1).unwrap();
         m.prefill(&mut st, &[&prompt[..16]]).unwrap();
