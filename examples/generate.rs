@@ -104,7 +104,8 @@ fn run(args: &Args) -> AnyResult<()> {
                     args,
                     &Error::BackendUnavailable {
                         backend: "wgpu",
-                        why: "the only adapter is a software rasterizer; the CPU backend is faster".into(),
+                        why: "the only adapter is a software rasterizer; the CPU backend is faster"
+                            .into(),
                     },
                 ),
                 Ok(be) => return generate(be, args),

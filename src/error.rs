@@ -161,7 +161,9 @@ pub enum Error {
     WeightDTypeUnsupported { backend: &'static str, dtype: DType },
 
     /// A token id is not below the vocabulary size.
-    #[error("token id {id} at position {position} of sequence {sequence} is out of range (vocabulary has {vocab} tokens)")]
+    #[error(
+        "token id {id} at position {position} of sequence {sequence} is out of range (vocabulary has {vocab} tokens)"
+    )]
     TokenId {
         id: u64,
         sequence: usize,

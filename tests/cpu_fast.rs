@@ -18,7 +18,11 @@ fn fast_scan_matches_exact_reference() {
 #[test]
 fn fast_step_matches_exact_reference() {
     let be = CpuBackend::with_precision(Precision::Fast);
-    for (i, &(batch, dim, dstate, groups)) in [(1, 1, 1, 0), (2, 8, 16, 0), (3, 12, 4, 3), (1, 768, 16, 1)].iter().enumerate() {
+    for (i, &(batch, dim, dstate, groups)) in
+        [(1, 1, 1, 0), (2, 8, 16, 0), (3, 12, 4, 3), (1, 768, 16, 1)]
+            .iter()
+            .enumerate()
+    {
         for flags in 0..4u32 {
             let c = StepCase {
                 batch,

@@ -36,7 +36,13 @@ const GEMM_MIN_M: usize = 8;
 const N_BLOCK: usize = 64;
 
 /// `out[m, n] = Σ_k x[m, k]·w[n, k] + bias[n]`.
-pub(crate) fn matmul(p: &MatmulParams, x: &[f32], w: Floats<'_>, bias: Option<Floats<'_>>, out: &mut [f32]) {
+pub(crate) fn matmul(
+    p: &MatmulParams,
+    x: &[f32],
+    w: Floats<'_>,
+    bias: Option<Floats<'_>>,
+    out: &mut [f32],
+) {
     let (m, n, k) = (p.m as usize, p.n as usize, p.k as usize);
     if m >= GEMM_MIN_M {
         gemm_f32(m, n, k, x, w, out);
@@ -90,7 +96,9 @@ fn gemm_f32(m: usize, n: usize, k: usize, x: &[f32], w: Floats<'_>, out: &mut [f
         Floats::F32(v) => v,
         _ => {
             let mut v = vec![0f32; w.len()];
-            v.par_chunks_mut(k).enumerate().for_each(|(r, row)| w.read_into(r * k, row));
+            v.par_chunks_mut(k)
+                .enumerate()
+                .for_each(|(r, row)| w.read_into(r * k, row));
             widened = v;
             &widened
         }

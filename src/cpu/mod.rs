@@ -357,8 +357,12 @@ impl Backend for CpuBackend {
             dt_bias: opt_f32(i.dt_bias)?,
         };
         match self.precision {
-            Precision::Exact => scan::selective_state_update::<f64>(p, &inputs, state.f32_mut()?, out.f32_mut()?),
-            Precision::Fast => scan::selective_state_update::<f32>(p, &inputs, state.f32_mut()?, out.f32_mut()?),
+            Precision::Exact => {
+                scan::selective_state_update::<f64>(p, &inputs, state.f32_mut()?, out.f32_mut()?)
+            }
+            Precision::Fast => {
+                scan::selective_state_update::<f32>(p, &inputs, state.f32_mut()?, out.f32_mut()?)
+            }
         }
         Ok(())
     }

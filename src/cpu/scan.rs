@@ -37,7 +37,14 @@ pub(crate) struct StepSlices<'a> {
 
 /// The arithmetic of the scan loops.
 pub(crate) trait Real:
-    Copy + Default + PartialOrd + std::ops::Add<Output = Self> + std::ops::Mul<Output = Self> + std::ops::Div<Output = Self> + std::ops::Neg<Output = Self> + std::ops::AddAssign
+    Copy
+    + Default
+    + PartialOrd
+    + std::ops::Add<Output = Self>
+    + std::ops::Mul<Output = Self>
+    + std::ops::Div<Output = Self>
+    + std::ops::Neg<Output = Self>
+    + std::ops::AddAssign
 {
     fn ln_1p(self) -> Self;
     fn of(x: f32) -> Self;
@@ -98,7 +105,10 @@ pub(crate) fn fast_exp(x: f32) -> f32 {
     let x = x.clamp(-87.3, 88.7);
     let k = (x * LOG2E + ROUND) - ROUND;
     let r = (x - k * LN2_HI) - k * LN2_LO;
-    let p = 1.0 + r * (1.0 + r * (0.5 + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
+    let p = 1.0
+        + r * (1.0
+            + r * (0.5
+                + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
     let scale = f32::from_bits(((k as i32 + 127) as u32) << 23);
     p * scale
 }
@@ -119,7 +129,11 @@ pub(crate) fn silu(x: f64) -> f64 {
 fn discretize_delta<T: Real>(raw: f32, bias: Option<f32>, softplus_on: bool) -> T {
     let dt = T::of(raw) + T::of(bias.unwrap_or(0.0));
     // PyTorch's threshold: linear above 20 (NaN takes the log branch and stays NaN).
-    if softplus_on && dt <= T::of(20.0) { dt.exp().ln_1p() } else { dt }
+    if softplus_on && dt <= T::of(20.0) {
+        dt.exp().ln_1p()
+    } else {
+        dt
+    }
 }
 
 /// `x · sigmoid(x)` in the arithmetic `T`.
@@ -131,7 +145,12 @@ fn silu_t<T: Real>(x: T) -> T {
 /// `h_t = exp(Δ·A)·h_{t-1} + Δ·B·u`, `y = C·h + D·u`, `out = y·silu(z)` for every
 /// (batch, channel), sequentially over time, in the arithmetic `T`. Channels run in
 /// parallel.
-pub(crate) fn selective_scan<T: Real + Send>(p: &ScanParams, s: &ScanSlices<'_>, state: Option<&mut [f32]>, out: &mut [f32]) {
+pub(crate) fn selective_scan<T: Real + Send>(
+    p: &ScanParams,
+    s: &ScanSlices<'_>,
+    state: Option<&mut [f32]>,
+    out: &mut [f32],
+) {
     let (batch, dim, n) = (p.batch as usize, p.dim as usize, p.dstate as usize);
     let rows: Vec<Vec<f32>> = match state {
         Some(st) if p.state_mode != STATE_NONE => st
@@ -139,7 +158,10 @@ pub(crate) fn selective_scan<T: Real + Send>(p: &ScanParams, s: &ScanSlices<'_>,
             .enumerate()
             .map(|(bd, h)| scan_channel::<T>(p, s, bd, Some(h)))
             .collect(),
-        _ => (0..batch * dim).into_par_iter().map(|bd| scan_channel::<T>(p, s, bd, None)).collect(),
+        _ => (0..batch * dim)
+            .into_par_iter()
+            .map(|bd| scan_channel::<T>(p, s, bd, None))
+            .collect(),
     };
     for (bd, ys) in rows.iter().enumerate() {
         let base = (bd / dim) * p.x_sb as usize + (bd % dim) * p.x_sd as usize;
@@ -150,7 +172,12 @@ pub(crate) fn selective_scan<T: Real + Send>(p: &ScanParams, s: &ScanSlices<'_>,
 }
 
 /// One (batch, channel) of the scan: returns its L outputs and updates `h_io`.
-fn scan_channel<T: Real>(p: &ScanParams, s: &ScanSlices<'_>, bd: usize, h_io: Option<&mut [f32]>) -> Vec<f32> {
+fn scan_channel<T: Real>(
+    p: &ScanParams,
+    s: &ScanSlices<'_>,
+    bd: usize,
+    h_io: Option<&mut [f32]>,
+) -> Vec<f32> {
     let (dim, len, n) = (p.dim as usize, p.len as usize, p.dstate as usize);
     let (b, d) = (bd / dim, bd % dim);
     let mut h: Vec<T> = match (&h_io, p.state_mode) {
@@ -166,7 +193,11 @@ fn scan_channel<T: Real>(p: &ScanParams, s: &ScanSlices<'_>, bd: usize, h_io: Op
     let (b_sn, c_sn) = (p.b_sn as usize, p.c_sn as usize);
     // Per-step scratch: the decays exp(Δ·A) (computed in one vectorisable pass), and
     // B and C gathered into contiguous lanes.
-    let (mut da, mut bt, mut ct) = (vec![T::default(); n], vec![T::default(); n], vec![T::default(); n]);
+    let (mut da, mut bt, mut ct) = (
+        vec![T::default(); n],
+        vec![T::default(); n],
+        vec![T::default(); n],
+    );
     let mut ys = Vec::with_capacity(len);
     for t in 0..len {
         let xi = x_base + t * p.x_st as usize;
@@ -204,7 +235,12 @@ fn scan_channel<T: Real>(p: &ScanParams, s: &ScanSlices<'_>, bd: usize, h_io: Op
 
 /// One decode step for every (batch, channel) in the arithmetic `T`: the state is
 /// updated in place.
-pub(crate) fn selective_state_update<T: Real>(p: &StepParams, s: &StepSlices<'_>, state: &mut [f32], out: &mut [f32]) {
+pub(crate) fn selective_state_update<T: Real>(
+    p: &StepParams,
+    s: &StepSlices<'_>,
+    state: &mut [f32],
+    out: &mut [f32],
+) {
     let (dim, n) = (p.dim as usize, p.dstate as usize);
     state
         .par_chunks_mut(n)

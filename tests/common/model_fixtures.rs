@@ -10,9 +10,7 @@
 use std::path::{Path, PathBuf};
 
 use mamba_gpu::Backend;
-use mamba_gpu::model::{
-    BatchGenerator, GenerateOptions, LoadOptions, MambaModel, SamplingParams,
-};
+use mamba_gpu::model::{BatchGenerator, GenerateOptions, LoadOptions, MambaModel, SamplingParams};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use safetensors::{Dtype, SafeTensors, tensor::TensorView};
@@ -588,13 +586,8 @@ pub fn check_model_consistency<B: Backend>(be: &B, tol: f64) {
     for (ci, s) in configs.iter().enumerate() {
         let t = s.tensors(100 + ci as u64);
         let bytes = to_safetensors(&t, Dtype::F32);
-        let model = MambaModel::from_bytes(
-            be,
-            s.config_json().as_bytes(),
-            &[&bytes],
-            &quiet(),
-        )
-        .unwrap();
+        let model =
+            MambaModel::from_bytes(be, s.config_json().as_bytes(), &[&bytes], &quiet()).unwrap();
         for (pi, len) in [1usize, 5, 37].into_iter().enumerate() {
             let ids = prompt(ci as u64 * 10 + pi as u64, len, s.vocab);
             let got = model.logits_for(&ids).unwrap();
@@ -606,13 +599,8 @@ pub fn check_model_consistency<B: Backend>(be: &B, tol: f64) {
     let s = Synth::default();
     let t = s.tensors(7);
     let bytes = to_safetensors(&t, Dtype::F32);
-    let model = MambaModel::from_bytes(
-        be,
-        s.config_json().as_bytes(),
-        &[&bytes],
-        &quiet(),
-    )
-    .unwrap();
+    let model =
+        MambaModel::from_bytes(be, s.config_json().as_bytes(), &[&bytes], &quiet()).unwrap();
     let ids = prompt(99, 40, s.vocab);
 
     // Prefill L, then step token by token == prefill of the longer sequence.
@@ -640,13 +628,8 @@ pub fn check_model_consistency<B: Backend>(be: &B, tol: f64) {
     assert_eq!(restored.tokens_seen(), &[40]);
 
     // The internal prefill chunking gives the same.
-    let mut chunky = MambaModel::from_bytes(
-        be,
-        s.config_json().as_bytes(),
-        &[&bytes],
-        &quiet(),
-    )
-    .unwrap();
+    let mut chunky =
+        MambaModel::from_bytes(be, s.config_json().as_bytes(), &[&bytes], &quiet()).unwrap();
     chunky.set_prefill_chunk(Some(7));
     assert_rel(
         "set_prefill_chunk(7)",
