@@ -4,13 +4,67 @@
 mod common;
 
 use common::Tol;
+use common::cases::{Bc, ScanCase, St};
 use common::checks::{StepCase, check_scan, check_step, scan_cases};
+use mamba_gpu::ops::Layout;
 use mamba_gpu::{CpuBackend, Precision};
 
 #[test]
 fn fast_scan_matches_exact_reference() {
     let be = CpuBackend::with_precision(Precision::Fast);
     for c in scan_cases(true) {
+        check_scan(&be, &c, Tol::F32);
+    }
+}
+
+/// Shapes that take the eight-channel lane path (dim % 8 == 0, B/C shared by each block
+/// of eight), and ones next to it that must fall back.
+#[test]
+fn fast_lane_scan_matches_exact_reference() {
+    let be = CpuBackend::with_precision(Precision::Fast);
+    let base = ScanCase::full(2, 16, 300, 16);
+    let cases = [
+        base,
+        ScanCase {
+            layout: Layout::TokenMajor,
+            ..base
+        },
+        ScanCase {
+            state: St::Final,
+            d: false,
+            z: false,
+            ..base
+        },
+        ScanCase {
+            state: St::None,
+            delta_bias: false,
+            softplus: false,
+            ..base
+        },
+        ScanCase {
+            bc: Bc::Grouped(2),
+            layout: Layout::TokenMajor,
+            dstate: 5,
+            ..base
+        },
+        ScanCase {
+            bc: Bc::Grouped(4),
+            ..base
+        }, // 4 channels per group: fallback
+        ScanCase {
+            bc: Bc::Invariant,
+            ..base
+        }, // per-channel B/C: fallback
+        ScanCase { dim: 12, ..base }, // 12 % 8 != 0: fallback
+        ScanCase {
+            batch: 3,
+            dim: 24,
+            len: 1,
+            dstate: 1,
+            ..base
+        },
+    ];
+    for c in cases {
         check_scan(&be, &c, Tol::F32);
     }
 }
@@ -36,6 +90,36 @@ fn fast_step_matches_exact_reference() {
                 seed: (i * 4) as u64 + flags as u64,
             };
             check_step(&be, &c, Tol::F32);
+        }
+    }
+}
+
+/// The fast token-major conv (f32 taps, channels as the inner loop) against the exact one,
+/// across state modes, widths, sequences shorter than the window, and partial blocks.
+#[test]
+fn fast_conv_matches_exact_reference() {
+    use common::checks::{ConvCase, check_conv};
+    let be = CpuBackend::with_precision(Precision::Fast);
+    let mut seed = 0;
+    for &(batch, dim, len) in &[(1, 1, 1), (2, 70, 2), (1, 130, 37), (3, 64, 5)] {
+        for width in 2..=4 {
+            for state in [St::None, St::Final, St::Carry] {
+                for layout in [Layout::TokenMajor, Layout::ChannelMajor] {
+                    seed += 1;
+                    let c = ConvCase {
+                        batch,
+                        dim,
+                        len,
+                        width,
+                        bias: seed % 2 == 0,
+                        silu: seed % 3 != 0,
+                        layout,
+                        state,
+                        seed,
+                    };
+                    check_conv(&be, &c, Tol::F32);
+                }
+            }
         }
     }
 }

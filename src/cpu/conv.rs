@@ -98,3 +98,107 @@ pub(crate) fn causal_conv1d_update(
             *o = (if p.silu != 0 { silu(acc) } else { acc }) as f32;
         });
 }
+
+/// Channels per task of [`causal_conv1d_lanes`].
+const D_BLOCK: usize = 64;
+
+/// The fast path of the sequence conv for token-major input (`x_sd == 1`), used by
+/// [`Precision::Fast`](crate::cpu::Precision::Fast): f32 accumulation of the K taps, and
+/// the inner loop runs over adjacent channels, which are contiguous, so it vectorises.
+/// Same semantics as [`causal_conv1d`].
+pub(crate) fn causal_conv1d_lanes(
+    p: &ConvParams,
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    state: Option<&mut [f32]>,
+    out: &mut [f32],
+) {
+    let (batch, dim, len, k) = (
+        p.batch as usize,
+        p.dim as usize,
+        p.len as usize,
+        p.width as usize,
+    );
+    let pre = k - 1;
+    let carry = p.state_mode == STATE_CARRY;
+    let old: Option<Vec<f32>> = state.as_deref().map(<[f32]>::to_vec);
+    let old = old.as_deref();
+    let blocks_per_row = dim.div_ceil(D_BLOCK);
+    let blocks: Vec<Vec<f32>> = (0..batch * blocks_per_row)
+        .into_par_iter()
+        .map(|blk| {
+            let (b, d0) = (blk / blocks_per_row, (blk % blocks_per_row) * D_BLOCK);
+            let db = D_BLOCK.min(dim - d0);
+            // Input at time `tt` (negative: the carried state, or zero).
+            let at = |tt: isize, d: usize| -> f32 {
+                if tt >= 0 {
+                    x[b * p.x_sb as usize + d + tt as usize * p.x_st as usize]
+                } else if carry {
+                    old.map_or(0.0, |s| {
+                        s[(b * dim + d) * pre + (pre as isize + tt) as usize]
+                    })
+                } else {
+                    0.0
+                }
+            };
+            let mut res = vec![0f32; len * db];
+            for t in 0..len {
+                let r = &mut res[t * db..(t + 1) * db];
+                for (c, o) in r.iter_mut().enumerate() {
+                    *o = bias.map_or(0.0, |bv| bv[d0 + c]);
+                }
+                for j in 0..k {
+                    let tt = t as isize - pre as isize + j as isize;
+                    if tt >= 0 {
+                        let xs =
+                            &x[b * p.x_sb as usize + tt as usize * p.x_st as usize + d0..][..db];
+                        for (c, o) in r.iter_mut().enumerate() {
+                            *o += w[(d0 + c) * k + j] * xs[c];
+                        }
+                    } else {
+                        for (c, o) in r.iter_mut().enumerate() {
+                            *o += w[(d0 + c) * k + j] * at(tt, d0 + c);
+                        }
+                    }
+                }
+                if p.silu != 0 {
+                    for o in r.iter_mut() {
+                        *o /= 1.0 + super::scan::fast_exp(-*o);
+                    }
+                }
+            }
+            res
+        })
+        .collect();
+    for (blk, res) in blocks.iter().enumerate() {
+        let (b, d0) = (blk / blocks_per_row, (blk % blocks_per_row) * D_BLOCK);
+        let db = D_BLOCK.min(dim - d0);
+        for t in 0..len {
+            let o = b * p.x_sb as usize + t * p.x_st as usize + d0;
+            out[o..o + db].copy_from_slice(&res[t * db..(t + 1) * db]);
+        }
+    }
+    if let Some(st) = state {
+        if p.state_mode != STATE_NONE && pre > 0 {
+            // The new state holds the last K-1 inputs of (old state ++ x).
+            for b in 0..batch {
+                for d in 0..dim {
+                    for j in 0..pre {
+                        let tt = len as isize - pre as isize + j as isize;
+                        let v = if tt >= 0 {
+                            x[b * p.x_sb as usize + d + tt as usize * p.x_st as usize]
+                        } else if carry {
+                            old.map_or(0.0, |s| {
+                                s[(b * dim + d) * pre + (pre as isize + tt) as usize]
+                            })
+                        } else {
+                            0.0
+                        };
+                        st[(b * dim + d) * pre + j] = v;
+                    }
+                }
+            }
+        }
+    }
+}

@@ -7,26 +7,6 @@ use super::Floats;
 use crate::error::{Error, Result};
 use crate::params::{ArgmaxParams, EmbeddingParams, MatmulParams};
 
-/// Dot product with eight independent f32 lanes (vectorises; the lanes also keep the
-/// rounding error of long sums down), summed pairwise at the end. Plain `+`/`*`, not
-/// `mul_add`: without a compile-time FMA target feature `mul_add` is a libm call.
-#[inline]
-pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0f32; 8];
-    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
-    let (ra, rb) = (ca.remainder(), cb.remainder());
-    for (x, y) in ca.zip(cb) {
-        for l in 0..8 {
-            acc[l] += x[l] * y[l];
-        }
-    }
-    let mut tail = 0f32;
-    for (x, y) in ra.iter().zip(rb) {
-        tail += x * y;
-    }
-    ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7])) + tail
-}
-
 /// Below this many rows of x the matmul is a matrix-vector product bound by reading W
 /// (decode); from it on, a cache-blocked GEMM bound by arithmetic (prefill).
 const GEMM_MIN_M: usize = 8;
@@ -60,21 +40,22 @@ pub(crate) fn matmul(
     }
 }
 
-/// Few rows of x: parallel over blocks of W's rows, each weight read (and converted
-/// from f16/bf16) exactly once.
+/// Few rows of x: parallel over blocks of W's rows, each weight read exactly once,
+/// in place (bf16 widened in registers; f16 through `half`'s F16C conversion of one row).
+/// Decode is bound by streaming W, so the dot products run in AVX2 where the CPU has it.
 fn gemv(m: usize, n: usize, k: usize, x: &[f32], w: Floats<'_>, out: &mut [f32]) {
+    let avx2 = has_avx2();
     let blocks: Vec<Vec<f32>> = (0..n.div_ceil(N_BLOCK))
         .into_par_iter()
         .map(|blk| {
             let n0 = blk * N_BLOCK;
             let nb = N_BLOCK.min(n - n0);
-            let mut wrow = vec![0f32; k];
             let mut res = vec![0f32; m * nb];
-            for j in 0..nb {
-                w.read_into((n0 + j) * k, &mut wrow);
-                for (i, row) in x.chunks_exact(k).enumerate() {
-                    res[i * nb + j] = dot(row, &wrow);
-                }
+            if avx2 {
+                // SAFETY: `has_avx2` checked at run time that the CPU has AVX2 and FMA.
+                unsafe { gemv_rows_avx2(x, w, k, n0, &mut res) }
+            } else {
+                gemv_rows(x, w, k, n0, &mut res)
             }
             res
         })
@@ -86,6 +67,73 @@ fn gemv(m: usize, n: usize, k: usize, x: &[f32], w: Floats<'_>, out: &mut [f32])
             o[n0..n0 + nb].copy_from_slice(r);
         }
     }
+}
+
+#[cfg(target_arch = "x86_64")]
+fn has_avx2() -> bool {
+    is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn has_avx2() -> bool {
+    false
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn gemv_rows_avx2(x: &[f32], w: Floats<'_>, k: usize, n0: usize, res: &mut [f32]) {
+    gemv_rows(x, w, k, n0, res)
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn gemv_rows_avx2(x: &[f32], w: Floats<'_>, k: usize, n0: usize, res: &mut [f32]) {
+    gemv_rows(x, w, k, n0, res)
+}
+
+/// `res[i, j] = x[i, :] · w[n0 + j, :]` for the rows of one block (`res` is (m, nb)).
+#[inline(always)]
+fn gemv_rows(x: &[f32], w: Floats<'_>, k: usize, n0: usize, res: &mut [f32]) {
+    let m = x.len() / k;
+    let nb = res.len() / m;
+    let mut wrow = Vec::new();
+    for j in 0..nb {
+        let r = (n0 + j) * k..(n0 + j + 1) * k;
+        for i in 0..m {
+            let xi = &x[i * k..(i + 1) * k];
+            res[i * nb + j] = match w {
+                Floats::F32(v) => dot_wide(xi, &v[r.clone()], |w| w),
+                Floats::BF16(v) => dot_wide(xi, &v[r.clone()], |w| {
+                    f32::from_bits((w.to_bits() as u32) << 16)
+                }),
+                Floats::F16(_) => {
+                    if i == 0 {
+                        wrow.resize(k, 0.0);
+                        w.read_into(r.start, &mut wrow);
+                    }
+                    dot_wide(xi, &wrow, |w| w)
+                }
+            };
+        }
+    }
+}
+
+/// Dot product with 32 independent accumulators (four AVX registers) so the loads, not
+/// the add latency, set the pace; `widen` converts one weight to f32.
+#[inline(always)]
+fn dot_wide<W: Copy>(x: &[f32], w: &[W], widen: impl Fn(W) -> f32) -> f32 {
+    let mut acc = [0f32; 32];
+    let (cx, cw) = (x.chunks_exact(32), w.chunks_exact(32));
+    let (rx, rw) = (cx.remainder(), cw.remainder());
+    for (xs, ws) in cx.zip(cw) {
+        for l in 0..32 {
+            acc[l] += xs[l] * widen(ws[l]);
+        }
+    }
+    let mut tail = 0f32;
+    for (&xv, &wv) in rx.iter().zip(rw) {
+        tail += xv * widen(wv);
+    }
+    acc.iter().sum::<f32>() + tail
 }
 
 /// Many rows of x: the `gemm` crate's blocked, multi-threaded f32 kernel. Half

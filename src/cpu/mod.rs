@@ -10,6 +10,7 @@ mod elementwise;
 mod linalg;
 mod norm;
 mod scan;
+mod scan_lanes;
 
 use half::{bf16, f16};
 
@@ -283,6 +284,17 @@ impl Backend for CpuBackend {
         out: &mut CpuBuffer,
     ) -> Result<()> {
         let state = state.map(CpuBuffer::f32_mut).transpose()?;
+        if self.precision == Precision::Fast && p.x_sd == 1 {
+            conv::causal_conv1d_lanes(
+                p,
+                x.f32()?,
+                weight.f32()?,
+                opt_f32(bias)?,
+                state,
+                out.f32_mut()?,
+            );
+            return Ok(());
+        }
         conv::causal_conv1d(
             p,
             x.f32()?,
@@ -334,6 +346,9 @@ impl Backend for CpuBackend {
         let state = state.buffer().map(CpuBuffer::f32_mut).transpose()?;
         match self.precision {
             Precision::Exact => scan::selective_scan::<f64>(p, &inputs, state, out.f32_mut()?),
+            Precision::Fast if scan_lanes::applies(p) => {
+                scan_lanes::selective_scan(p, &inputs, state, out.f32_mut()?)
+            }
             Precision::Fast => scan::selective_scan::<f32>(p, &inputs, state, out.f32_mut()?),
         }
         Ok(())

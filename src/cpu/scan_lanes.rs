@@ -1,0 +1,198 @@
+//! The fast CPU scan: eight adjacent channels advance together as the eight f32 lanes of
+//! an AVX2 register (chosen at run time; the same code compiles for any target).
+//!
+//! Scanning one channel at a time leaves `y = Σₙ C·h` a serial chain and only `exp`
+//! vectorised; eight channels that share one B/C group share B and C at each step, so
+//! every operation of the recurrence becomes one vector operation. Same arithmetic as
+//! `scan.rs` in [`Precision::Fast`](crate::cpu::Precision::Fast), only reordered.
+
+use rayon::prelude::*;
+
+use super::scan::{ScanSlices, fast_exp};
+use crate::params::{STATE_CARRY, STATE_NONE, ScanParams};
+
+/// Channels per block.
+const LANES: usize = 8;
+
+/// Can this scan run in lanes? Needs whole blocks of channels (dim % 8 == 0) whose B and
+/// C rows are shared within a block (input-dependent or grouped, not per-channel), and a
+/// state size the blocks are compiled for (the state lives in registers).
+pub(crate) fn applies(p: &ScanParams) -> bool {
+    let shared = |group_dim: u32| group_dim as usize % LANES == 0;
+    p.dim as usize % LANES == 0
+        && shared(p.b_group_dim)
+        && shared(p.c_group_dim)
+        && matches!(p.dstate, 1 | 4 | 8 | 16)
+}
+
+/// The scan for every block of eight channels, in parallel over blocks.
+pub(crate) fn selective_scan(
+    p: &ScanParams,
+    s: &ScanSlices<'_>,
+    state: Option<&mut [f32]>,
+    out: &mut [f32],
+) {
+    let (batch, dim, len, n) = (
+        p.batch as usize,
+        p.dim as usize,
+        p.len as usize,
+        p.dstate as usize,
+    );
+    let blocks = batch * dim / LANES;
+    let avx2 = has_avx2();
+    let run = |blk: usize, h: Option<&mut [f32]>| -> Vec<f32> {
+        let mut o = vec![0f32; len * LANES];
+        match n {
+            1 => dispatch::<1>(avx2, p, s, blk, h, &mut o),
+            4 => dispatch::<4>(avx2, p, s, blk, h, &mut o),
+            8 => dispatch::<8>(avx2, p, s, blk, h, &mut o),
+            _ => dispatch::<16>(avx2, p, s, blk, h, &mut o),
+        }
+        o
+    };
+    let outs: Vec<Vec<f32>> = match state {
+        Some(st) if p.state_mode != STATE_NONE => st
+            .par_chunks_mut(LANES * n)
+            .enumerate()
+            .map(|(blk, h)| run(blk, Some(h)))
+            .collect(),
+        _ => (0..blocks)
+            .into_par_iter()
+            .map(|blk| run(blk, None))
+            .collect(),
+    };
+    for (blk, o) in outs.iter().enumerate() {
+        let (b, d0) = ((blk * LANES) / dim, (blk * LANES) % dim);
+        for t in 0..len {
+            for c in 0..LANES {
+                out[b * p.x_sb as usize + (d0 + c) * p.x_sd as usize + t * p.x_st as usize] =
+                    o[t * LANES + c];
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+fn has_avx2() -> bool {
+    is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn has_avx2() -> bool {
+    false
+}
+
+fn dispatch<const N: usize>(
+    avx2: bool,
+    p: &ScanParams,
+    s: &ScanSlices<'_>,
+    blk: usize,
+    h: Option<&mut [f32]>,
+    o: &mut [f32],
+) {
+    if avx2 {
+        // SAFETY: `has_avx2` checked at run time that this CPU has AVX2 and FMA.
+        unsafe { block_avx2::<N>(p, s, blk, h, o) }
+    } else {
+        block::<N>(p, s, blk, h, o)
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn block_avx2<const N: usize>(
+    p: &ScanParams,
+    s: &ScanSlices<'_>,
+    blk: usize,
+    h: Option<&mut [f32]>,
+    o: &mut [f32],
+) {
+    block::<N>(p, s, blk, h, o)
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn block_avx2<const N: usize>(
+    p: &ScanParams,
+    s: &ScanSlices<'_>,
+    blk: usize,
+    h: Option<&mut [f32]>,
+    o: &mut [f32],
+) {
+    block::<N>(p, s, blk, h, o)
+}
+
+/// One block: channels `d0..d0 + 8` of batch `b`, all time steps; outputs go to `o`
+/// as (L, 8), the state `h_io` (8 channels × N, channel-major) is read and/or written.
+#[inline(always)]
+fn block<const N: usize>(
+    p: &ScanParams,
+    s: &ScanSlices<'_>,
+    blk: usize,
+    h_io: Option<&mut [f32]>,
+    o: &mut [f32],
+) {
+    let (dim, len, n) = (p.dim as usize, p.len as usize, N);
+    let (b, d0) = ((blk * LANES) / dim, (blk * LANES) % dim);
+    // State and decay rates as [state][lane].
+    let mut h = [[0f32; LANES]; N];
+    let mut a = [[0f32; LANES]; N];
+    for c in 0..LANES {
+        for k in 0..n {
+            a[k][c] = s.a[(d0 + c) * n + k];
+            if let (Some(h0), STATE_CARRY) = (&h_io, p.state_mode) {
+                h[k][c] = h0[c * n + k];
+            }
+        }
+    }
+    let lane = |v: Option<&[f32]>, fill: f32| -> [f32; LANES] {
+        std::array::from_fn(|c| v.map_or(fill, |v| v[d0 + c]))
+    };
+    let (bias, dskip) = (lane(s.delta_bias, 0.0), lane(s.d, 0.0));
+    let b_base = b * p.b_sb as usize + (d0 / p.b_group_dim as usize) * p.b_sg as usize;
+    let c_base = b * p.c_sb as usize + (d0 / p.c_group_dim as usize) * p.c_sg as usize;
+    let x_base = b * p.x_sb as usize + d0 * p.x_sd as usize;
+    let (x_sd, x_st) = (p.x_sd as usize, p.x_st as usize);
+    let (mut bt, mut ct) = ([0f32; N], [0f32; N]);
+    let (mut dt, mut du, mut uu) = ([0f32; LANES], [0f32; LANES], [0f32; LANES]);
+    for t in 0..len {
+        let xi = x_base + t * x_st;
+        for c in 0..LANES {
+            let v = s.delta[xi + c * x_sd] + bias[c];
+            dt[c] = if p.delta_softplus != 0 && v <= 20.0 {
+                fast_exp(v).ln_1p()
+            } else {
+                v
+            };
+            uu[c] = s.u[xi + c * x_sd];
+            du[c] = dt[c] * uu[c];
+        }
+        let (b0, c0) = (b_base + t * p.b_st as usize, c_base + t * p.c_st as usize);
+        for k in 0..n {
+            bt[k] = s.b[b0 + k * p.b_sn as usize];
+            ct[k] = s.c[c0 + k * p.c_sn as usize];
+        }
+        let mut y = [0f32; LANES];
+        for k in 0..n {
+            for c in 0..LANES {
+                let hk = fast_exp(dt[c] * a[k][c]) * h[k][c] + du[c] * bt[k];
+                h[k][c] = hk;
+                y[c] += ct[k] * hk;
+            }
+        }
+        for c in 0..LANES {
+            let mut yc = y[c] + dskip[c] * uu[c];
+            if let Some(z) = s.z {
+                let zc = z[xi + c * x_sd];
+                yc *= zc / (1.0 + fast_exp(-zc));
+            }
+            o[t * LANES + c] = yc;
+        }
+    }
+    if let Some(h_out) = h_io {
+        for c in 0..LANES {
+            for k in 0..n {
+                h_out[c * n + k] = h[k][c];
+            }
+        }
+    }
+}
