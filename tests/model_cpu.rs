@@ -53,6 +53,14 @@ fn hf_fixtures_match_transformers() {
     }
 }
 
+/// The same on the CPU as users run it: f32 scan arithmetic, lane scan, fast conv.
+#[test]
+fn hf_fixtures_match_transformers_fast_cpu() {
+    for r in check_model_fixtures(&CpuBackend::with_precision(mamba_gpu::Precision::Fast)) {
+        assert!(r.worst_rel_l2 <= 1e-4);
+    }
+}
+
 #[test]
 fn synthetic_models_match_reference_and_decode_path_is_consistent() {
     check_model_consistency(&CpuBackend::new(), 1e-5);
