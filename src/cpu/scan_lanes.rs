@@ -18,8 +18,8 @@ const LANES: usize = 8;
 /// C rows are shared within a block (input-dependent or grouped, not per-channel), and a
 /// state size the blocks are compiled for (the state lives in registers).
 pub(crate) fn applies(p: &ScanParams) -> bool {
-    let shared = |group_dim: u32| group_dim as usize % LANES == 0;
-    p.dim as usize % LANES == 0
+    let shared = |group_dim: u32| (group_dim as usize).is_multiple_of(LANES);
+    (p.dim as usize).is_multiple_of(LANES)
         && shared(p.b_group_dim)
         && shared(p.c_group_dim)
         && matches!(p.dstate, 1 | 4 | 8 | 16)
