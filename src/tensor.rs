@@ -156,3 +156,17 @@ impl HostVec {
         }
     }
 }
+
+/// The new shape of a reshape, if it keeps the element count; the one check every
+/// backend's `DeviceBuffer::reshape` makes.
+pub fn reshaped(old: &[usize], new: &[usize]) -> crate::Result<Vec<usize>> {
+    if numel(new) != numel(old) {
+        return Err(crate::Error::Shape {
+            op: "reshape",
+            tensor: "buffer",
+            got: old.to_vec(),
+            expected: format!("{} elements for {new:?}", numel(new)),
+        });
+    }
+    Ok(new.to_vec())
+}

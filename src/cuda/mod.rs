@@ -76,15 +76,7 @@ impl DeviceBuffer for CudaBuffer {
     }
 
     fn reshape(&mut self, shape: &[usize]) -> Result<()> {
-        if numel(shape) != numel(&self.shape) {
-            return Err(Error::Shape {
-                op: "reshape",
-                tensor: "buffer",
-                got: self.shape.clone(),
-                expected: format!("{} elements for {shape:?}", numel(shape)),
-            });
-        }
-        self.shape = shape.to_vec();
+        self.shape = crate::tensor::reshaped(&self.shape, shape)?;
         Ok(())
     }
 }
