@@ -73,9 +73,18 @@ fn fast_lane_scan_matches_exact_reference() {
 fn fast_step_matches_exact_reference() {
     let be = CpuBackend::with_precision(Precision::Fast);
     for (i, &(batch, dim, dstate, groups)) in
-        [(1, 1, 1, 0), (2, 8, 16, 0), (3, 12, 4, 3), (1, 768, 16, 1)]
-            .iter()
-            .enumerate()
+        // dim % 8 == 0 with N in {1, 4, 8, 16} takes the lane path; the rest the loops.
+        [
+            (1, 1, 1, 0),
+            (2, 8, 16, 0),
+            (3, 12, 4, 3),
+            (1, 768, 16, 1),
+            (2, 16, 8, 2),
+            (1, 32, 1, 0),
+            (3, 24, 4, 3),
+        ]
+        .iter()
+        .enumerate()
     {
         for flags in 0..4u32 {
             let c = StepCase {

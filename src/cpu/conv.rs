@@ -130,43 +130,39 @@ pub(crate) fn causal_conv1d_lanes(
         .map(|blk| {
             let (b, d0) = (blk / blocks_per_row, (blk % blocks_per_row) * D_BLOCK);
             let db = D_BLOCK.min(dim - d0);
-            // Input at time `tt` (negative: the carried state, or zero).
-            let at = |tt: isize, d: usize| -> f32 {
-                if tt >= 0 {
-                    x[b * p.x_sb as usize + d + tt as usize * p.x_st as usize]
-                } else if carry {
-                    old.map_or(0.0, |s| {
-                        s[(b * dim + d) * pre + (pre as isize + tt) as usize]
-                    })
-                } else {
-                    0.0
+            // The K−1 inputs before t = 0, as rows of the block: the carried state or zeros.
+            let mut head = vec![0f32; pre * db];
+            if let (true, Some(s)) = (carry, old) {
+                for c in 0..db {
+                    for j in 0..pre {
+                        head[j * db + c] = s[(b * dim + d0 + c) * pre + j];
+                    }
                 }
-            };
-            let mut res = vec![0f32; len * db];
-            for t in 0..len {
-                let r = &mut res[t * db..(t + 1) * db];
-                for (c, o) in r.iter_mut().enumerate() {
-                    *o = bias.map_or(0.0, |bv| bv[d0 + c]);
-                }
+            }
+            // Taps as (K, db), so each tap is a contiguous row across the block.
+            let mut taps = vec![0f32; k * db];
+            for c in 0..db {
                 for j in 0..k {
-                    let tt = t as isize - pre as isize + j as isize;
-                    if tt >= 0 {
-                        let xs =
-                            &x[b * p.x_sb as usize + tt as usize * p.x_st as usize + d0..][..db];
-                        for (c, o) in r.iter_mut().enumerate() {
-                            *o += w[(d0 + c) * k + j] * xs[c];
-                        }
-                    } else {
-                        for (c, o) in r.iter_mut().enumerate() {
-                            *o += w[(d0 + c) * k + j] * at(tt, d0 + c);
-                        }
-                    }
+                    taps[j * db + c] = w[(d0 + c) * k + j];
                 }
-                if p.silu != 0 {
-                    for o in r.iter_mut() {
-                        *o /= 1.0 + super::scan::fast_exp(-*o);
-                    }
-                }
+            }
+            let bias = bias.map(|bv| &bv[d0..d0 + db]);
+            let xb = &x[b * p.x_sb as usize + d0..];
+            let mut res = vec![0f32; len * db];
+            let blk = ConvBlock {
+                x: xb,
+                x_st: p.x_st as usize,
+                db,
+                head: &head,
+                taps: &taps,
+                bias,
+                silu: p.silu != 0,
+            };
+            if has_avx2() {
+                // SAFETY: `has_avx2` checked at run time that this CPU has AVX2 and FMA.
+                unsafe { blk.run_avx2(&mut res) }
+            } else {
+                blk.run(&mut res)
             }
             res
         })
@@ -201,4 +197,70 @@ pub(crate) fn causal_conv1d_lanes(
             }
         }
     }
+}
+
+/// One block of channels of [`causal_conv1d_lanes`]: every row below is `db` adjacent
+/// channels, so each tap is one vector multiply-add across the block.
+struct ConvBlock<'a> {
+    /// The block's first channel at t = 0; row `t` starts at `t * x_st`.
+    x: &'a [f32],
+    x_st: usize,
+    /// Channels in the block.
+    db: usize,
+    /// (K−1, db): the inputs before t = 0.
+    head: &'a [f32],
+    /// (K, db).
+    taps: &'a [f32],
+    bias: Option<&'a [f32]>,
+    silu: bool,
+}
+
+impl ConvBlock<'_> {
+    /// Writes `res` (len, db).
+    #[inline(always)]
+    fn run(&self, res: &mut [f32]) {
+        let (db, pre) = (self.db, self.taps.len() / self.db - 1);
+        for (t, r) in res.chunks_exact_mut(db).enumerate() {
+            match self.bias {
+                Some(bv) => r.copy_from_slice(bv),
+                None => r.fill(0.0),
+            }
+            for (j, tap) in self.taps.chunks_exact(db).enumerate() {
+                let src = if t + j >= pre {
+                    &self.x[(t + j - pre) * self.x_st..][..db]
+                } else {
+                    &self.head[(t + j) * db..][..db]
+                };
+                for ((o, &wv), &xv) in r.iter_mut().zip(tap).zip(src) {
+                    *o += wv * xv;
+                }
+            }
+            if self.silu {
+                for o in r.iter_mut() {
+                    *o /= 1.0 + super::scan::fast_exp(-*o);
+                }
+            }
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn run_avx2(&self, res: &mut [f32]) {
+        self.run(res)
+    }
+
+    #[cfg(not(target_arch = "x86_64"))]
+    unsafe fn run_avx2(&self, res: &mut [f32]) {
+        self.run(res)
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+fn has_avx2() -> bool {
+    is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn has_avx2() -> bool {
+    false
 }

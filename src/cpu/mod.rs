@@ -367,6 +367,9 @@ impl Backend for CpuBackend {
             Precision::Exact => {
                 scan::selective_state_update::<f64>(p, &inputs, state.f32_mut()?, out.f32_mut()?)
             }
+            Precision::Fast if scan_lanes::step_applies(p) => {
+                scan_lanes::selective_state_update(p, &inputs, state.f32_mut()?, out.f32_mut()?)
+            }
             Precision::Fast => {
                 scan::selective_state_update::<f32>(p, &inputs, state.f32_mut()?, out.f32_mut()?)
             }

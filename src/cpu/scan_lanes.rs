@@ -8,8 +8,8 @@
 
 use rayon::prelude::*;
 
-use super::scan::{ScanSlices, fast_exp};
-use crate::params::{STATE_CARRY, STATE_NONE, ScanParams};
+use super::scan::{ScanSlices, StepSlices, fast_exp, fast_ln1p_exp};
+use crate::params::{STATE_CARRY, STATE_NONE, ScanParams, StepParams};
 
 /// Channels per block.
 const LANES: usize = 8;
@@ -72,6 +72,77 @@ pub(crate) fn selective_scan(
     }
 }
 
+/// The decode step seen as a scan of length 1 that carries its state: x / dt / z / out
+/// `(batch, dim)` are the sequence tensors with L = 1 and B / C `(batch, groups, N)` the
+/// input-dependent ones, so the step runs the same blocks and arithmetic as the scan.
+fn step_as_scan(p: &StepParams) -> ScanParams {
+    let (n, groups) = (p.dstate, p.groups);
+    ScanParams {
+        batch: p.batch,
+        dim: p.dim,
+        len: 1,
+        dstate: n,
+        x_sb: p.dim,
+        x_sd: 1,
+        x_st: 1,
+        b_sb: groups * n,
+        b_sg: n,
+        b_sn: 1,
+        b_st: 0,
+        b_group_dim: p.group_dim,
+        c_sb: groups * n,
+        c_sg: n,
+        c_sn: 1,
+        c_st: 0,
+        c_group_dim: p.group_dim,
+        has_d: p.has_d,
+        has_z: p.has_z,
+        has_delta_bias: p.has_dt_bias,
+        delta_softplus: p.dt_softplus,
+        state_mode: STATE_CARRY,
+        _pad0: 0,
+        _pad1: 0,
+    }
+}
+
+/// Can this decode step run in lanes? The scan's conditions.
+pub(crate) fn step_applies(p: &StepParams) -> bool {
+    applies(&step_as_scan(p))
+}
+
+/// One decode step for every block of eight channels, in parallel over blocks; each
+/// block writes its eight outputs and its state in place (no per-block buffers).
+pub(crate) fn selective_state_update(
+    p: &StepParams,
+    s: &StepSlices<'_>,
+    state: &mut [f32],
+    out: &mut [f32],
+) {
+    let q = step_as_scan(p);
+    let slices = ScanSlices {
+        u: s.x,
+        delta: s.dt,
+        a: s.a,
+        b: s.b,
+        c: s.c,
+        d: s.d,
+        z: s.z,
+        delta_bias: s.dt_bias,
+    };
+    let n = q.dstate as usize;
+    let avx2 = has_avx2();
+    state
+        .par_chunks_mut(LANES * n)
+        .zip(out.par_chunks_mut(LANES))
+        .enumerate()
+        .for_each(|(blk, (h, o))| match n {
+            1 => dispatch::<1>(avx2, &q, &slices, blk, Some(h), o),
+            4 => dispatch::<4>(avx2, &q, &slices, blk, Some(h), o),
+            8 => dispatch::<8>(avx2, &q, &slices, blk, Some(h), o),
+            _ => dispatch::<16>(avx2, &q, &slices, blk, Some(h), o),
+        });
+}
+
 #[cfg(target_arch = "x86_64")]
 fn has_avx2() -> bool {
     is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")
@@ -94,7 +165,7 @@ fn dispatch<const N: usize>(
         // SAFETY: `has_avx2` checked at run time that this CPU has AVX2 and FMA.
         unsafe { block_avx2::<N>(p, s, blk, h, o) }
     } else {
-        block::<N>(p, s, blk, h, o)
+        block::<N, false>(p, s, blk, h, o)
     }
 }
 
@@ -107,7 +178,7 @@ unsafe fn block_avx2<const N: usize>(
     h: Option<&mut [f32]>,
     o: &mut [f32],
 ) {
-    block::<N>(p, s, blk, h, o)
+    block::<N, true>(p, s, blk, h, o)
 }
 
 #[cfg(not(target_arch = "x86_64"))]
@@ -118,13 +189,20 @@ unsafe fn block_avx2<const N: usize>(
     h: Option<&mut [f32]>,
     o: &mut [f32],
 ) {
-    block::<N>(p, s, blk, h, o)
+    block::<N, false>(p, s, blk, h, o)
+}
+
+/// `a·b + c`, fused where the block is compiled for FMA (without the instruction,
+/// `mul_add` would be a libm call).
+#[inline(always)]
+fn madd<const FMA: bool>(a: f32, b: f32, c: f32) -> f32 {
+    if FMA { a.mul_add(b, c) } else { a * b + c }
 }
 
 /// One block: channels `d0..d0 + 8` of batch `b`, all time steps; outputs go to `o`
 /// as (L, 8), the state `h_io` (8 channels × N, channel-major) is read and/or written.
 #[inline(always)]
-fn block<const N: usize>(
+fn block<const N: usize, const FMA: bool>(
     p: &ScanParams,
     s: &ScanSlices<'_>,
     blk: usize,
@@ -152,18 +230,22 @@ fn block<const N: usize>(
     let c_base = b * p.c_sb as usize + (d0 / p.c_group_dim as usize) * p.c_sg as usize;
     let x_base = b * p.x_sb as usize + d0 * p.x_sd as usize;
     let (x_sd, x_st) = (p.x_sd as usize, p.x_st as usize);
+    let softplus = p.delta_softplus != 0;
     let (mut bt, mut ct) = ([0f32; N], [0f32; N]);
     let (mut dt, mut du, mut uu) = ([0f32; LANES], [0f32; LANES], [0f32; LANES]);
+    let (mut v, mut zz) = ([0f32; LANES], [0f32; LANES]);
     for t in 0..len {
         let xi = x_base + t * x_st;
+        // Gather first (the channel stride is only known at run time), then compute on
+        // fixed-size lane arrays, so each line below is one vector operation.
         for c in 0..LANES {
-            let v = s.delta[xi + c * x_sd] + bias[c];
-            dt[c] = if p.delta_softplus != 0 && v <= 20.0 {
-                fast_exp(v).ln_1p()
-            } else {
-                v
-            };
+            v[c] = s.delta[xi + c * x_sd] + bias[c];
             uu[c] = s.u[xi + c * x_sd];
+        }
+        for c in 0..LANES {
+            // Computed for every lane and then selected, so the loop stays one vector.
+            let sp = fast_ln1p_exp(v[c]);
+            dt[c] = if softplus && v[c] <= 20.0 { sp } else { v[c] };
             du[c] = dt[c] * uu[c];
         }
         let (b0, c0) = (b_base + t * p.b_st as usize, c_base + t * p.c_st as usize);
@@ -174,18 +256,22 @@ fn block<const N: usize>(
         let mut y = [0f32; LANES];
         for k in 0..n {
             for c in 0..LANES {
-                let hk = fast_exp(dt[c] * a[k][c]) * h[k][c] + du[c] * bt[k];
+                let hk = madd::<FMA>(fast_exp(dt[c] * a[k][c]), h[k][c], du[c] * bt[k]);
                 h[k][c] = hk;
-                y[c] += ct[k] * hk;
+                y[c] = madd::<FMA>(ct[k], hk, y[c]);
             }
         }
+        let out = &mut o[t * LANES..(t + 1) * LANES];
         for c in 0..LANES {
-            let mut yc = y[c] + dskip[c] * uu[c];
-            if let Some(z) = s.z {
-                let zc = z[xi + c * x_sd];
-                yc *= zc / (1.0 + fast_exp(-zc));
+            out[c] = madd::<FMA>(dskip[c], uu[c], y[c]);
+        }
+        if let Some(z) = s.z {
+            for c in 0..LANES {
+                zz[c] = z[xi + c * x_sd];
             }
-            o[t * LANES + c] = yc;
+            for c in 0..LANES {
+                out[c] *= zz[c] / (1.0 + fast_exp(-zz[c]));
+            }
         }
     }
     if let Some(h_out) = h_io {
