@@ -47,24 +47,30 @@ pub(crate) fn matmul(
 /// portable bit-twiddling widening costs more than the load it follows).
 fn gemv(m: usize, n: usize, k: usize, x: &[f32], w: Floats<'_>, out: &mut [f32]) {
     let (avx2, f16c) = (has_avx2(), has_f16c());
+    let rows = |n0: usize, res: &mut [f32]| match w {
+        Floats::F16(v) if f16c => {
+            // SAFETY: `has_f16c` checked at run time that the CPU has AVX2, FMA and F16C.
+            unsafe { gemv_rows_f16c(x, v, k, n0, res) }
+        }
+        _ if avx2 => {
+            // SAFETY: `has_avx2` checked at run time that the CPU has AVX2 and FMA.
+            unsafe { gemv_rows_avx2(x, w, k, n0, res) }
+        }
+        _ => gemv_rows::<false>(x, w, k, n0, res),
+    };
+    if m == 1 {
+        // One row (batch-1 decode): each block's results are contiguous in `out`.
+        out.par_chunks_mut(N_BLOCK)
+            .enumerate()
+            .for_each(|(blk, res)| rows(blk * N_BLOCK, res));
+        return;
+    }
     let blocks: Vec<Vec<f32>> = (0..n.div_ceil(N_BLOCK))
         .into_par_iter()
         .map(|blk| {
             let n0 = blk * N_BLOCK;
-            let nb = N_BLOCK.min(n - n0);
-            let mut res = vec![0f32; m * nb];
-            match w {
-                Floats::F16(v) if f16c => {
-                    // SAFETY: `has_f16c` checked at run time that the CPU has AVX2, FMA
-                    // and F16C.
-                    unsafe { gemv_rows_f16c(x, v, k, n0, &mut res) }
-                }
-                _ if avx2 => {
-                    // SAFETY: `has_avx2` checked at run time that the CPU has AVX2 and FMA.
-                    unsafe { gemv_rows_avx2(x, w, k, n0, &mut res) }
-                }
-                _ => gemv_rows(x, w, k, n0, &mut res),
-            }
+            let mut res = vec![0f32; m * N_BLOCK.min(n - n0)];
+            rows(n0, &mut res);
             res
         })
         .collect();
@@ -100,12 +106,12 @@ fn has_f16c() -> bool {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn gemv_rows_avx2(x: &[f32], w: Floats<'_>, k: usize, n0: usize, res: &mut [f32]) {
-    gemv_rows(x, w, k, n0, res)
+    gemv_rows::<true>(x, w, k, n0, res)
 }
 
 #[cfg(not(target_arch = "x86_64"))]
 unsafe fn gemv_rows_avx2(x: &[f32], w: Floats<'_>, k: usize, n0: usize, res: &mut [f32]) {
-    gemv_rows(x, w, k, n0, res)
+    gemv_rows::<false>(x, w, k, n0, res)
 }
 
 /// [`gemv_rows`] for f16 weights with F16C widening.
@@ -124,7 +130,7 @@ unsafe fn gemv_rows_f16c(x: &[f32], w: &[half::f16], k: usize, n0: usize, res: &
 
 #[cfg(not(target_arch = "x86_64"))]
 unsafe fn gemv_rows_f16c(x: &[f32], w: &[half::f16], k: usize, n0: usize, res: &mut [f32]) {
-    gemv_rows(x, Floats::F16(w), k, n0, res)
+    gemv_rows::<false>(x, Floats::F16(w), k, n0, res)
 }
 
 /// `x · w` with w in f16: four independent 8-lane accumulators over chunks of 32.
@@ -163,8 +169,10 @@ fn dot_f16c(x: &[f32], w: &[half::f16]) -> f32 {
 }
 
 /// `res[i, j] = x[i, :] · w[n0 + j, :]` for the rows of one block (`res` is (m, nb)).
+/// `FMA`: fuse the multiply-adds (only where compiled for the instruction; without it
+/// `mul_add` is a libm call).
 #[inline(always)]
-fn gemv_rows(x: &[f32], w: Floats<'_>, k: usize, n0: usize, res: &mut [f32]) {
+fn gemv_rows<const FMA: bool>(x: &[f32], w: Floats<'_>, k: usize, n0: usize, res: &mut [f32]) {
     let m = x.len() / k;
     let nb = res.len() / m;
     for j in 0..nb {
@@ -172,11 +180,11 @@ fn gemv_rows(x: &[f32], w: Floats<'_>, k: usize, n0: usize, res: &mut [f32]) {
         for i in 0..m {
             let xi = &x[i * k..(i + 1) * k];
             res[i * nb + j] = match w {
-                Floats::F32(v) => dot_wide(xi, &v[r.clone()], |w| w),
-                Floats::BF16(v) => dot_wide(xi, &v[r.clone()], |w| {
+                Floats::F32(v) => dot_wide::<_, FMA>(xi, &v[r.clone()], |w| w),
+                Floats::BF16(v) => dot_wide::<_, FMA>(xi, &v[r.clone()], |w| {
                     f32::from_bits((w.to_bits() as u32) << 16)
                 }),
-                Floats::F16(v) => dot_wide(xi, &v[r.clone()], f16_bits_to_f32),
+                Floats::F16(v) => dot_wide::<_, FMA>(xi, &v[r.clone()], f16_bits_to_f32),
             };
         }
     }
@@ -202,13 +210,17 @@ fn f16_bits_to_f32(h: half::f16) -> f32 {
 /// Dot product with 32 independent accumulators (four AVX registers) so the loads, not
 /// the add latency, set the pace; `widen` converts one weight to f32.
 #[inline(always)]
-fn dot_wide<W: Copy>(x: &[f32], w: &[W], widen: impl Fn(W) -> f32) -> f32 {
+fn dot_wide<W: Copy, const FMA: bool>(x: &[f32], w: &[W], widen: impl Fn(W) -> f32) -> f32 {
     let mut acc = [0f32; 32];
     let (cx, cw) = (x.chunks_exact(32), w.chunks_exact(32));
     let (rx, rw) = (cx.remainder(), cw.remainder());
     for (xs, ws) in cx.zip(cw) {
         for l in 0..32 {
-            acc[l] += xs[l] * widen(ws[l]);
+            acc[l] = if FMA {
+                xs[l].mul_add(widen(ws[l]), acc[l])
+            } else {
+                acc[l] + xs[l] * widen(ws[l])
+            };
         }
     }
     let mut tail = 0f32;
