@@ -132,3 +132,29 @@ fn fast_conv_matches_exact_reference() {
         }
     }
 }
+
+/// The fast (f32) conv decode step against the exact one, with and without bias and
+/// SiLU, over widths 2–4 and enough channels to split across threads.
+#[test]
+fn fast_conv_update_matches_exact_reference() {
+    use common::checks::{ConvCase, check_conv_update};
+    let be = CpuBackend::with_precision(Precision::Fast);
+    let mut seed = 100;
+    for &(batch, dim) in &[(1, 1), (2, 70), (1, 1536), (3, 640)] {
+        for width in 2..=4 {
+            seed += 1;
+            let c = ConvCase {
+                batch,
+                dim,
+                len: 1,
+                width,
+                bias: seed % 2 == 0,
+                silu: seed % 3 != 0,
+                layout: Layout::TokenMajor,
+                state: St::Carry,
+                seed,
+            };
+            check_conv_update(&be, &c, Tol::F32);
+        }
+    }
+}

@@ -5,7 +5,7 @@ use rayon::prelude::*;
 
 use crate::params::{ConvParams, STATE_CARRY, STATE_NONE};
 
-use super::scan::silu;
+use super::scan::{Real, silu, silu_t};
 
 /// `out[b,d,t] = act(bias[d] + Σ_k w[d,k]·x[b,d,t-(K-1)+k])`; inputs before t = 0 come
 /// from the conv state when carried, else are zero. The state, if kept, receives the
@@ -70,8 +70,9 @@ pub(crate) fn causal_conv1d(
     }
 }
 
-/// One step: `window = state ++ [x]`, `out = act(bias + w·window)`, state ← window[1..].
-pub(crate) fn causal_conv1d_update(
+/// One step: `window = state ++ [x]`, `out = act(bias + w·window)`, state ← window[1..],
+/// in the arithmetic `T` (f64: exact; f32 with `fast_exp`: fast).
+pub(crate) fn causal_conv1d_update<T: Real + Send>(
     p: &ConvParams,
     x: &[f32],
     w: &[f32],
@@ -84,18 +85,20 @@ pub(crate) fn causal_conv1d_update(
     state
         .par_chunks_mut(pre)
         .zip(out.par_iter_mut())
+        // A few hundred channels of K multiply-adds are less work than a task switch.
+        .with_min_len(512)
         .enumerate()
         .for_each(|(bd, (s, o))| {
             let d = bd % dim;
             let wd = &w[d * k..(d + 1) * k];
-            let mut acc = bias.map_or(0.0, |b| b[d] as f64);
+            let mut acc = T::of(bias.map_or(0.0, |b| b[d]));
             for j in 0..pre {
-                acc += wd[j] as f64 * s[j] as f64;
+                acc += T::of(wd[j]) * T::of(s[j]);
             }
-            acc += wd[pre] as f64 * x[bd] as f64;
+            acc += T::of(wd[pre]) * T::of(x[bd]);
             s.copy_within(1.., 0);
             s[pre - 1] = x[bd];
-            *o = (if p.silu != 0 { silu(acc) } else { acc }) as f32;
+            *o = (if p.silu != 0 { silu_t(acc) } else { acc }).to_f32();
         });
 }
 

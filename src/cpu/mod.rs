@@ -307,14 +307,12 @@ impl Backend for CpuBackend {
         state: &mut CpuBuffer,
         out: &mut CpuBuffer,
     ) -> Result<()> {
-        conv::causal_conv1d_update(
-            p,
-            x.f32()?,
-            weight.f32()?,
-            opt_f32(bias)?,
-            state.f32_mut()?,
-            out.f32_mut()?,
-        );
+        let (x, w, b) = (x.f32()?, weight.f32()?, opt_f32(bias)?);
+        let (state, out) = (state.f32_mut()?, out.f32_mut()?);
+        match self.precision {
+            Precision::Exact => conv::causal_conv1d_update::<f64>(p, x, w, b, state, out),
+            Precision::Fast => conv::causal_conv1d_update::<f32>(p, x, w, b, state, out),
+        }
         Ok(())
     }
 

@@ -113,12 +113,7 @@ pub(crate) fn fast_exp(x: f32) -> f32 {
                 + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
     // 2^k from the bits of `t`, which are those of 1.5·2^23 plus k: integer lane
     // arithmetic (`k as i32` would be a saturating scalar conversion per lane).
-    let scale = f32::from_bits(
-        t.to_bits()
-            .wrapping_sub(ROUND.to_bits())
-            .wrapping_add(127)
-            << 23,
-    );
+    let scale = f32::from_bits(t.to_bits().wrapping_sub(ROUND.to_bits()).wrapping_add(127) << 23);
     p * scale
 }
 
@@ -166,7 +161,7 @@ fn discretize_delta<T: Real>(raw: f32, bias: Option<f32>, softplus_on: bool) -> 
 
 /// `x · sigmoid(x)` in the arithmetic `T`.
 #[inline]
-fn silu_t<T: Real>(x: T) -> T {
+pub(crate) fn silu_t<T: Real>(x: T) -> T {
     x / (T::of(1.0) + (-x).exp())
 }
 
