@@ -1,15 +1,14 @@
 //! `--micro`: the two ops that dominate mamba-gpu's CPU time, timed through the public
 //! `ops` API on the 130m shapes, next to a straightforward rewrite of each kept in this
-//! bench (not in src/). The rewrites show what the same arithmetic costs when it is laid
-//! out for the vector units; their outputs are checked against ours.
+//! bench (not in src/). The rewrites were written first, to show what the same arithmetic
+//! costs when it is laid out for the vector units; src/cpu now uses the same layouts
+//! (eight-channel lane scan, in-place AVX2 GEMV), so the two columns should match and the
+//! table guards against regressions. Their outputs are checked against ours.
 //!
-//! * the prefill scan: ours walks one channel at a time down the token axis and sums
-//!   `y += C·h` over the state as one serial chain; the rewrite runs blocks of 8
-//!   adjacent channels as SIMD lanes (token-major inputs are contiguous across
-//!   channels), with AVX2+FMA picked at run time;
-//! * the decode matrix-vector product: ours copies (or widens) every weight row into a
-//!   buffer, then takes an SSE2 dot product; the rewrite reads the row in place with
-//!   AVX2+FMA (bf16 widened in registers).
+//! * the prefill scan: blocks of 8 adjacent channels as SIMD lanes (token-major inputs
+//!   are contiguous across channels), AVX2+FMA picked at run time;
+//! * the decode matrix-vector product: each weight row read in place with AVX2+FMA
+//!   (bf16 widened in registers).
 
 use std::time::Instant;
 
