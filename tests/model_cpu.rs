@@ -5,9 +5,9 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::model_fixtures::{
-    Synth, Tensor, check_model_consistency, check_model_fixtures, prompt, reference_logits,
-    to_safetensors,
+use common::model_fixtures::check_model_fixtures;
+use common::model_synth::{
+    Synth, Tensor, check_model_consistency, prompt, reference_logits, to_safetensors,
 };
 use mamba_gpu::model::{
     GenerateOptions, Generator, LoadOptions, MambaConfig, MambaModel, Sampler, SamplingParams,

@@ -11,6 +11,8 @@ pub mod cases;
 pub mod checks;
 pub mod fixtures;
 pub mod model_fixtures;
+pub mod model_io;
+pub mod model_synth;
 pub mod ops_suite;
 
 /// The tolerance used everywhere: `|x − y| ≤ max(rel·(|x| + |y|), abs)`, per element.
