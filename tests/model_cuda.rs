@@ -1,11 +1,13 @@
 //! The whole model on the CUDA backend: the HF fixtures and the synthetic-model checks
-//! of `tests/common/model_fixtures.rs`. Without a usable NVIDIA GPU the tests print
-//! "cuda model tests SKIPPED" and pass, unless `MAMBA_GPU_REQUIRE` names `cuda`.
+//! of `tests/common/model_fixtures.rs` and `tests/common/model_synth.rs`. Without a
+//! usable NVIDIA GPU the tests print "cuda model tests SKIPPED" and pass, unless
+//! `MAMBA_GPU_REQUIRE` names `cuda`.
 #![cfg(feature = "cuda")]
 
 mod common;
 
-use common::model_fixtures::{check_model_consistency, check_model_fixtures};
+use common::model_fixtures::check_model_fixtures;
+use common::model_synth::check_model_consistency;
 use mamba_gpu::cuda::CudaBackend;
 
 fn backend() -> Option<CudaBackend> {

@@ -1,11 +1,13 @@
 //! The whole model on the wgpu backend: the HF fixtures and the synthetic-model checks
-//! of `tests/common/model_fixtures.rs`. Without an adapter the tests print
-//! "wgpu model tests SKIPPED" and pass, unless `MAMBA_GPU_REQUIRE` names `wgpu`.
+//! of `tests/common/model_fixtures.rs` and `tests/common/model_synth.rs`. Without an
+//! adapter the tests print "wgpu model tests SKIPPED" and pass, unless
+//! `MAMBA_GPU_REQUIRE` names `wgpu`.
 #![cfg(feature = "wgpu")]
 
 mod common;
 
-use common::model_fixtures::{check_model_consistency, check_model_fixtures};
+use common::model_fixtures::check_model_fixtures;
+use common::model_synth::check_model_consistency;
 use mamba_gpu::wgpu::WgpuBackend;
 
 fn backend() -> Option<WgpuBackend> {

@@ -1,6 +1,7 @@
 //! Shared test machinery: seeded case generators, the documented tolerance, and one
 //! generic check per op that any backend is run through (`check_scan(&backend, &case)`),
-//! always against the CPU reference.
+//! always against the CPU reference. `ops_suite` holds the case lists every GPU backend
+//! runs those checks over, one function per op family.
 //!
 //! Outputs are poisoned with NaN before a backend runs, so an element a kernel forgets to
 //! write shows up as a mismatch.
@@ -10,6 +11,9 @@ pub mod cases;
 pub mod checks;
 pub mod fixtures;
 pub mod model_fixtures;
+pub mod model_io;
+pub mod model_synth;
+pub mod ops_suite;
 
 /// The tolerance used everywhere: `|x − y| ≤ max(rel·(|x| + |y|), abs)`, per element.
 #[derive(Debug, Clone, Copy)]
