@@ -25,7 +25,9 @@ fn make(opts: WgpuOptions) -> Option<WgpuBackend> {
     match WgpuBackend::with_options(opts) {
         Ok(be) => Some(be),
         Err(e) => {
-            if std::env::var("MAMBA_GPU_REQUIRE").is_ok_and(|v| v.split(',').any(|s| s.trim() == "wgpu")) {
+            if std::env::var("MAMBA_GPU_REQUIRE")
+                .is_ok_and(|v| v.split(',').any(|s| s.trim() == "wgpu"))
+            {
                 panic!("MAMBA_GPU_REQUIRE=wgpu but the wgpu backend is unavailable: {e}");
             }
             // Once, straight to stderr (past the test harness' capture) so it is visible.
