@@ -52,6 +52,10 @@ pub trait Backend {
     fn zeros(&self, dtype: DType, shape: &[usize]) -> Result<Self::Buffer>;
     /// Copies host data into a new device buffer of the given shape.
     fn upload(&self, data: HostSlice<'_>, shape: &[usize]) -> Result<Self::Buffer>;
+    /// Copies host data into an existing buffer of the same dtype and element count
+    /// (see [`crate::ops::write`]). Work recorded before the call sees the old contents,
+    /// work recorded after it the new ones. The buffer keeps its address.
+    fn write(&self, data: HostSlice<'_>, buf: &mut Self::Buffer) -> Result<()>;
     /// Waits for all queued work and copies a buffer back to the host.
     fn download(&self, buf: &Self::Buffer) -> Result<HostVec>;
     /// Submits all recorded work without waiting for it.
@@ -164,6 +168,10 @@ impl<B: Backend> Backend for &B {
 
     fn upload(&self, data: HostSlice<'_>, shape: &[usize]) -> Result<B::Buffer> {
         (**self).upload(data, shape)
+    }
+
+    fn write(&self, data: HostSlice<'_>, buf: &mut B::Buffer) -> Result<()> {
+        (**self).write(data, buf)
     }
 
     fn download(&self, buf: &B::Buffer) -> Result<HostVec> {

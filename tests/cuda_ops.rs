@@ -54,6 +54,12 @@ fn precompile_all_kernels() {
 }
 
 #[test]
+fn write_into_existing_buffers() {
+    let Some(be) = backend() else { return };
+    check_write(&be);
+}
+
+#[test]
 fn scan_all_cases() {
     let Some(be) = backend() else { return };
     for c in scan_cases(true) {

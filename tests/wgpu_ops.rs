@@ -523,6 +523,14 @@ fn upload_download_roundtrip() {
     assert!(!be.supports_weight_dtype(DType::U32));
 }
 
+/// `ops::write` into existing buffers: dtypes (odd half lengths padded), ordering with
+/// the recorded (not yet submitted) ops around it, errors.
+#[test]
+fn write_into_existing_buffers() {
+    let Some(be) = be() else { return };
+    check_write(be);
+}
+
 /// Many ops recorded before one submit give the same result as op-by-op.
 #[test]
 fn recorded_ops_flush_once() {

@@ -373,6 +373,29 @@ impl Backend for CudaBackend {
         })
     }
 
+    fn write(&self, data: HostSlice<'_>, buf: &mut CudaBuffer) -> Result<()> {
+        crate::ops::check_write(&data, buf)?;
+        if data.is_empty() {
+            return Ok(());
+        }
+        let wrong = buf.wrong(data.dtype().name());
+        // From pageable memory: the copy has taken the data when the call returns.
+        let s = &self.stream;
+        match (&mut buf.data, data) {
+            (Storage::F32(d), HostSlice::F32(v)) => s.memcpy_htod(v, d),
+            (Storage::Half(d), HostSlice::F16(v)) => {
+                s.memcpy_htod(bytemuck::cast_slice::<f16, u16>(v), d)
+            }
+            (Storage::Half(d), HostSlice::BF16(v)) => {
+                s.memcpy_htod(bytemuck::cast_slice::<bf16, u16>(v), d)
+            }
+            (Storage::U32(d), HostSlice::U32(v)) => s.memcpy_htod(v, d),
+            // check_write compared the dtypes.
+            _ => return Err(wrong),
+        }
+        .map_err(|e| dev_err("cuMemcpyHtoD", e))
+    }
+
     fn download(&self, buf: &CudaBuffer) -> Result<HostVec> {
         let n = buf.numel();
         let e = |e| dev_err("cuMemcpyDtoH", e);
