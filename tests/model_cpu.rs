@@ -999,3 +999,11 @@ fn demo_model_matches_its_recorded_samples() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// Several states on one model, stepped in turn, restored and reset: each decodes as
+/// it does alone.
+#[test]
+fn interleaved_states_decode_as_alone_cpu() {
+    use common::decode_checks::{check_interleaved_states, small_model};
+    check_interleaved_states(&small_model(CpuBackend::new(), 3, DType::F32), 1e-6);
+}

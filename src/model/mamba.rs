@@ -18,7 +18,7 @@
 //! preallocated buffers of the [`State`].
 
 use super::config::MambaConfig;
-use super::state::{Dims, State, copy_slot};
+use super::state::{Dims, State, StepScratch, copy_slot};
 use super::weights::{LayerWeights, LoadOptions, Shard, Weights, load_weights};
 use crate::backend::Backend;
 use crate::error::{Error, Result};
@@ -376,10 +376,10 @@ impl<B: Backend> MambaModel<B> {
         for (s, &id) in ids.iter().enumerate() {
             self.check_step_ids(&[id], s)?;
         }
-        // The one allocation of a host-sampled step: `batch` ids (no write-into-buffer
-        // in the Backend trait).
-        let buf = self.be.upload(HostSlice::U32(ids), &[state.batch])?;
-        self.step_with(state, Some(&buf))
+        // Into the state's id buffer, where greedy_ids puts device-sampled ids: no
+        // allocation per token, and both kinds of step read the same buffer.
+        ops::write(&self.be, HostSlice::U32(ids), &mut state.scratch.ids)?;
+        self.step_with(state)
     }
 
     /// Greedy decoding on the device: writes the argmax of the current logits into the
@@ -401,22 +401,36 @@ impl<B: Backend> MambaModel<B> {
     /// A decode step that embeds the ids already on the device (written by
     /// [`Self::greedy_ids`]): no upload at all.
     pub fn step_device_ids(&self, state: &mut State<B>) -> Result<()> {
-        self.step_with(state, None)
+        self.step_with(state)
     }
 
-    fn step_with(&self, state: &mut State<B>, ids: Option<&B::Buffer>) -> Result<()> {
-        let be = &self.be;
-        let eps = self.cfg.layer_norm_epsilon;
+    /// The decode step on the ids in the state's id buffer.
+    fn step_with(&self, state: &mut State<B>) -> Result<()> {
         let batch = state.batch;
-        let d = self.cfg.hidden_size;
         let State {
             conv,
             ssm,
-            scratch: s,
+            scratch,
             seen,
             ..
         } = state;
-        ops::embedding(be, ids.unwrap_or(&s.ids), &self.w.embedding, &mut s.hidden)?;
+        self.forward_step(conv, ssm, scratch, batch)?;
+        seen.iter_mut().for_each(|n| *n += 1);
+        self.be.flush()
+    }
+
+    /// Embedding → layers → final norm → LM head for one token per sequence.
+    fn forward_step(
+        &self,
+        conv: &mut [B::Buffer],
+        ssm: &mut [B::Buffer],
+        s: &mut StepScratch<B>,
+        batch: usize,
+    ) -> Result<()> {
+        let be = &self.be;
+        let eps = self.cfg.layer_norm_epsilon;
+        let d = self.cfg.hidden_size;
+        ops::embedding(be, &s.ids, &self.w.embedding, &mut s.hidden)?;
         for (l, lw) in self.w.layers.iter().enumerate() {
             if l == 0 {
                 ops::copy(be, &s.hidden, 0, &mut s.residual, 0, batch * d)?;
@@ -441,9 +455,7 @@ impl<B: Backend> MambaModel<B> {
             Some(&mut s.residual),
             &mut s.normed,
         )?;
-        ops::matmul(be, &s.normed, self.lm_head(), None, &mut s.logits)?;
-        seen.iter_mut().for_each(|n| *n += 1);
-        be.flush()
+        ops::matmul(be, &s.normed, self.lm_head(), None, &mut s.logits)
     }
 
     fn mixer_step(
@@ -451,7 +463,7 @@ impl<B: Backend> MambaModel<B> {
         lw: &LayerWeights<B>,
         conv: &mut B::Buffer,
         ssm: &mut B::Buffer,
-        s: &mut super::state::StepScratch<B>,
+        s: &mut StepScratch<B>,
     ) -> Result<()> {
         let be = &self.be;
         ops::matmul(be, &s.normed, &lw.w_x, lw.b_x.as_ref(), &mut s.x)?;

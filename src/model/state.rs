@@ -151,7 +151,8 @@ impl<B: Backend> State<B> {
         })
     }
 
-    /// Overwrites this state with a saved one of the same batch and sizes.
+    /// Overwrites this state with a saved one of the same batch and sizes (in place: the
+    /// buffers are written, not replaced).
     pub fn restore(&mut self, be: &B, host: &HostState) -> Result<()> {
         let conv_shape = [self.batch, self.dims.e, self.dims.k - 1];
         let ssm_shape = [self.batch, self.dims.e, self.dims.n];
@@ -171,8 +172,6 @@ impl<B: Backend> State<B> {
         check("layer count", &[host.conv.len()], &[self.dims.layers])?;
         check("layer count", &[host.ssm.len()], &[self.dims.layers])?;
         check("seen", &[host.seen.len()], &[self.batch])?;
-        let mut conv = Vec::with_capacity(self.dims.layers);
-        let mut ssm = Vec::with_capacity(self.dims.layers);
         for (c, s) in host.conv.iter().zip(&host.ssm) {
             check(
                 "conv_state length",
@@ -184,11 +183,12 @@ impl<B: Backend> State<B> {
                 &[s.len()],
                 &[ssm_shape.iter().product()],
             )?;
-            conv.push(be.upload(HostSlice::F32(c), &conv_shape)?);
-            ssm.push(be.upload(HostSlice::F32(s), &ssm_shape)?);
         }
-        self.conv = conv;
-        self.ssm = ssm;
+        let layers = self.conv.iter_mut().zip(self.ssm.iter_mut());
+        for ((c, s), (hc, hs)) in layers.zip(host.conv.iter().zip(&host.ssm)) {
+            crate::ops::write(be, HostSlice::F32(hc), c)?;
+            crate::ops::write(be, HostSlice::F32(hs), s)?;
+        }
         self.seen = host.seen.clone();
         Ok(())
     }
