@@ -13,9 +13,15 @@
 //! * All `unsafe` launches live in `launch.rs`, one function per op, each with a
 //!   `// SAFETY:` note tying the argument list to the kernel's signature.
 //! * f16/bf16 buffers are stored as raw 16-bit words; kernels convert in registers.
+//! * [`Backend::replay`] (the model's decode step) captures the step's launches in a
+//!   CUDA graph and launches that afterwards ([`graph`] has the details;
+//!   `MAMBA_CUDA_GRAPHS=0` or [`CudaBackend::set_graphs`] turns it off).
 
+mod graph;
 mod launch;
 pub mod nvrtc;
+
+pub use self::graph::MAX_GRAPHS;
 
 use std::collections::HashMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -25,7 +31,7 @@ use cudarc::cublas::CudaBlas;
 use cudarc::driver::{CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream};
 use half::{bf16, f16};
 
-use crate::backend::{Backend, DeviceBuffer};
+use crate::backend::{Backend, DeviceBuffer, ReplayKey};
 use crate::error::{Error, Result};
 use crate::ops::{Elementwise, ScanInputs, StateIo, StepInputs};
 use crate::params::*;
@@ -139,6 +145,8 @@ pub struct CudaBackend {
     functions: Mutex<HashMap<(&'static str, &'static str), CudaFunction>>,
     /// Passed for optional pointer arguments that a kernel's flags say it never touches.
     dummy: CudaSlice<f32>,
+    /// CUDA graphs of [`Backend::replay`].
+    graphs: graph::Graphs,
 }
 
 impl std::fmt::Debug for CudaBackend {
@@ -147,6 +155,7 @@ impl std::fmt::Debug for CudaBackend {
             .field("device", &self.device_name)
             .field("compute_capability", &self.cc)
             .field("cublas", &self.blas.is_some())
+            .field("graphs", &self.graphs_enabled())
             .finish()
     }
 }
@@ -197,7 +206,9 @@ impl CudaBackend {
         })?;
         // SAFETY: everything this backend does runs on the single stream created below
         // (cuBLAS included), so stream order already orders every use of every buffer
-        // and no event tracking is needed; no buffer exists yet.
+        // and no event tracking is needed; no buffer exists yet. (The graph capture
+        // stream of graph.rs only records: what it captures runs on this stream too.)
+        // Stream capture needs tracking off as well.
         unsafe { ctx.disable_event_tracking() };
         let stream = ctx.new_stream().map_err(|e| dev_err("cuStreamCreate", e))?;
         let cc = ctx
@@ -222,6 +233,7 @@ impl CudaBackend {
             modules: Mutex::new(HashMap::new()),
             functions: Mutex::new(HashMap::new()),
             dummy,
+            graphs: graph::Graphs::new(),
         })
     }
 
@@ -333,6 +345,7 @@ impl Backend for CudaBackend {
     }
 
     fn zeros(&self, dtype: DType, shape: &[usize]) -> Result<CudaBuffer> {
+        self.graphs.refuse_in_capture("allocation")?;
         Ok(CudaBuffer {
             data: self.alloc_storage(dtype, numel(shape))?,
             dtype,
@@ -341,6 +354,7 @@ impl Backend for CudaBackend {
     }
 
     fn upload(&self, data: HostSlice<'_>, shape: &[usize]) -> Result<CudaBuffer> {
+        self.graphs.refuse_in_capture("upload")?;
         let n = numel(shape);
         if data.len() != n {
             return Err(Error::UploadLen {
@@ -375,6 +389,7 @@ impl Backend for CudaBackend {
 
     fn write(&self, data: HostSlice<'_>, buf: &mut CudaBuffer) -> Result<()> {
         crate::ops::check_write(&data, buf)?;
+        self.graphs.refuse_in_capture("write")?;
         if data.is_empty() {
             return Ok(());
         }
@@ -397,6 +412,7 @@ impl Backend for CudaBackend {
     }
 
     fn download(&self, buf: &CudaBuffer) -> Result<HostVec> {
+        self.graphs.refuse_in_capture("download")?;
         let n = buf.numel();
         let e = |e| dev_err("cuMemcpyDtoH", e);
         let s = &self.stream;
@@ -422,6 +438,10 @@ impl Backend for CudaBackend {
         self.ctx
             .check_err()
             .map_err(|e| dev_err("deferred error", e))
+    }
+
+    fn replay(&self, key: &ReplayKey, record: &mut dyn FnMut() -> Result<()>) -> Result<()> {
+        self.replay_graph(key, record)
     }
 
     fn embedding(

@@ -15,12 +15,14 @@
 //! the scan (token-major, as the matmuls produce it) and the conv and ssm states are
 //! carried, so a prefill can continue on top of an existing state; decoding then runs
 //! token by token with `causal_conv1d_update` + `selective_state_update` in the
-//! preallocated buffers of the [`State`].
+//! preallocated buffers of the [`State`]. A step only records ops on buffers that
+//! belong to the model and the state, so it runs through [`Backend::replay`] keyed by
+//! (model, state, batch): on CUDA the whole step is one graph launch.
 
 use super::config::MambaConfig;
 use super::state::{Dims, State, StepScratch, copy_slot};
 use super::weights::{LayerWeights, LoadOptions, Shard, Weights, load_weights};
-use crate::backend::Backend;
+use crate::backend::{Backend, ReplayKey, unique_id};
 use crate::error::{Error, Result};
 use crate::ops::{self, Layout, ScanInputs, StateIo, StepInputs};
 use crate::tensor::{DType, HostSlice};
@@ -28,6 +30,8 @@ use crate::tensor::{DType, HostSlice};
 /// A Mamba language model whose weights live on backend `B`.
 pub struct MambaModel<B: Backend> {
     be: B,
+    /// Names the weights in [`ReplayKey`]s (they never change after loading).
+    id: u64,
     cfg: MambaConfig,
     w: Weights<B>,
     prefill_chunk: Option<usize>,
@@ -89,6 +93,7 @@ impl<B: Backend> MambaModel<B> {
     pub fn from_parts(be: B, cfg: MambaConfig, w: Weights<B>) -> Self {
         MambaModel {
             be,
+            id: unique_id(),
             cfg,
             w,
             prefill_chunk: None,
@@ -376,8 +381,8 @@ impl<B: Backend> MambaModel<B> {
         for (s, &id) in ids.iter().enumerate() {
             self.check_step_ids(&[id], s)?;
         }
-        // Into the state's id buffer, where greedy_ids puts device-sampled ids: no
-        // allocation per token, and both kinds of step read the same buffer.
+        // Into the state's id buffer, where greedy_ids puts device-sampled ids: both
+        // kinds of step read the same buffer (and replay the same capture).
         ops::write(&self.be, HostSlice::U32(ids), &mut state.scratch.ids)?;
         self.step_with(state)
     }
@@ -404,8 +409,12 @@ impl<B: Backend> MambaModel<B> {
         self.step_with(state)
     }
 
-    /// The decode step on the ids in the state's id buffer.
+    /// The decode step on the ids in the state's id buffer. The ops run through
+    /// [`Backend::replay`]: the key names the weights (model id), the state's buffers
+    /// (state id) and the batch, and the closure records ops only (no allocation, no
+    /// transfer, no host-side effect), so a captured step can be replayed.
     fn step_with(&self, state: &mut State<B>) -> Result<()> {
+        let key = ReplayKey::new(self.id, state.id, state.batch as u64);
         let batch = state.batch;
         let State {
             conv,
@@ -414,7 +423,8 @@ impl<B: Backend> MambaModel<B> {
             seen,
             ..
         } = state;
-        self.forward_step(conv, ssm, scratch, batch)?;
+        self.be
+            .replay(&key, &mut || self.forward_step(conv, ssm, scratch, batch))?;
         seen.iter_mut().for_each(|n| *n += 1);
         self.be.flush()
     }

@@ -5,7 +5,7 @@
 //! sequence: decoding runs in constant memory. The state also owns the per-step
 //! scratch buffers of the decode loop, allocated once with it.
 
-use crate::backend::Backend;
+use crate::backend::{Backend, unique_id};
 use crate::error::{Error, Result};
 use crate::tensor::{DType, HostSlice};
 
@@ -48,6 +48,9 @@ pub(crate) struct Dims {
 
 /// The recurrent state of `batch` sequences on the device, plus the decode scratch.
 pub struct State<B: Backend> {
+    /// Names this state's buffers in the model's [`crate::backend::ReplayKey`]s: a
+    /// replayed step writes into them. Renewed whenever a buffer is replaced.
+    pub(crate) id: u64,
     pub(crate) batch: usize,
     pub(crate) dims: Dims,
     pub(crate) conv: Vec<B::Buffer>,
@@ -114,6 +117,7 @@ impl<B: Backend> State<B> {
             ids: be.zeros(DType::U32, &[batch])?,
         };
         Ok(State {
+            id: unique_id(),
             batch,
             dims,
             conv,
@@ -196,6 +200,9 @@ impl<B: Backend> State<B> {
     /// Zeroes the state (a fresh start for every sequence).
     pub fn reset(&mut self, be: &B) -> Result<()> {
         let Dims { e, n, k, .. } = self.dims;
+        // New buffers (first, in case an allocation fails half-way): a step captured on
+        // the old ones must not be replayed.
+        self.id = unique_id();
         for c in &mut self.conv {
             *c = be.zeros(DType::F32, &[self.batch, e, k - 1])?;
         }
