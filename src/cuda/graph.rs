@@ -147,8 +147,11 @@ impl<'a> Capturing<'a> {
     fn finish(mut self) -> Result<Option<CudaGraph>> {
         CAPTURING.set(0);
         self.open = false;
+        // Auto-free: should a library (cuBLAS's workspace) allocate inside the capture
+        // without freeing, a relaunch frees it first instead of failing.
+        let flags = CUgraphInstantiate_flags::CUDA_GRAPH_INSTANTIATE_FLAG_AUTO_FREE_ON_LAUNCH;
         self.stream
-            .end_capture(CUgraphInstantiate_flags(0))
+            .end_capture(flags)
             .map_err(|e| dev_err("cuStreamEndCapture / cuGraphInstantiate", e))
     }
 }
@@ -230,10 +233,13 @@ impl CudaBackend {
             drop(cache);
             return record();
         }
-        // The lock stays held: one capture at a time per backend.
-        match self.capture(record) {
+        // The lock stays held: one capture at a time per backend. A graph whose first
+        // launch is refused counts as a failed capture.
+        let captured = self
+            .capture(record)
+            .and_then(|graph| self.launch_graph(&graph).map(|()| graph));
+        match captured {
             Ok(graph) => {
-                self.launch_graph(&graph)?;
                 if cache.graphs.len() == MAX_GRAPHS {
                     cache.graphs.pop_front();
                 }
