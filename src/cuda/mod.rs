@@ -14,7 +14,7 @@
 //!   `// SAFETY:` note tying the argument list to the kernel's signature.
 //! * f16/bf16 buffers are stored as raw 16-bit words; kernels convert in registers.
 //! * [`Backend::replay`] (the model's decode step) captures the step's launches in a
-//!   CUDA graph and launches that afterwards ([`graph`] has the details;
+//!   CUDA graph and launches that afterwards (`graph.rs` has the details;
 //!   `MAMBA_CUDA_GRAPHS=0` or [`CudaBackend::set_graphs`] turns it off).
 
 mod graph;
