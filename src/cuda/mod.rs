@@ -10,8 +10,9 @@
 //!   off: stream order alone orders every read after the write it depends on.
 //! * Kernels are compiled on first use and cached per module ([`nvrtc`] has the sources
 //!   and the compile step, [`CudaBackend::precompile`] compiles them all up front).
-//! * All `unsafe` launches live in `launch.rs`, one function per op, each with a
-//!   `// SAFETY:` note tying the argument list to the kernel's signature.
+//! * All `unsafe` kernel launches live in `launch.rs`, one function per op, each with a
+//!   `// SAFETY:` note tying the argument list to the kernel's signature (the one graph
+//!   launch is in `graph.rs`).
 //! * f16/bf16 buffers are stored as raw 16-bit words; kernels convert in registers.
 //! * [`Backend::replay`] (the model's decode step) captures the step's launches in a
 //!   CUDA graph and launches that afterwards (`graph.rs` has the details;
