@@ -109,8 +109,12 @@ fn model_table<B: Backend>(be: &B, args: &Args) -> Result<()> {
         let mut st = model.new_state(1)?;
         model.prefill(&mut st, &[&refs[0][..len.min(16)]])?;
         model.greedy_ids(&mut st)?;
-        model.step_device_ids(&mut st)?;
-        model.greedy_ids(&mut st)?;
+        // Two untimed steps: on CUDA the first runs directly, the second captures the
+        // step's graph (MAMBA_CUDA_GRAPHS=0 times direct launches instead).
+        for _ in 0..2 {
+            model.step_device_ids(&mut st)?;
+            model.greedy_ids(&mut st)?;
+        }
         let t = Instant::now();
         for _ in 0..args.decode_steps {
             model.step_device_ids(&mut st)?;

@@ -18,6 +18,11 @@
 //! * **Outputs are `&mut`**, inputs `&`: the borrow checker rules out an op reading a
 //!   buffer it is writing, except where the op defines in-place semantics (a state that
 //!   is carried, a residual that is accumulated).
+//! * **Repeated work can be replayed.** [`Backend::replay`] lets a backend capture a
+//!   sequence of ops once (a CUDA graph) and launch the capture afterwards, so a decode
+//!   step costs one launch instead of hundreds. Other backends just run the ops.
+
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::error::Result;
 use crate::ops::{Elementwise, ScanInputs, StateIo, StepInputs};
@@ -36,6 +41,40 @@ pub trait DeviceBuffer {
     }
 }
 
+/// Names one sequence of recorded work for [`Backend::replay`]: the owner of the
+/// read-only buffers it uses (a model: its weights), the owner of the buffers it reads
+/// and writes (a decode state) and a variant (the batch size, or anything else that
+/// changes the launches).
+///
+/// Keys are built only inside this crate, from ids that are never reused; whoever
+/// builds one guarantees that every call with that key records the same ops on the
+/// same buffers with the same parameters, and gives the buffers a new id whenever it
+/// replaces them. A backend may therefore trust a key as it trusts the parameter
+/// structs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ReplayKey {
+    owner: u64,
+    target: u64,
+    variant: u64,
+}
+
+impl ReplayKey {
+    pub(crate) fn new(owner: u64, target: u64, variant: u64) -> Self {
+        ReplayKey {
+            owner,
+            target,
+            variant,
+        }
+    }
+}
+
+/// A process-wide unique id (never 0, never reused) for the objects a [`ReplayKey`]
+/// names.
+pub(crate) fn unique_id() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
 /// A compute backend. See the module docs for the design.
 ///
 /// The op methods are called by [`crate::ops`] after validation; prefer those functions.
@@ -52,10 +91,29 @@ pub trait Backend {
     fn zeros(&self, dtype: DType, shape: &[usize]) -> Result<Self::Buffer>;
     /// Copies host data into a new device buffer of the given shape.
     fn upload(&self, data: HostSlice<'_>, shape: &[usize]) -> Result<Self::Buffer>;
+    /// Copies host data into an existing buffer of the same dtype and element count
+    /// (see [`crate::ops::write`]). Work recorded before the call sees the old contents,
+    /// work recorded after it the new ones. The buffer keeps its address, so a replayed
+    /// capture that reads it sees the new data.
+    fn write(&self, data: HostSlice<'_>, buf: &mut Self::Buffer) -> Result<()>;
     /// Waits for all queued work and copies a buffer back to the host.
     fn download(&self, buf: &Self::Buffer) -> Result<HostVec>;
     /// Submits all recorded work without waiting for it.
     fn flush(&self) -> Result<()>;
+
+    /// Records the ops of `record`, or replays an earlier capture of them.
+    ///
+    /// `record` must only record ops on this backend (the methods below, through
+    /// [`crate::ops`]): no allocation, upload, write, download or flush, and no
+    /// host-side effect that has to happen every time, because a backend may run it
+    /// once, capture what it launches and from then on launch the capture for the same
+    /// `key` without calling `record` at all; it may also call it twice for one request
+    /// (a failed capture, then directly). The CUDA backend does that with CUDA graphs;
+    /// the default, used by the CPU and wgpu backends, simply calls `record`.
+    fn replay(&self, key: &ReplayKey, record: &mut dyn FnMut() -> Result<()>) -> Result<()> {
+        let _ = key;
+        record()
+    }
 
     /// `out[i, :] = table[ids[i], :]`, converted to f32.
     fn embedding(
@@ -166,12 +224,20 @@ impl<B: Backend> Backend for &B {
         (**self).upload(data, shape)
     }
 
+    fn write(&self, data: HostSlice<'_>, buf: &mut B::Buffer) -> Result<()> {
+        (**self).write(data, buf)
+    }
+
     fn download(&self, buf: &B::Buffer) -> Result<HostVec> {
         (**self).download(buf)
     }
 
     fn flush(&self) -> Result<()> {
         (**self).flush()
+    }
+
+    fn replay(&self, key: &ReplayKey, record: &mut dyn FnMut() -> Result<()>) -> Result<()> {
+        (**self).replay(key, record)
     }
 
     fn embedding(

@@ -24,6 +24,16 @@ impl DType {
         }
     }
 
+    /// Lower-case name, as error messages spell it: `"f32"`, `"f16"`, `"bf16"`, `"u32"`.
+    pub fn name(self) -> &'static str {
+        match self {
+            DType::F32 => "f32",
+            DType::F16 => "f16",
+            DType::BF16 => "bf16",
+            DType::U32 => "u32",
+        }
+    }
+
     /// Is this a floating-point type (usable for weights)?
     pub fn is_float(self) -> bool {
         !matches!(self, DType::U32)

@@ -655,3 +655,9 @@ fn rms_norm_equals_naive_f64() {
         }
     }
 }
+
+/// `ops::write` into existing buffers: dtypes, ordering, errors.
+#[test]
+fn write_into_existing_buffers() {
+    common::checks::check_write(&CpuBackend::new());
+}

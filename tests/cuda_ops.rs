@@ -7,6 +7,7 @@
 
 mod common;
 
+use common::checks::check_write;
 use common::ops_suite;
 use mamba_gpu::cuda::CudaBackend;
 
@@ -41,6 +42,12 @@ fn backend() -> Option<CudaBackend> {
 fn precompile_all_kernels() {
     let Some(be) = backend() else { return };
     be.precompile().expect("every kernel compiles and loads");
+}
+
+#[test]
+fn write_into_existing_buffers() {
+    let Some(be) = backend() else { return };
+    check_write(&be);
 }
 
 #[test]

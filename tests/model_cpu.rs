@@ -9,7 +9,7 @@ mod common;
 
 use common::model_fixtures::check_model_fixtures;
 use common::model_synth::check_model_consistency;
-use mamba_gpu::CpuBackend;
+use mamba_gpu::{CpuBackend, DType};
 
 #[test]
 fn hf_fixtures_match_transformers() {
@@ -116,4 +116,12 @@ fn demo_model_matches_its_recorded_samples() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// Several states on one model, stepped in turn, restored and reset: each decodes as
+/// it does alone.
+#[test]
+fn interleaved_states_decode_as_alone_cpu() {
+    use common::decode_checks::{check_interleaved_states, small_model};
+    check_interleaved_states(&small_model(CpuBackend::new(), 3, DType::F32), 1e-6);
 }

@@ -38,3 +38,11 @@ fn synthetic_models_and_decode_path_wgpu() {
         check_model_consistency(&be, 1e-4);
     }
 }
+
+#[test]
+fn interleaved_states_decode_as_alone_wgpu() {
+    use common::decode_checks::{check_interleaved_states, small_model};
+    if let Some(be) = backend() {
+        check_interleaved_states(&small_model(&be, 3, mamba_gpu::DType::F32), 1e-6);
+    }
+}

@@ -16,7 +16,7 @@ use std::sync::{Once, OnceLock};
 
 use common::Tol;
 use common::cases::ScanCase;
-use common::checks::{check_embedding, check_matmul, check_scan, scan_cases};
+use common::checks::{check_embedding, check_matmul, check_scan, check_write, scan_cases};
 use common::ops_suite;
 use mamba_gpu::DType;
 use mamba_gpu::wgpu::{WgpuBackend, WgpuOptions};
@@ -236,6 +236,14 @@ fn copy_matches_cpu() {
 fn upload_download_roundtrip() {
     let Some(be) = be() else { return };
     ops_suite::upload_download_roundtrip(be);
+}
+
+/// `ops::write` into existing buffers: dtypes (odd half lengths padded), ordering with
+/// the recorded (not yet submitted) ops around it, errors.
+#[test]
+fn write_into_existing_buffers() {
+    let Some(be) = be() else { return };
+    check_write(be);
 }
 
 /// Many ops recorded into one encoder before one submit.

@@ -13,7 +13,8 @@
 # `build` compiles once with the default features plus `cuda` (CUDA and wgpu in the same
 # binaries; a --no-default-features build does not compile the crate today), release,
 # stripped to keep .gpu/ small: the GPU test binaries (cuda_ops, nvrtc_compile,
-# wgpu_ops, shaders_naga, model_cuda, model_wgpu where present), the bench example
+# wgpu_ops, shaders_naga, model_cuda, model_wgpu where present, and the crate's unit
+# tests for the CUDA graph ones), the bench example
 # (examples/bench.rs) and benches/cuda_scan.rs.
 # The test binaries find kernels/ and tests/fixtures/ through CARGO_MANIFEST_DIR, which
 # `run` sets to this tree; for code that baked in the build path with env!(), `run`
@@ -52,7 +53,8 @@ build() {
         while IFS=$'\t' read -r name kind exe; do
             case "$kind" in
                 test) dest="$gpu/tests/$label-$name" ;;
-                lib) continue ;;   # the crate's unit tests run on the CPU anyway
+                # The crate's unit tests: the CUDA graph ones (src/cuda/graph.rs) need a GPU.
+                lib) dest="$gpu/tests/$label-lib-$name" ;;
                 *) dest="$gpu/bin/$label-$name" ;;
             esac
             cp "$exe" "$dest"
@@ -63,7 +65,7 @@ build() {
     # Only the tests that exercise a GPU go along (the CPU ones ran here).
     find "$gpu/tests" -type f ! -name 'gpu-cuda_ops' ! -name 'gpu-nvrtc_compile' \
         ! -name 'gpu-wgpu_ops' ! -name 'gpu-shaders_naga' ! -name 'gpu-model_cuda' \
-        ! -name 'gpu-model_wgpu' -delete
+        ! -name 'gpu-model_wgpu' ! -name 'gpu-lib-mamba_gpu' -delete
     find "$gpu/bin" -type f ! -name 'gpu-cuda_scan' ! -name 'gpu-bench' -delete
     echo "$(git rev-parse HEAD 2>/dev/null)$(git diff --quiet 2>/dev/null || echo '-dirty')" > "$gpu/COMMIT"
     echo "$root" > "$gpu/BUILD_ROOT"
@@ -143,6 +145,9 @@ run() {
     if [[ -x "$gpu/bin/gpu-cuda_scan" ]]; then step "bench-cuda_scan" "$gpu/bin/gpu-cuda_scan" --bench; fi
     if [[ -x "$gpu/bin/gpu-bench" ]]; then
         step "bench-example-cuda" "$gpu/bin/gpu-bench" --backend cuda
+        # The decode step without CUDA graphs, to compare with the line above.
+        step "bench-example-cuda-nographs" env MAMBA_CUDA_GRAPHS=0 "$gpu/bin/gpu-bench" \
+            --backend cuda --shapes 1x768x2048x16 --models 130m
         step "bench-example-wgpu" "$gpu/bin/gpu-bench" --backend wgpu
     fi
 

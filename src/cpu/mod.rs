@@ -222,6 +222,19 @@ impl Backend for CpuBackend {
         })
     }
 
+    fn write(&self, data: HostSlice<'_>, buf: &mut CpuBuffer) -> Result<()> {
+        crate::ops::check_write(&data, buf)?;
+        match (&mut buf.data, data) {
+            (HostVec::F32(d), HostSlice::F32(s)) => d.copy_from_slice(s),
+            (HostVec::F16(d), HostSlice::F16(s)) => d.copy_from_slice(s),
+            (HostVec::BF16(d), HostSlice::BF16(s)) => d.copy_from_slice(s),
+            (HostVec::U32(d), HostSlice::U32(s)) => d.copy_from_slice(s),
+            // check_write compared the dtypes.
+            _ => return Err(buf.internal_dtype(data.dtype().name())),
+        }
+        Ok(())
+    }
+
     fn download(&self, buf: &CpuBuffer) -> Result<HostVec> {
         Ok(buf.data.clone())
     }

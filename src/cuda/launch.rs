@@ -138,7 +138,7 @@ pub(super) fn selective_scan(
         block_dim: (SCAN_NT, SCAN_CPB, 1),
         shared_mem_bytes: carry_bytes,
     };
-    let mut a = be.stream.launch_builder(&f);
+    let mut a = be.cur().launch_builder(&f);
     a.arg(p);
     for t in [i.u, i.delta, i.a, i.b, i.c] {
         a.arg(t.f32()?);
@@ -175,7 +175,7 @@ pub(super) fn selective_state_update(
     out: &mut CudaBuffer,
 ) -> Result<()> {
     let f = be.function(&SELECTIVE_STATE_UPDATE, "selective_state_update")?;
-    let mut a = be.stream.launch_builder(&f);
+    let mut a = be.cur().launch_builder(&f);
     a.arg(p);
     for t in [i.x, i.dt, i.a, i.b, i.c] {
         a.arg(t.f32()?);
@@ -210,7 +210,7 @@ pub(super) fn causal_conv1d(
 ) -> Result<()> {
     let f = be.function(&CAUSAL_CONV1D, "causal_conv1d")?;
     {
-        let mut a = be.stream.launch_builder(&f);
+        let mut a = be.cur().launch_builder(&f);
         a.arg(p);
         a.arg(x.f32()?);
         a.arg(weight.f32()?);
@@ -227,7 +227,7 @@ pub(super) fn causal_conv1d(
     }
     if let Some(s) = state.filter(|_| p.state_mode != STATE_NONE) {
         let f = be.function(&CAUSAL_CONV1D, "causal_conv1d_state")?;
-        let mut a = be.stream.launch_builder(&f);
+        let mut a = be.cur().launch_builder(&f);
         a.arg(p);
         a.arg(x.f32()?);
         a.arg(s.f32_mut()?);
@@ -251,7 +251,7 @@ pub(super) fn causal_conv1d_update(
     out: &mut CudaBuffer,
 ) -> Result<()> {
     let f = be.function(&CAUSAL_CONV1D, "causal_conv1d_update")?;
-    let mut a = be.stream.launch_builder(&f);
+    let mut a = be.cur().launch_builder(&f);
     a.arg(p);
     a.arg(x.f32()?);
     a.arg(weight.f32()?);
@@ -294,7 +294,7 @@ pub(super) fn matmul(
     out: &mut CudaBuffer,
 ) -> Result<()> {
     let kind = bias_kind(bias);
-    let blas = match &be.blas {
+    let blas = match be.cur_blas() {
         Some(blas) if p.m > SMALL_M => blas,
         _ => return matmul_rows(be, p, kind, x, w, bias, out),
     };
@@ -305,7 +305,7 @@ pub(super) fn matmul(
     if p.has_bias != 0 {
         let b = bias.ok_or_else(|| dev_err("matmul", "has_bias without a bias buffer"))?;
         let f = be.function(&MATMUL, "bias_rows")?;
-        let mut a = be.stream.launch_builder(&f);
+        let mut a = be.cur().launch_builder(&f);
         a.arg(p);
         a.arg(&kind);
         push(&mut a, b);
@@ -338,11 +338,11 @@ pub(super) fn matmul(
             let len = p.n * p.k;
             // SAFETY: the scratch is fully written by `widen_*` below before the GEMM
             // reads it; both run on this stream in order.
-            let mut scratch = unsafe { be.stream.alloc::<f32>(len as usize) }
+            let mut scratch = unsafe { be.cur().alloc::<f32>(len as usize) }
                 .map_err(|e| dev_err("cuMemAlloc", e))?;
             let name = weight_kernel("matmul", dt, ["", "widen_f16", "widen_bf16"])?;
             let f = be.function(&MATMUL, name)?;
-            let mut a = be.stream.launch_builder(&f);
+            let mut a = be.cur().launch_builder(&f);
             a.arg(&len);
             push(&mut a, w);
             a.arg(&mut scratch);
@@ -391,7 +391,7 @@ fn matmul_rows(
         block_dim: (MM_WARPS * 32, 1, 1),
         shared_mem_bytes: 0,
     };
-    let mut a = be.stream.launch_builder(&f);
+    let mut a = be.cur().launch_builder(&f);
     a.arg(p);
     a.arg(&kind);
     a.arg(x.f32()?);
@@ -430,7 +430,7 @@ pub(super) fn rms_norm(
         block_dim: (THREADS, 1, 1),
         shared_mem_bytes: 0,
     };
-    let mut a = be.stream.launch_builder(&f);
+    let mut a = be.cur().launch_builder(&f);
     a.arg(p);
     a.arg(x.f32()?);
     push(&mut a, weight);
@@ -465,7 +465,7 @@ pub(super) fn embedding(
         ["embedding_f32", "embedding_f16", "embedding_bf16"],
     )?;
     let f = be.function(&EMBEDDING, name)?;
-    let mut a = be.stream.launch_builder(&f);
+    let mut a = be.cur().launch_builder(&f);
     a.arg(p);
     a.arg(ids.u32()?);
     push(&mut a, table);
@@ -486,7 +486,7 @@ pub(super) fn elementwise(
     out: &mut CudaBuffer,
 ) -> Result<()> {
     let f = be.function(&ELEMENTWISE, "elementwise")?;
-    let mut a = be.stream.launch_builder(&f);
+    let mut a = be.cur().launch_builder(&f);
     a.arg(p);
     a.arg(x.f32()?);
     match y {
@@ -517,7 +517,7 @@ pub(super) fn argmax(
         block_dim: (THREADS, 1, 1),
         shared_mem_bytes: 0,
     };
-    let mut a = be.stream.launch_builder(&f);
+    let mut a = be.cur().launch_builder(&f);
     a.arg(p);
     a.arg(x.f32()?);
     push_mut(&mut a, out);
@@ -535,7 +535,7 @@ pub(super) fn copy(
     dst: &mut CudaBuffer,
 ) -> Result<()> {
     let f = be.function(&COPY, "copy")?;
-    let mut a = be.stream.launch_builder(&f);
+    let mut a = be.cur().launch_builder(&f);
     a.arg(p);
     push(&mut a, src);
     push_mut(&mut a, dst);

@@ -10,12 +10,19 @@
 //!   off: stream order alone orders every read after the write it depends on.
 //! * Kernels are compiled on first use and cached per module ([`nvrtc`] has the sources
 //!   and the compile step, [`CudaBackend::precompile`] compiles them all up front).
-//! * All `unsafe` launches live in `launch.rs`, one function per op, each with a
-//!   `// SAFETY:` note tying the argument list to the kernel's signature.
+//! * All `unsafe` kernel launches live in `launch.rs`, one function per op, each with a
+//!   `// SAFETY:` note tying the argument list to the kernel's signature (the one graph
+//!   launch is in `graph.rs`).
 //! * f16/bf16 buffers are stored as raw 16-bit words; kernels convert in registers.
+//! * [`Backend::replay`] (the model's decode step) captures the step's launches in a
+//!   CUDA graph and launches that afterwards (`graph.rs` has the details;
+//!   `MAMBA_CUDA_GRAPHS=0` or [`CudaBackend::set_graphs`] turns it off).
 
+mod graph;
 mod launch;
 pub mod nvrtc;
+
+pub use self::graph::MAX_GRAPHS;
 
 use std::collections::HashMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -25,7 +32,7 @@ use cudarc::cublas::CudaBlas;
 use cudarc::driver::{CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream};
 use half::{bf16, f16};
 
-use crate::backend::{Backend, DeviceBuffer};
+use crate::backend::{Backend, DeviceBuffer, ReplayKey};
 use crate::error::{Error, Result};
 use crate::ops::{Elementwise, ScanInputs, StateIo, StepInputs};
 use crate::params::*;
@@ -139,6 +146,8 @@ pub struct CudaBackend {
     functions: Mutex<HashMap<(&'static str, &'static str), CudaFunction>>,
     /// Passed for optional pointer arguments that a kernel's flags say it never touches.
     dummy: CudaSlice<f32>,
+    /// CUDA graphs of [`Backend::replay`].
+    graphs: graph::Graphs,
 }
 
 impl std::fmt::Debug for CudaBackend {
@@ -147,6 +156,7 @@ impl std::fmt::Debug for CudaBackend {
             .field("device", &self.device_name)
             .field("compute_capability", &self.cc)
             .field("cublas", &self.blas.is_some())
+            .field("graphs", &self.graphs_enabled())
             .finish()
     }
 }
@@ -197,7 +207,9 @@ impl CudaBackend {
         })?;
         // SAFETY: everything this backend does runs on the single stream created below
         // (cuBLAS included), so stream order already orders every use of every buffer
-        // and no event tracking is needed; no buffer exists yet.
+        // and no event tracking is needed; no buffer exists yet. (The graph capture
+        // stream of graph.rs only records: what it captures runs on this stream too.)
+        // Stream capture needs tracking off as well.
         unsafe { ctx.disable_event_tracking() };
         let stream = ctx.new_stream().map_err(|e| dev_err("cuStreamCreate", e))?;
         let cc = ctx
@@ -222,6 +234,7 @@ impl CudaBackend {
             modules: Mutex::new(HashMap::new()),
             functions: Mutex::new(HashMap::new()),
             dummy,
+            graphs: graph::Graphs::new(),
         })
     }
 
@@ -333,6 +346,7 @@ impl Backend for CudaBackend {
     }
 
     fn zeros(&self, dtype: DType, shape: &[usize]) -> Result<CudaBuffer> {
+        self.graphs.refuse_in_capture("allocation")?;
         Ok(CudaBuffer {
             data: self.alloc_storage(dtype, numel(shape))?,
             dtype,
@@ -341,6 +355,7 @@ impl Backend for CudaBackend {
     }
 
     fn upload(&self, data: HostSlice<'_>, shape: &[usize]) -> Result<CudaBuffer> {
+        self.graphs.refuse_in_capture("upload")?;
         let n = numel(shape);
         if data.len() != n {
             return Err(Error::UploadLen {
@@ -373,7 +388,32 @@ impl Backend for CudaBackend {
         })
     }
 
+    fn write(&self, data: HostSlice<'_>, buf: &mut CudaBuffer) -> Result<()> {
+        crate::ops::check_write(&data, buf)?;
+        self.graphs.refuse_in_capture("write")?;
+        if data.is_empty() {
+            return Ok(());
+        }
+        let wrong = buf.wrong(data.dtype().name());
+        // From pageable memory: the copy has taken the data when the call returns.
+        let s = &self.stream;
+        match (&mut buf.data, data) {
+            (Storage::F32(d), HostSlice::F32(v)) => s.memcpy_htod(v, d),
+            (Storage::Half(d), HostSlice::F16(v)) => {
+                s.memcpy_htod(bytemuck::cast_slice::<f16, u16>(v), d)
+            }
+            (Storage::Half(d), HostSlice::BF16(v)) => {
+                s.memcpy_htod(bytemuck::cast_slice::<bf16, u16>(v), d)
+            }
+            (Storage::U32(d), HostSlice::U32(v)) => s.memcpy_htod(v, d),
+            // check_write compared the dtypes.
+            _ => return Err(wrong),
+        }
+        .map_err(|e| dev_err("cuMemcpyHtoD", e))
+    }
+
     fn download(&self, buf: &CudaBuffer) -> Result<HostVec> {
+        self.graphs.refuse_in_capture("download")?;
         let n = buf.numel();
         let e = |e| dev_err("cuMemcpyDtoH", e);
         let s = &self.stream;
@@ -399,6 +439,10 @@ impl Backend for CudaBackend {
         self.ctx
             .check_err()
             .map_err(|e| dev_err("deferred error", e))
+    }
+
+    fn replay(&self, key: &ReplayKey, record: &mut dyn FnMut() -> Result<()>) -> Result<()> {
+        self.replay_graph(key, record)
     }
 
     fn embedding(

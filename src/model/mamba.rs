@@ -15,12 +15,14 @@
 //! the scan (token-major, as the matmuls produce it) and the conv and ssm states are
 //! carried, so a prefill can continue on top of an existing state; decoding then runs
 //! token by token with `causal_conv1d_update` + `selective_state_update` in the
-//! preallocated buffers of the [`State`].
+//! preallocated buffers of the [`State`]. A step only records ops on buffers that
+//! belong to the model and the state, so it runs through [`Backend::replay`] keyed by
+//! (model, state, batch): on CUDA the whole step is one graph launch.
 
 use super::config::MambaConfig;
-use super::state::{Dims, State, copy_slot};
+use super::state::{Dims, State, StepScratch, copy_slot};
 use super::weights::{LayerWeights, LoadOptions, Shard, Weights, load_weights};
-use crate::backend::Backend;
+use crate::backend::{Backend, ReplayKey, unique_id};
 use crate::error::{Error, Result};
 use crate::ops::{self, Layout, ScanInputs, StateIo, StepInputs};
 use crate::tensor::{DType, HostSlice};
@@ -28,6 +30,8 @@ use crate::tensor::{DType, HostSlice};
 /// A Mamba language model whose weights live on backend `B`.
 pub struct MambaModel<B: Backend> {
     be: B,
+    /// Names the weights in [`ReplayKey`]s (they never change after loading).
+    id: u64,
     cfg: MambaConfig,
     w: Weights<B>,
     prefill_chunk: Option<usize>,
@@ -89,6 +93,7 @@ impl<B: Backend> MambaModel<B> {
     pub fn from_parts(be: B, cfg: MambaConfig, w: Weights<B>) -> Self {
         MambaModel {
             be,
+            id: unique_id(),
             cfg,
             w,
             prefill_chunk: None,
@@ -376,10 +381,10 @@ impl<B: Backend> MambaModel<B> {
         for (s, &id) in ids.iter().enumerate() {
             self.check_step_ids(&[id], s)?;
         }
-        // The one allocation of a host-sampled step: `batch` ids (no write-into-buffer
-        // in the Backend trait).
-        let buf = self.be.upload(HostSlice::U32(ids), &[state.batch])?;
-        self.step_with(state, Some(&buf))
+        // Into the state's id buffer, where greedy_ids puts device-sampled ids: both
+        // kinds of step read the same buffer (and replay the same capture).
+        ops::write(&self.be, HostSlice::U32(ids), &mut state.scratch.ids)?;
+        self.step_with(state)
     }
 
     /// Greedy decoding on the device: writes the argmax of the current logits into the
@@ -401,22 +406,41 @@ impl<B: Backend> MambaModel<B> {
     /// A decode step that embeds the ids already on the device (written by
     /// [`Self::greedy_ids`]): no upload at all.
     pub fn step_device_ids(&self, state: &mut State<B>) -> Result<()> {
-        self.step_with(state, None)
+        self.step_with(state)
     }
 
-    fn step_with(&self, state: &mut State<B>, ids: Option<&B::Buffer>) -> Result<()> {
-        let be = &self.be;
-        let eps = self.cfg.layer_norm_epsilon;
+    /// The decode step on the ids in the state's id buffer. The ops run through
+    /// [`Backend::replay`]: the key names the weights (model id), the state's buffers
+    /// (state id) and the batch, and the closure records ops only (no allocation, no
+    /// transfer, no host-side effect), so a captured step can be replayed.
+    fn step_with(&self, state: &mut State<B>) -> Result<()> {
+        let key = ReplayKey::new(self.id, state.id, state.batch as u64);
         let batch = state.batch;
-        let d = self.cfg.hidden_size;
         let State {
             conv,
             ssm,
-            scratch: s,
+            scratch,
             seen,
             ..
         } = state;
-        ops::embedding(be, ids.unwrap_or(&s.ids), &self.w.embedding, &mut s.hidden)?;
+        self.be
+            .replay(&key, &mut || self.forward_step(conv, ssm, scratch, batch))?;
+        seen.iter_mut().for_each(|n| *n += 1);
+        self.be.flush()
+    }
+
+    /// Embedding → layers → final norm → LM head for one token per sequence.
+    fn forward_step(
+        &self,
+        conv: &mut [B::Buffer],
+        ssm: &mut [B::Buffer],
+        s: &mut StepScratch<B>,
+        batch: usize,
+    ) -> Result<()> {
+        let be = &self.be;
+        let eps = self.cfg.layer_norm_epsilon;
+        let d = self.cfg.hidden_size;
+        ops::embedding(be, &s.ids, &self.w.embedding, &mut s.hidden)?;
         for (l, lw) in self.w.layers.iter().enumerate() {
             if l == 0 {
                 ops::copy(be, &s.hidden, 0, &mut s.residual, 0, batch * d)?;
@@ -441,9 +465,7 @@ impl<B: Backend> MambaModel<B> {
             Some(&mut s.residual),
             &mut s.normed,
         )?;
-        ops::matmul(be, &s.normed, self.lm_head(), None, &mut s.logits)?;
-        seen.iter_mut().for_each(|n| *n += 1);
-        be.flush()
+        ops::matmul(be, &s.normed, self.lm_head(), None, &mut s.logits)
     }
 
     fn mixer_step(
@@ -451,7 +473,7 @@ impl<B: Backend> MambaModel<B> {
         lw: &LayerWeights<B>,
         conv: &mut B::Buffer,
         ssm: &mut B::Buffer,
-        s: &mut super::state::StepScratch<B>,
+        s: &mut StepScratch<B>,
     ) -> Result<()> {
         let be = &self.be;
         ops::matmul(be, &s.normed, &lw.w_x, lw.b_x.as_ref(), &mut s.x)?;

@@ -5,7 +5,7 @@
 //! sequence: decoding runs in constant memory. The state also owns the per-step
 //! scratch buffers of the decode loop, allocated once with it.
 
-use crate::backend::Backend;
+use crate::backend::{Backend, unique_id};
 use crate::error::{Error, Result};
 use crate::tensor::{DType, HostSlice};
 
@@ -48,6 +48,9 @@ pub(crate) struct Dims {
 
 /// The recurrent state of `batch` sequences on the device, plus the decode scratch.
 pub struct State<B: Backend> {
+    /// Names this state's buffers in the model's [`crate::backend::ReplayKey`]s: a
+    /// replayed step writes into them. Renewed whenever a buffer is replaced.
+    pub(crate) id: u64,
     pub(crate) batch: usize,
     pub(crate) dims: Dims,
     pub(crate) conv: Vec<B::Buffer>,
@@ -114,6 +117,7 @@ impl<B: Backend> State<B> {
             ids: be.zeros(DType::U32, &[batch])?,
         };
         Ok(State {
+            id: unique_id(),
             batch,
             dims,
             conv,
@@ -151,7 +155,8 @@ impl<B: Backend> State<B> {
         })
     }
 
-    /// Overwrites this state with a saved one of the same batch and sizes.
+    /// Overwrites this state with a saved one of the same batch and sizes (in place: the
+    /// buffers are written, not replaced).
     pub fn restore(&mut self, be: &B, host: &HostState) -> Result<()> {
         let conv_shape = [self.batch, self.dims.e, self.dims.k - 1];
         let ssm_shape = [self.batch, self.dims.e, self.dims.n];
@@ -171,8 +176,6 @@ impl<B: Backend> State<B> {
         check("layer count", &[host.conv.len()], &[self.dims.layers])?;
         check("layer count", &[host.ssm.len()], &[self.dims.layers])?;
         check("seen", &[host.seen.len()], &[self.batch])?;
-        let mut conv = Vec::with_capacity(self.dims.layers);
-        let mut ssm = Vec::with_capacity(self.dims.layers);
         for (c, s) in host.conv.iter().zip(&host.ssm) {
             check(
                 "conv_state length",
@@ -184,11 +187,12 @@ impl<B: Backend> State<B> {
                 &[s.len()],
                 &[ssm_shape.iter().product()],
             )?;
-            conv.push(be.upload(HostSlice::F32(c), &conv_shape)?);
-            ssm.push(be.upload(HostSlice::F32(s), &ssm_shape)?);
         }
-        self.conv = conv;
-        self.ssm = ssm;
+        let layers = self.conv.iter_mut().zip(self.ssm.iter_mut());
+        for ((c, s), (hc, hs)) in layers.zip(host.conv.iter().zip(&host.ssm)) {
+            crate::ops::write(be, HostSlice::F32(hc), c)?;
+            crate::ops::write(be, HostSlice::F32(hs), s)?;
+        }
         self.seen = host.seen.clone();
         Ok(())
     }
@@ -196,6 +200,9 @@ impl<B: Backend> State<B> {
     /// Zeroes the state (a fresh start for every sequence).
     pub fn reset(&mut self, be: &B) -> Result<()> {
         let Dims { e, n, k, .. } = self.dims;
+        // New buffers (first, in case an allocation fails half-way): a step captured on
+        // the old ones must not be replayed.
+        self.id = unique_id();
         for c in &mut self.conv {
             *c = be.zeros(DType::F32, &[self.batch, e, k - 1])?;
         }

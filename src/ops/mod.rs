@@ -9,7 +9,7 @@ mod check;
 use crate::backend::{Backend, DeviceBuffer};
 use crate::error::{Error, Result};
 use crate::params::*;
-use crate::tensor::DType;
+use crate::tensor::{DType, HostSlice};
 use check::*;
 
 /// Memory layout of the sequence tensors of the scan and the conv1d.
@@ -437,6 +437,38 @@ pub fn argmax<Bk: Backend>(be: &Bk, x: &Bk::Buffer, out: &mut Bk::Buffer) -> Res
         _pad1: 0,
     };
     be.argmax(&p, x, out)
+}
+
+/// Copies host `data` into the existing buffer `dst`, which must have the same dtype and
+/// element count (it keeps its shape). Unlike [`Backend::upload`] nothing is allocated
+/// and the buffer keeps its address. Ops recorded before the write see the old
+/// contents, ops recorded after it the new ones.
+pub fn write<Bk: Backend>(be: &Bk, data: HostSlice<'_>, dst: &mut Bk::Buffer) -> Result<()> {
+    check_write(&data, dst)?;
+    be.write(data, dst)
+}
+
+/// The checks of [`write`]; each backend's `Backend::write` repeats them, since it can
+/// be called directly.
+pub(crate) fn check_write<B: DeviceBuffer>(data: &HostSlice<'_>, dst: &B) -> Result<()> {
+    const OP: &str = "write";
+    if data.dtype() != dst.dtype() {
+        return Err(Error::DType {
+            op: OP,
+            tensor: "data",
+            got: data.dtype(),
+            expected: dst.dtype().name(),
+        });
+    }
+    if data.len() != dst.numel() {
+        return Err(Error::Shape {
+            op: OP,
+            tensor: "data",
+            got: vec![data.len()],
+            expected: format!("{} elements to fill dst {:?}", dst.numel(), dst.shape()),
+        });
+    }
+    Ok(())
 }
 
 /// Copies `len` elements from `src[src_offset..]` to `dst[dst_offset..]`. Both buffers

@@ -5,7 +5,9 @@ use super::kernels::{
     DECODE_MAX_M, DECODE_ROWS, Kernel, MATMUL_TILE, SCAN_CHANNELS, SCAN_CHUNK, SCAN_MAX_DSTATE,
     SCAN_SEGMENT_STATE_CHUNKS, WDtype,
 };
-use super::{BACKEND, Bind, WgpuBackend, WgpuBuffer, Window, WindowParams, device_err, wdtype};
+use super::{
+    BACKEND, Bind, WgpuBackend, WgpuBuffer, Window, WindowParams, device_err, lock, wdtype,
+};
 use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::ops::{Elementwise, ScanInputs, StateIo, StepInputs};
@@ -38,6 +40,31 @@ impl Backend for WgpuBackend {
             });
         }
         self.new_buffer(data.dtype(), shape, Some(data.as_bytes()))
+    }
+
+    fn write(&self, data: HostSlice<'_>, buf: &mut WgpuBuffer) -> Result<()> {
+        crate::ops::check_write(&data, buf)?;
+        if data.is_empty() {
+            return Ok(());
+        }
+        // A queue write lands at the start of the next submission, so it would overtake
+        // the work recorded before it: submit that first, under the encoder lock so that
+        // no other thread records in between. Odd f16/bf16 counts are padded to the
+        // 4-byte multiple every buffer is allocated with.
+        let bytes = data.as_bytes();
+        let mut pending = lock(&self.encoder);
+        if let Some(enc) = pending.take() {
+            self.queue.submit([enc.finish()]);
+        }
+        if bytes.len().is_multiple_of(4) {
+            self.queue.write_buffer(&buf.buf, 0, bytes);
+        } else {
+            let mut padded = bytes.to_vec();
+            padded.resize(bytes.len().div_ceil(4) * 4, 0);
+            self.queue.write_buffer(&buf.buf, 0, &padded);
+        }
+        drop(pending);
+        self.check()
     }
 
     fn download(&self, buf: &WgpuBuffer) -> Result<HostVec> {

@@ -454,3 +454,90 @@ pub fn scan_cases(big: bool) -> Vec<ScanCase> {
     }
     v
 }
+
+/// `ops::write` into existing buffers: every dtype (odd f16/bf16 lengths too), the shape
+/// kept, ops recorded before the write reading the old contents and ops after it the
+/// new, and the typed errors (a wrong length or dtype changes nothing).
+pub fn check_write<B: Backend>(be: &B) {
+    use mamba_gpu::{DeviceBuffer, Error};
+    let v: Vec<f32> = (0..7).map(|i| i as f32 * 0.5 - 1.25).collect();
+    let h: Vec<f16> = v.iter().map(|&x| f16::from_f32(x)).collect();
+    let hb: Vec<bf16> = v.iter().map(|&x| bf16::from_f32(x)).collect();
+    let u: Vec<u32> = (0..7).map(|i| i * 3 + 1).collect();
+    for data in [
+        HostSlice::F32(&v),
+        HostSlice::F16(&h),
+        HostSlice::BF16(&hb),
+        HostSlice::U32(&u),
+    ] {
+        let mut b = be.zeros(data.dtype(), &[7, 1]).expect("zeros");
+        ops::write(be, data, &mut b).expect("write");
+        assert_eq!(b.shape(), &[7, 1], "{:?}: shape kept", data.dtype());
+        let got = be.download(&b).expect("download");
+        assert_eq!(
+            got.as_slice().as_bytes(),
+            data.as_bytes(),
+            "{:?}",
+            data.dtype()
+        );
+    }
+
+    // Ordered with the ops around it.
+    let n = 300;
+    let mut x = up(be, &vec![1.0; n], &[n]);
+    let mut before = be.zeros(DType::F32, &[n]).unwrap();
+    let mut after = be.zeros(DType::F32, &[n]).unwrap();
+    ops::elementwise(be, Elementwise::Add, &x, Some(&x), &mut before).unwrap();
+    ops::write(be, HostSlice::F32(&vec![2.0; n]), &mut x).unwrap();
+    ops::elementwise(be, Elementwise::Add, &x, Some(&x), &mut after).unwrap();
+    ops::write(be, HostSlice::F32(&vec![5.0; n]), &mut x).unwrap();
+    be.flush().unwrap();
+    assert_eq!(
+        down(be, &before),
+        vec![2.0; n],
+        "op recorded before the write"
+    );
+    assert_eq!(
+        down(be, &after),
+        vec![4.0; n],
+        "op recorded after the write"
+    );
+    assert_eq!(down(be, &x), vec![5.0; n], "the last write wins");
+
+    // Errors name the op and the tensor; the buffer is left as it was.
+    let mut f = up(be, &v, &[7]);
+    let e = ops::write(be, HostSlice::F32(&v[..6]), &mut f).unwrap_err();
+    assert!(
+        matches!(&e, Error::Shape { op: "write", tensor: "data", got, .. } if got == &[6]),
+        "{e}"
+    );
+    assert!(e.to_string().contains("7 elements"), "{e}");
+    let e = ops::write(be, HostSlice::U32(&u), &mut f).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::DType {
+                op: "write",
+                tensor: "data",
+                got: DType::U32,
+                expected: "f32"
+            }
+        ),
+        "{e}"
+    );
+    let e = ops::write(be, HostSlice::F16(&h), &mut f).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::DType {
+                got: DType::F16,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    // The backend method itself checks too (it is public): an error, not a panic.
+    let e = be.write(HostSlice::F32(&v[..3]), &mut f).unwrap_err();
+    assert!(matches!(e, Error::Shape { op: "write", .. }), "{e}");
+    assert_eq!(down(be, &f), v, "failed writes change nothing");
+}

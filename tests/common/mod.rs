@@ -9,6 +9,7 @@
 
 pub mod cases;
 pub mod checks;
+pub mod decode_checks;
 pub mod fixtures;
 pub mod model_fixtures;
 pub mod model_io;

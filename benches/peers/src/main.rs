@@ -606,6 +606,9 @@ impl Backend for Timed {
     fn upload(&self, data: HostSlice<'_>, shape: &[usize]) -> mamba_gpu::Result<Self::Buffer> {
         self.record(|| "upload".into(), || self.inner.upload(data, shape))
     }
+    fn write(&self, data: HostSlice<'_>, buf: &mut Self::Buffer) -> mamba_gpu::Result<()> {
+        self.record(|| "write".into(), || self.inner.write(data, buf))
+    }
     fn download(&self, buf: &Self::Buffer) -> mamba_gpu::Result<HostVec> {
         self.record(|| "download".into(), || self.inner.download(buf))
     }
