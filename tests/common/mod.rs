@@ -9,6 +9,7 @@
 pub mod cases;
 pub mod checks;
 pub mod fixtures;
+pub mod half_io;
 pub mod model_fixtures;
 
 /// The tolerance used everywhere: `|x − y| ≤ max(rel·(|x| + |y|), abs)`, per element.
