@@ -5,17 +5,21 @@
 //! MAMBA_GPU_PEAK_GBS=3350 target/release/deps/cuda_scan-* --bench   # on the GPU machine
 //! ```
 //!
-//! Per shape: median of 20 timed calls after 3 warm-ups, two input sets alternated so
-//! that consecutive calls do not hit in L2, achieved GB/s against the memory floor
-//! `bytes = 4·batch·L·(4·dim + 2·N) + 4·(dim·N + 2·dim)` (f32 I/O, input-dependent B/C,
-//! D, z, delta_bias; design.md), the ratio to `MAMBA_GPU_PEAK_GBS` when set, and the
-//! relative L2 error against the CPU reference. Prints a skip line and exits 0 without a
-//! usable GPU.
+//! Per shape and I/O dtype (f32, and bf16 for u, delta, z, B, C and out): median of 20
+//! timed calls after 3 warm-ups, two input sets alternated so that consecutive calls do
+//! not hit in L2, achieved GB/s against the memory floor
+//! `bytes = s·batch·L·(4·dim + 2·N) + 4·(dim·N + 2·dim)` with `s` the I/O element size
+//! (input-dependent B/C, D, z, delta_bias; design.md), the ratio to `MAMBA_GPU_PEAK_GBS`
+//! when set, the ratio to the exp-unit floor `batch·dim·L·N / MAMBA_GPU_EXP_GPS` (one
+//! exp2 per state update; set it to the device's exp2 rate in G/s, e.g. SMs × 16 per
+//! clock × GHz), and the relative L2 error against the CPU reference (which reads the
+//! same rounded inputs). Prints a skip line and exits 0 without a usable GPU.
 
 use cudarc::driver::sys::CUevent_flags;
+use half::bf16;
 use mamba_gpu::cuda::{CudaBackend, CudaBuffer};
 use mamba_gpu::ops::{self, Layout, ScanInputs, StateIo, StepInputs};
-use mamba_gpu::{Backend, CpuBackend, HostSlice};
+use mamba_gpu::{Backend, CpuBackend, DType, HostSlice};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -62,25 +66,34 @@ struct Dev<B: Backend> {
     bias: B::Buffer,
 }
 
+/// Uploads the inputs, the sequence tensors and B/C in the I/O dtype `io` (f32 or bf16).
 fn upload<B: Backend>(
     be: &B,
     h: &Host,
     [batch, dim, len, n]: [usize; 4],
     layout: Layout,
+    io: DType,
 ) -> Dev<B> {
     let (seq, bc) = match layout {
         Layout::ChannelMajor => (vec![batch, dim, len], vec![batch, n, len]),
         Layout::TokenMajor => (vec![batch, len, dim], vec![batch, len, n]),
     };
     let up = |v: &[f32], s: &[usize]| be.upload(HostSlice::F32(v), s).expect("upload");
+    let up_io = |v: &[f32], s: &[usize]| match io {
+        DType::BF16 => {
+            let h: Vec<bf16> = v.iter().map(|&x| bf16::from_f32(x)).collect();
+            be.upload(HostSlice::BF16(&h), s).expect("upload")
+        }
+        _ => up(v, s),
+    };
     Dev {
-        u: up(&h.u, &seq),
-        delta: up(&h.delta, &seq),
+        u: up_io(&h.u, &seq),
+        delta: up_io(&h.delta, &seq),
         a: up(&h.a, &[dim, n]),
-        b: up(&h.b, &bc),
-        c: up(&h.c, &bc),
+        b: up_io(&h.b, &bc),
+        c: up_io(&h.c, &bc),
         d: up(&h.d, &[dim]),
-        z: up(&h.z, &seq),
+        z: up_io(&h.z, &seq),
         bias: up(&h.bias, &[dim]),
     }
 }
@@ -147,9 +160,9 @@ fn main() {
         }
     };
     be.precompile().expect("compile kernels");
-    let peak: Option<f64> = std::env::var("MAMBA_GPU_PEAK_GBS")
-        .ok()
-        .and_then(|v| v.parse().ok());
+    let env = |k: &str| -> Option<f64> { std::env::var(k).ok().and_then(|v| v.parse().ok()) };
+    let peak = env("MAMBA_GPU_PEAK_GBS");
+    let exp_gps = env("MAMBA_GPU_EXP_GPS");
     println!(
         "device: {} (sm_{}{}); peak {}",
         be.device_name(),
@@ -160,8 +173,8 @@ fn main() {
         ))
     );
     println!(
-        "{:<22} {:<6} {:>10} {:>10} {:>8} {:>10}",
-        "scan BxDxLxN", "layout", "ms", "GB/s", "x floor", "rel L2"
+        "{:<22} {:<6} {:<5} {:>10} {:>10} {:>8} {:>8} {:>10}",
+        "scan BxDxLxN", "layout", "io", "ms", "GB/s", "x floor", "x exp", "rel L2"
     );
     let cpu = CpuBackend::new();
     for shape in [
@@ -171,7 +184,10 @@ fn main() {
         [1, 2560, 8192, 16],
     ] {
         let [batch, dim, len, n] = shape;
-        for layout in [Layout::ChannelMajor, Layout::TokenMajor] {
+        for (layout, io) in [Layout::ChannelMajor, Layout::TokenMajor]
+            .into_iter()
+            .flat_map(|l| [(l, DType::F32), (l, DType::BF16)])
+        {
             let seq = match layout {
                 Layout::ChannelMajor => vec![batch, dim, len],
                 Layout::TokenMajor => vec![batch, len, dim],
@@ -179,39 +195,43 @@ fn main() {
             let hosts = [host(1, shape), host(2, shape)];
             let devs: Vec<Dev<CudaBackend>> = hosts
                 .iter()
-                .map(|h| upload(&be, h, shape, layout))
+                .map(|h| upload(&be, h, shape, layout, io))
                 .collect();
-            let mut out: CudaBuffer = be.zeros(mamba_gpu::DType::F32, &seq).expect("zeros");
-            let mut state = be
-                .zeros(mamba_gpu::DType::F32, &[batch, dim, n])
-                .expect("zeros");
+            let mut out: CudaBuffer = be.zeros(io, &seq).expect("zeros");
+            let mut state = be.zeros(DType::F32, &[batch, dim, n]).expect("zeros");
             let ms = time_ms(&be, |i| {
                 scan(&be, &devs[i % 2], layout, &mut state, &mut out)
             });
-            // Check the last call (input set 1) against the CPU reference.
+            // Check the last call (input set 1) against the CPU reference, which gets the
+            // same (rounded) inputs and rounds its out the same way.
             let got = be.download(&out).expect("download").to_f32();
-            let ref_in = upload(&cpu, &hosts[(ITERS - 1) % 2], shape, layout);
-            let mut ref_out = cpu.zeros(mamba_gpu::DType::F32, &seq).expect("zeros");
-            let mut ref_state = cpu
-                .zeros(mamba_gpu::DType::F32, &[batch, dim, n])
-                .expect("zeros");
+            let ref_in = upload(&cpu, &hosts[(ITERS - 1) % 2], shape, layout, io);
+            let mut ref_out = cpu.zeros(io, &seq).expect("zeros");
+            let mut ref_state = cpu.zeros(DType::F32, &[batch, dim, n]).expect("zeros");
             scan(&cpu, &ref_in, layout, &mut ref_state, &mut ref_out);
             let err = rel_l2(&got, &cpu.download(&ref_out).expect("download").to_f32());
+            let s = io.size() as f64;
             let bytes =
-                4.0 * (batch * len * (4 * dim + 2 * n)) as f64 + 4.0 * (dim * n + 2 * dim) as f64;
+                s * (batch * len * (4 * dim + 2 * n)) as f64 + 4.0 * (dim * n + 2 * dim) as f64;
             let gbs = bytes / (ms * 1e-3) / 1e9;
             let ratio = peak.map_or("-".to_string(), |p| format!("{:.2}", p / gbs));
+            let exp_ratio = exp_gps.map_or("-".to_string(), |g| {
+                let floor_ms = (batch * dim * len * n) as f64 / (g * 1e9) * 1e3;
+                format!("{:.2}", ms / floor_ms)
+            });
             println!(
-                "{:<22} {:<6} {:>10.4} {:>10.1} {:>8} {:>10.2e}",
+                "{:<22} {:<6} {:<5} {:>10.4} {:>10.1} {:>8} {:>8} {:>10.2e}",
                 format!("{batch}x{dim}x{len}x{n}"),
                 if layout == Layout::ChannelMajor {
                     "chan"
                 } else {
                     "token"
                 },
+                format!("{io:?}").to_lowercase(),
                 ms,
                 gbs,
                 ratio,
+                exp_ratio,
                 err
             );
         }
@@ -235,9 +255,7 @@ fn main() {
         let z = up(v(batch * dim, -2.0, 2.0), &[batch, dim]);
         let bias = up(v(dim, 0.0, 0.5), &[dim]);
         let mut state = up(v(batch * dim * n, -1.0, 1.0), &[batch, dim, n]);
-        let mut out = be
-            .zeros(mamba_gpu::DType::F32, &[batch, dim])
-            .expect("zeros");
+        let mut out = be.zeros(DType::F32, &[batch, dim]).expect("zeros");
         let inputs = StepInputs {
             x: &x,
             dt: &dt,

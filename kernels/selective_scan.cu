@@ -1,5 +1,13 @@
-// Selective scan (Mamba-1 forward), f32 I/O, f32 math.
+// Selective scan (Mamba-1 forward): f32, f16 or bf16 I/O, f32 math.
 // CPU mirror: src/cpu/scan.rs::selective_scan. Launched from src/cuda/launch.rs.
+//
+// Entry points selective_scan_f32 / _f16 / _bf16 instantiate one template on the I/O
+// element type T of u, delta, z, B, C and out (ops/check.rs makes them share it). A, D,
+// delta_bias and the state stay float. Every value is widened to f32 as it is loaded and
+// only `out` is rounded back to T (to nearest-even), so the half variants do the same
+// arithmetic as the f32 one on half the bytes of the sequence tensors, which bound the
+// scan. No CUDA headers: NVRTC from pip ships none, so conversions are inline PTX `cvt`
+// (f16) and bit operations (bf16), as in embedding.cu.
 //
 // Per batch b, channel d, state n, time t:
 //   dt  = softplus?(delta[b,d,t] + delta_bias[d])
@@ -10,11 +18,12 @@
 // row) and walks the sequence in chunks of CHUNK = NT * ITEMS time steps. Each of the
 // NT threads of a channel row holds ITEMS consecutive time steps in registers:
 //   * u, delta (and at the end z) are loaded once per chunk; where the time stride is 1
-//     and 16-byte aligned they are loaded as float4 (a warp reads 1 KiB contiguous),
-//     otherwise (TokenMajor: time stride = dim) one scalar at a time.
-//   * B and C of the chunk are staged in shared memory, NS states at a time, once for
-//     all CPB channels of the block when those channels share one group; otherwise each
-//     row reads them through L1/L2.
+//     and 16-byte aligned they are loaded 16 bytes at a time (two float4 for f32, one
+//     uint4 of 8 halves for f16/bf16; a warp reads 1 KiB or 512 B contiguous), otherwise
+//     (TokenMajor: time stride = dim) one scalar at a time. `out` is stored the same way.
+//   * B and C of the chunk are staged in shared memory (widened to f32), NS states at a
+//     time, once for all CPB channels of the block when those channels share one group;
+//     otherwise each row reads them through L1/L2.
 //   * ITEMS = 8 steps per thread keeps the shuffle work per step low (the scan across
 //     the warp costs 12 shuffles per thread per state, whatever ITEMS is), so the
 //     exp2 unit rather than the shuffles bounds the compute.
@@ -40,7 +49,7 @@ struct ScanParams {
 
 #define NT 64                 // threads per channel (along time)
 #define NW (NT / 32)          // warps per channel
-#define ITEMS 8               // time steps per thread (two float4 per tensor)
+#define ITEMS 8               // time steps per thread (16 or 32 bytes per tensor)
 #define CHUNK (NT * ITEMS)    // time steps per chunk
 #define CPB 4                 // channels per block
 #define NS 8                  // states staged in shared memory at a time
@@ -58,38 +67,124 @@ __device__ __forceinline__ float silu_f(float x) {
     return x / (1.f + expf(-x));
 }
 
+// The 16-bit I/O types: raw bits (f16 IEEE half, bf16 the top half of an f32).
+struct F16 { unsigned short bits; };
+struct BF16 { unsigned short bits; };
+
+__device__ __forceinline__ float to_f32(float v) { return v; }
+__device__ __forceinline__ float to_f32(F16 v) {
+    float f;
+    asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(v.bits));
+    return f;
+}
+__device__ __forceinline__ float to_f32(BF16 v) {
+    return __uint_as_float(((unsigned int)v.bits) << 16);
+}
+__device__ __forceinline__ float f16_lo(unsigned int w) {
+    return to_f32(F16{(unsigned short)(w & 0xffffu)});
+}
+__device__ __forceinline__ float f16_hi(unsigned int w) {
+    return to_f32(F16{(unsigned short)(w >> 16)});
+}
+
+__device__ __forceinline__ unsigned short f32_to_f16_bits(float f) {
+    unsigned short h;
+    asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(f));
+    return h;
+}
+// Round to nearest-even in integer arithmetic (cvt.rn.bf16.f32 needs sm_80; this runs
+// anywhere). NaN stays NaN (quietened); overflow rounds to infinity as it should.
+__device__ __forceinline__ unsigned short f32_to_bf16_bits(float f) {
+    unsigned int x = __float_as_uint(f);
+    if ((x & 0x7fffffffu) > 0x7f800000u) return (unsigned short)((x >> 16) | 0x40u);
+    x += 0x7fffu + ((x >> 16) & 1u);
+    return (unsigned short)(x >> 16);
+}
+
+// One element, widened to f32.
+template <typename T>
+__device__ __forceinline__ float ld(const T* __restrict__ p, size_t i) { return to_f32(p[i]); }
+
+// One element, rounded to the I/O type.
+__device__ __forceinline__ void st1(float* p, size_t i, float v) { p[i] = v; }
+__device__ __forceinline__ void st1(F16* p, size_t i, float v) { p[i].bits = f32_to_f16_bits(v); }
+__device__ __forceinline__ void st1(BF16* p, size_t i, float v) { p[i].bits = f32_to_bf16_bits(v); }
+
+static_assert(ITEMS == 8, "load8/store8 move exactly ITEMS = 8 elements");
+
+// Eight consecutive elements at a 16-byte aligned address, as f32 (f32: two float4;
+// f16/bf16: one uint4, element 2k in the low half of word k, little-endian).
+__device__ __forceinline__ void load8(const float* p, float v[8]) {
+    float4 a = *reinterpret_cast<const float4*>(p);
+    float4 b = *reinterpret_cast<const float4*>(p + 4);
+    v[0] = a.x; v[1] = a.y; v[2] = a.z; v[3] = a.w;
+    v[4] = b.x; v[5] = b.y; v[6] = b.z; v[7] = b.w;
+}
+__device__ __forceinline__ void load8(const F16* p, float v[8]) {
+    uint4 q = *reinterpret_cast<const uint4*>(p);
+    v[0] = f16_lo(q.x); v[1] = f16_hi(q.x); v[2] = f16_lo(q.y); v[3] = f16_hi(q.y);
+    v[4] = f16_lo(q.z); v[5] = f16_hi(q.z); v[6] = f16_lo(q.w); v[7] = f16_hi(q.w);
+}
+__device__ __forceinline__ void load8(const BF16* p, float v[8]) {
+    uint4 q = *reinterpret_cast<const uint4*>(p);
+    v[0] = __uint_as_float(q.x << 16); v[1] = __uint_as_float(q.x & 0xffff0000u);
+    v[2] = __uint_as_float(q.y << 16); v[3] = __uint_as_float(q.y & 0xffff0000u);
+    v[4] = __uint_as_float(q.z << 16); v[5] = __uint_as_float(q.z & 0xffff0000u);
+    v[6] = __uint_as_float(q.w << 16); v[7] = __uint_as_float(q.w & 0xffff0000u);
+}
+
+// Eight consecutive elements to a 16-byte aligned address, rounded to the I/O type.
+__device__ __forceinline__ void store8(float* p, const float v[8]) {
+    *reinterpret_cast<float4*>(p) = make_float4(v[0], v[1], v[2], v[3]);
+    *reinterpret_cast<float4*>(p + 4) = make_float4(v[4], v[5], v[6], v[7]);
+}
+__device__ __forceinline__ unsigned int pack_f16(float lo, float hi) {
+    return (unsigned int)f32_to_f16_bits(lo) | ((unsigned int)f32_to_f16_bits(hi) << 16);
+}
+__device__ __forceinline__ unsigned int pack_bf16(float lo, float hi) {
+    return (unsigned int)f32_to_bf16_bits(lo) | ((unsigned int)f32_to_bf16_bits(hi) << 16);
+}
+__device__ __forceinline__ void store8(F16* p, const float v[8]) {
+    *reinterpret_cast<uint4*>(p) = make_uint4(pack_f16(v[0], v[1]), pack_f16(v[2], v[3]),
+                                              pack_f16(v[4], v[5]), pack_f16(v[6], v[7]));
+}
+__device__ __forceinline__ void store8(BF16* p, const float v[8]) {
+    *reinterpret_cast<uint4*>(p) = make_uint4(pack_bf16(v[0], v[1]), pack_bf16(v[2], v[3]),
+                                              pack_bf16(v[4], v[5]), pack_bf16(v[6], v[7]));
+}
+
 // Loads ITEMS consecutive time steps starting at time t0 of the sequence at `base`.
-// Positions at or past `len` read as 0.
-__device__ __forceinline__ void load_items(const float* __restrict__ p, unsigned int base,
+// Positions at or past `len` read as 0. `vec`: time stride 1 and `base` a multiple of
+// 16 bytes (t0 is a multiple of ITEMS, so p + base + t0 is too).
+template <typename T>
+__device__ __forceinline__ void load_items(const T* __restrict__ p, unsigned int base,
                                            unsigned int st, unsigned int t0,
                                            unsigned int len, bool vec, float v[ITEMS]) {
     if (vec && t0 + ITEMS <= len) {
-#pragma unroll
-        for (int j = 0; j < ITEMS / 4; ++j) {
-            float4 q = *reinterpret_cast<const float4*>(p + base + t0 + 4 * j);
-            v[4 * j] = q.x; v[4 * j + 1] = q.y; v[4 * j + 2] = q.z; v[4 * j + 3] = q.w;
-        }
+        load8(p + base + t0, v);
     } else {
 #pragma unroll
         for (int i = 0; i < ITEMS; ++i) {
             unsigned int t = t0 + i;
-            v[i] = t < len ? p[base + (size_t)t * st] : 0.f;
+            v[i] = t < len ? ld(p, base + (size_t)t * st) : 0.f;
         }
     }
 }
 
-extern "C" __global__ void __launch_bounds__(NT * CPB)
-selective_scan(ScanParams p,
-               const float* __restrict__ u,       // (batch, dim, L) via x strides
-               const float* __restrict__ delta,   // like u
-               const float* __restrict__ A,       // (dim, N)
-               const float* __restrict__ Bm,      // (batch, G, N, L) via b strides
-               const float* __restrict__ Cm,      // (batch, G, N, L) via c strides
-               const float* __restrict__ Dv,      // (dim) or unused
-               const float* __restrict__ z,       // like u, or unused
-               const float* __restrict__ delta_bias,  // (dim) or unused
-               float* __restrict__ state,         // (batch, dim, N) or unused
-               float* __restrict__ out)           // like u
+// The scan for I/O element type T (float, F16 or BF16); the body of every entry point.
+template <typename T>
+__device__ __forceinline__ void
+scan_impl(const ScanParams& p,
+          const T* __restrict__ u,               // (batch, dim, L) via x strides
+          const T* __restrict__ delta,           // like u
+          const float* __restrict__ A,           // (dim, N)
+          const T* __restrict__ Bm,              // (batch, G, N, L) via b strides, or (dim, N)
+          const T* __restrict__ Cm,              // like Bm, via c strides
+          const float* __restrict__ Dv,          // (dim) or unused
+          const T* __restrict__ z,               // like u, or unused
+          const float* __restrict__ delta_bias,  // (dim) or unused
+          float* __restrict__ state,             // (batch, dim, N) or unused
+          T* __restrict__ out)                   // like u
 {
     __shared__ float4 sB[NS][CHUNK / 4];
     __shared__ float4 sC[NS][CHUNK / 4];
@@ -109,7 +204,10 @@ selective_scan(ScanParams p,
     const unsigned int tid = row * NT + lane_t;
 
     const unsigned int xbase = b * p.x_sb + dc * p.x_sd;
-    const bool xvec = p.x_st == 1 && (p.x_sd % 4 == 0) && (p.x_sb % 4 == 0);
+    // Elements per 16 bytes: every row's base (and so every t0) is 16-byte aligned when
+    // the channel and batch strides are multiples of it (allocations are 256-aligned).
+    const unsigned int vec_elems = 16 / sizeof(T);
+    const bool xvec = p.x_st == 1 && (p.x_sd % vec_elems == 0) && (p.x_sb % vec_elems == 0);
 
     // B/C of this row's group, and whether the whole block shares one group.
     const unsigned int d_last = min(d0 + CPB, p.dim) - 1;
@@ -157,14 +255,14 @@ selective_scan(ScanParams p,
                         unsigned int tt = p.b_st == 1 ? k % CHUNK : k / ns;
                         unsigned int t = c0 + tt;
                         fb[nn * CHUNK + tt] = t < L
-                            ? Bm[bbase0 + (n0 + nn) * p.b_sn + (size_t)t * p.b_st] : 0.f;
+                            ? ld(Bm, bbase0 + (n0 + nn) * p.b_sn + (size_t)t * p.b_st) : 0.f;
                     }
                     if (stage_c) {
                         unsigned int nn = p.c_st == 1 ? k / CHUNK : k % ns;
                         unsigned int tt = p.c_st == 1 ? k % CHUNK : k / ns;
                         unsigned int t = c0 + tt;
                         fc[nn * CHUNK + tt] = t < L
-                            ? Cm[cbase0 + (n0 + nn) * p.c_sn + (size_t)t * p.c_st] : 0.f;
+                            ? ld(Cm, cbase0 + (n0 + nn) * p.c_sn + (size_t)t * p.c_st) : 0.f;
                     }
                 }
             }
@@ -186,7 +284,8 @@ selective_scan(ScanParams p,
                 } else {
 #pragma unroll
                     for (int i = 0; i < ITEMS; ++i)
-                        bv[i] = (t0 + i < L) ? Bm[bbase + n * p.b_sn + (size_t)(t0 + i) * p.b_st] : 0.f;
+                        bv[i] = (t0 + i < L)
+                            ? ld(Bm, bbase + n * p.b_sn + (size_t)(t0 + i) * p.b_st) : 0.f;
                 }
                 if (stage_c) {
 #pragma unroll
@@ -197,7 +296,8 @@ selective_scan(ScanParams p,
                 } else {
 #pragma unroll
                     for (int i = 0; i < ITEMS; ++i)
-                        cv[i] = (t0 + i < L) ? Cm[cbase + n * p.c_sn + (size_t)(t0 + i) * p.c_st] : 0.f;
+                        cv[i] = (t0 + i < L)
+                            ? ld(Cm, cbase + n * p.c_sn + (size_t)(t0 + i) * p.c_st) : 0.f;
                 }
 
                 // Discretise and combine this thread's steps.
@@ -254,14 +354,11 @@ selective_scan(ScanParams p,
         }
         if (ch_ok) {
             if (xvec && t0 + ITEMS <= L) {
-#pragma unroll
-                for (int j = 0; j < ITEMS / 4; ++j)
-                    *reinterpret_cast<float4*>(out + xbase + t0 + 4 * j) =
-                        make_float4(y[4 * j], y[4 * j + 1], y[4 * j + 2], y[4 * j + 3]);
+                store8(out + xbase + t0, y);
             } else {
 #pragma unroll
                 for (int i = 0; i < ITEMS; ++i)
-                    if (t0 + i < L) out[xbase + (size_t)(t0 + i) * p.x_st] = y[i];
+                    if (t0 + i < L) st1(out, xbase + (size_t)(t0 + i) * p.x_st, y[i]);
             }
         }
     }
@@ -272,4 +369,31 @@ selective_scan(ScanParams p,
             for (unsigned int n = lane_t; n < N; n += NT)
                 state[((size_t)b * p.dim + d) * N + n] = carry[row * N + n];
     }
+}
+
+// Entry points, one per I/O type (launch.rs picks by the dtype of `out`). Parameter
+// lists differ only in the element type of u, delta, B, C, z and out.
+extern "C" __global__ void __launch_bounds__(NT * CPB)
+selective_scan_f32(ScanParams p, const float* __restrict__ u, const float* __restrict__ delta,
+                   const float* __restrict__ A, const float* __restrict__ Bm,
+                   const float* __restrict__ Cm, const float* __restrict__ Dv,
+                   const float* __restrict__ z, const float* __restrict__ delta_bias,
+                   float* __restrict__ state, float* __restrict__ out) {
+    scan_impl<float>(p, u, delta, A, Bm, Cm, Dv, z, delta_bias, state, out);
+}
+extern "C" __global__ void __launch_bounds__(NT * CPB)
+selective_scan_f16(ScanParams p, const F16* __restrict__ u, const F16* __restrict__ delta,
+                   const float* __restrict__ A, const F16* __restrict__ Bm,
+                   const F16* __restrict__ Cm, const float* __restrict__ Dv,
+                   const F16* __restrict__ z, const float* __restrict__ delta_bias,
+                   float* __restrict__ state, F16* __restrict__ out) {
+    scan_impl<F16>(p, u, delta, A, Bm, Cm, Dv, z, delta_bias, state, out);
+}
+extern "C" __global__ void __launch_bounds__(NT * CPB)
+selective_scan_bf16(ScanParams p, const BF16* __restrict__ u, const BF16* __restrict__ delta,
+                    const float* __restrict__ A, const BF16* __restrict__ Bm,
+                    const BF16* __restrict__ Cm, const float* __restrict__ Dv,
+                    const BF16* __restrict__ z, const float* __restrict__ delta_bias,
+                    float* __restrict__ state, BF16* __restrict__ out) {
+    scan_impl<BF16>(p, u, delta, A, Bm, Cm, Dv, z, delta_bias, state, out);
 }

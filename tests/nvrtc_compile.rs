@@ -16,7 +16,14 @@ const ARCHS: &[(i32, i32)] = &[(8, 0), (9, 0)];
 
 /// Kernel entry points each file must export (what src/cuda/launch.rs loads).
 const ENTRY_POINTS: &[(&str, &[&str])] = &[
-    ("selective_scan", &["selective_scan"]),
+    (
+        "selective_scan",
+        &[
+            "selective_scan_f32",
+            "selective_scan_f16",
+            "selective_scan_bf16",
+        ],
+    ),
     ("selective_state_update", &["selective_state_update"]),
     (
         "causal_conv1d",

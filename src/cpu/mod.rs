@@ -12,6 +12,8 @@ mod norm;
 mod scan;
 mod scan_lanes;
 
+use std::borrow::Cow;
+
 use half::{bf16, f16};
 
 use crate::backend::{Backend, DeviceBuffer};
@@ -79,6 +81,33 @@ impl CpuBuffer {
             HostVec::BF16(v) => Ok(Floats::BF16(v)),
             HostVec::U32(_) => Err(self.internal_dtype("a float type")),
         }
+    }
+
+    /// A float buffer as f32: borrowed when it is f32, widened into a copy when it is
+    /// f16/bf16 (exact: every half value is an f32). The scan's half-I/O path reads its
+    /// sequence tensors through this, so the f32 path pays nothing.
+    fn widened(&self) -> Result<Cow<'_, [f32]>> {
+        Ok(match self.floats()? {
+            Floats::F32(v) => Cow::Borrowed(v),
+            f => {
+                let mut v = vec![0f32; f.len()];
+                f.read_into(0, &mut v);
+                Cow::Owned(v)
+            }
+        })
+    }
+
+    /// Stores f32 values into a float buffer of the same length, rounded to nearest-even
+    /// when the buffer is f16/bf16 (`half`'s conversions, which round that way).
+    fn store_f32(&mut self, src: &[f32]) -> Result<()> {
+        use half::slice::HalfFloatSliceExt;
+        match &mut self.data {
+            HostVec::F32(v) => v.copy_from_slice(src),
+            HostVec::F16(v) => v.convert_from_f32_slice(src),
+            HostVec::BF16(v) => v.convert_from_f32_slice(src),
+            HostVec::U32(_) => return Err(self.internal_dtype("a float type")),
+        }
+        Ok(())
     }
 
     // Unreachable after `ops` validation; an error rather than a panic all the same.
@@ -170,6 +199,23 @@ impl CpuBackend {
 
     pub fn precision(&self) -> Precision {
         self.precision
+    }
+
+    /// The scan on f32 slices, in this backend's precision.
+    fn scan_f32(
+        &self,
+        p: &ScanParams,
+        inputs: &scan::ScanSlices<'_>,
+        state: Option<&mut [f32]>,
+        out: &mut [f32],
+    ) {
+        match self.precision {
+            Precision::Exact => scan::selective_scan::<f64>(p, inputs, state, out),
+            Precision::Fast if scan_lanes::applies(p) => {
+                scan_lanes::selective_scan(p, inputs, state, out)
+            }
+            Precision::Fast => scan::selective_scan::<f32>(p, inputs, state, out),
+        }
     }
 }
 
@@ -329,6 +375,10 @@ impl Backend for CpuBackend {
         Ok(())
     }
 
+    /// f32 I/O runs on the buffers as they are. f16/bf16 I/O (validated by `ops`: u,
+    /// delta, z, B, C and out share it) is widened to f32 copies, scanned by the same
+    /// code, and `out` rounded once at the end: the reference the CUDA half-I/O kernels,
+    /// which also compute in f32 and round only `out`, are tested against.
     fn selective_scan(
         &self,
         p: &ScanParams,
@@ -336,25 +386,31 @@ impl Backend for CpuBackend {
         mut state: StateIo<'_, CpuBuffer>,
         out: &mut CpuBuffer,
     ) -> Result<()> {
+        let (u, delta, b, c) = (
+            i.u.widened()?,
+            i.delta.widened()?,
+            i.b.widened()?,
+            i.c.widened()?,
+        );
+        let z = i.z.map(CpuBuffer::widened).transpose()?;
         let inputs = scan::ScanSlices {
-            u: i.u.f32()?,
-            delta: i.delta.f32()?,
+            u: &u,
+            delta: &delta,
             a: i.a.f32()?,
-            b: i.b.f32()?,
-            c: i.c.f32()?,
+            b: &b,
+            c: &c,
             d: opt_f32(i.d)?,
-            z: opt_f32(i.z)?,
+            z: z.as_deref(),
             delta_bias: opt_f32(i.delta_bias)?,
         };
         let state = state.buffer().map(CpuBuffer::f32_mut).transpose()?;
-        match self.precision {
-            Precision::Exact => scan::selective_scan::<f64>(p, &inputs, state, out.f32_mut()?),
-            Precision::Fast if scan_lanes::applies(p) => {
-                scan_lanes::selective_scan(p, &inputs, state, out.f32_mut()?)
-            }
-            Precision::Fast => scan::selective_scan::<f32>(p, &inputs, state, out.f32_mut()?),
+        if out.dtype() == DType::F32 {
+            self.scan_f32(p, &inputs, state, out.f32_mut()?);
+            return Ok(());
         }
-        Ok(())
+        let mut wide = vec![0f32; out.numel()];
+        self.scan_f32(p, &inputs, state, &mut wide);
+        out.store_f32(&wide)
     }
 
     fn selective_state_update(

@@ -7,7 +7,8 @@
 //! The loops are generic over the arithmetic type: `f64` with libm's `exp` is the exact
 //! reference ([`crate::cpu::Precision::Exact`]); `f32` with [`fast_exp`] (≈2 ulp, and
 //! vectorisable over the state dimension) is the fast mode users run models with
-//! ([`crate::cpu::Precision::Fast`]). Inputs and outputs are f32 either way.
+//! ([`crate::cpu::Precision::Fast`]). Inputs and outputs are f32 either way: f16/bf16 scan
+//! I/O is widened before these loops and `out` rounded after them (`cpu/mod.rs`).
 
 use rayon::prelude::*;
 

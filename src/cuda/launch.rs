@@ -106,6 +106,42 @@ const SCAN_STATIC_SMEM: u32 =
 /// Static + dynamic shared memory a block may use without an opt-in.
 const SMEM_LIMIT: u32 = 48 * 1024;
 
+/// The scan entry point for an I/O dtype (the dtype of `out`, which `ops` made u,
+/// delta, z, B and C share).
+fn scan_kernel(io: DType) -> Result<&'static str> {
+    match io {
+        DType::F32 => Ok("selective_scan_f32"),
+        DType::F16 => Ok("selective_scan_f16"),
+        DType::BF16 => Ok("selective_scan_bf16"),
+        DType::U32 => Err(Error::DType {
+            op: "selective_scan",
+            tensor: "out",
+            got: io,
+            expected: "f32, f16 or bf16",
+        }),
+    }
+}
+
+/// Pushes a sequence tensor of the scan, refusing one whose dtype is not the I/O dtype:
+/// unreachable after `ops`, but it is what makes the kernel's element type right.
+fn push_io<'a>(
+    a: &mut LaunchArgs<'a>,
+    name: &'static str,
+    t: &'a CudaBuffer,
+    io: DType,
+) -> Result<()> {
+    if t.dtype != io {
+        return Err(Error::DType {
+            op: "selective_scan",
+            tensor: name,
+            got: t.dtype,
+            expected: "the I/O dtype of the scan (the dtype of `out`)",
+        });
+    }
+    push(a, t);
+    Ok(())
+}
+
 pub(super) fn selective_scan(
     be: &CudaBackend,
     p: &ScanParams,
@@ -132,7 +168,9 @@ pub(super) fn selective_scan(
             why: format!("batch {} exceeds the CUDA grid's 65535", p.batch),
         });
     }
-    let f = be.function(&SELECTIVE_SCAN, "selective_scan")?;
+    let io = out.dtype;
+    let name = scan_kernel(io)?;
+    let f = be.function(&SELECTIVE_SCAN, name)?;
     let cfg = LaunchConfig {
         grid_dim: (p.dim.div_ceil(SCAN_CPB), p.batch, 1),
         block_dim: (SCAN_NT, SCAN_CPB, 1),
@@ -140,11 +178,18 @@ pub(super) fn selective_scan(
     };
     let mut a = be.cur().launch_builder(&f);
     a.arg(p);
-    for t in [i.u, i.delta, i.a, i.b, i.c] {
-        a.arg(t.f32()?);
-    }
+    push_io(&mut a, "u", i.u, io)?;
+    push_io(&mut a, "delta", i.delta, io)?;
+    a.arg(i.a.f32()?);
+    push_io(&mut a, "B", i.b, io)?;
+    push_io(&mut a, "C", i.c, io)?;
     push_opt(&mut a, i.d, &be.dummy);
-    push_opt(&mut a, i.z, &be.dummy);
+    match i.z {
+        Some(z) => push_io(&mut a, "z", z, io)?,
+        None => {
+            a.arg(&be.dummy);
+        }
+    }
     push_opt(&mut a, i.delta_bias, &be.dummy);
     match state {
         Some(s) => {
@@ -154,16 +199,24 @@ pub(super) fn selective_scan(
             a.arg(&be.dummy);
         }
     }
-    a.arg(out.f32_mut()?);
-    // SAFETY: selective_scan(ScanParams p, const float* u, delta, A, B, C, D, z,
-    // delta_bias, float* state, float* out): 11 arguments in that order, all f32
-    // buffers (checked by `f32()` above). `p` was built by ops::selective_scan from
-    // these buffers, so every index the kernel forms from p's sizes and strides is in
-    // bounds; D / z / delta_bias / state are read or written only when has_d / has_z /
-    // has_delta_bias / state_mode say they were given. The grid covers ceil(dim/4)
-    // channel blocks x batch, with (64, 4) threads as the kernel's NT and CPB expect,
-    // and the dynamic shared memory holds its carry[CPB][dstate].
-    unsafe { a.launch(cfg) }.map_err(launch_err("selective_scan"))?;
+    push_mut(&mut a, out);
+    // SAFETY: selective_scan_<io>(ScanParams p, const T* u, const T* delta,
+    // const float* A, const T* B, const T* C, const float* D, const T* z,
+    // const float* delta_bias, float* state, T* out): 11 arguments in that order, with
+    // T = float / F16 / BF16 the entry point `scan_kernel` chose from out's dtype, and
+    // u, delta, B, C, z pushed only after `push_io` checked they have that dtype (f16
+    // and bf16 storage is 16-bit words, the layout of the kernel's F16/BF16 structs);
+    // A, D, delta_bias, state are f32 (`f32()` / ops). The one absent-z dummy is f32,
+    // but the kernel never reads z unless has_z. `p` was built by ops::selective_scan
+    // from these buffers, so every index the kernel forms from p's sizes and strides is
+    // in bounds; D / z / delta_bias / state are read or written only when has_d /
+    // has_z / has_delta_bias / state_mode say they were given. The 16-byte vector loads
+    // and stores happen only where the kernel checked time stride 1 and channel/batch
+    // strides that are multiples of 16 bytes, on allocations cudarc aligns to 256
+    // bytes. The grid covers ceil(dim/4) channel blocks x batch, with (64, 4) threads as
+    // the kernel's NT and CPB expect, and the dynamic shared memory holds its
+    // carry[CPB][dstate].
+    unsafe { a.launch(cfg) }.map_err(launch_err(name))?;
     Ok(())
 }
 

@@ -131,15 +131,33 @@ pub(super) fn check_numel<B: DeviceBuffer>(
     to_u32(op, name, b.numel()).map(|_| ())
 }
 
+/// Checks that a sequence tensor of the scan has the I/O dtype (the dtype of `out`).
+/// The expected text names that dtype, so a mixed-precision call says what to convert to.
+pub(super) fn check_io<B: DeviceBuffer>(
+    op: &'static str,
+    name: &'static str,
+    t: &B,
+    io: DType,
+) -> Result<()> {
+    let expected = match io {
+        DType::F16 => "f16, the I/O dtype of this call (the dtype of `out`)",
+        DType::BF16 => "bf16, the I/O dtype of this call (the dtype of `out`)",
+        _ => "f32, the I/O dtype of this call (the dtype of `out`)",
+    };
+    check_dtype(op, name, t, &[io], expected)
+}
+
 /// Strides of B or C in the scan: (batch, group, state, time, channels per group).
+/// B and C have the I/O dtype `io` in every shape, time-invariant `(dim, N)` included.
 pub(super) fn scan_bc_strides<B: DeviceBuffer>(
     name: &'static str,
     t: &B,
+    io: DType,
     layout: Layout,
     (batch, dim, len, n): (usize, usize, usize, usize),
 ) -> Result<[usize; 5]> {
     const OP: &str = "selective_scan";
-    check_f32(OP, name, t)?;
+    check_io(OP, name, t, io)?;
     let s = t.shape();
     let g = match (s.len(), layout) {
         (2, _) => {
@@ -218,7 +236,11 @@ pub(super) fn check_scan<B: DeviceBuffer>(
 ) -> Result<ScanParams> {
     const OP: &str = "selective_scan";
     let layout = i.layout;
-    check_f32(OP, "u", i.u)?;
+    // The I/O dtype is the dtype of `out`: checked first, so that an input that alone
+    // disagrees with it is the tensor the error names.
+    check_dtype(OP, "out", out, FLOATS, "f32, f16 or bf16")?;
+    let io = out.dtype();
+    check_io(OP, "u", i.u, io)?;
     let what = match layout {
         Layout::ChannelMajor => "(batch, dim, L)",
         Layout::TokenMajor => "(batch, L, dim)",
@@ -228,7 +250,7 @@ pub(super) fn check_scan<B: DeviceBuffer>(
     check_numel(OP, "u", i.u)?;
     let useq = i.u.shape().to_vec();
     let (batch, dim, len) = seq_dims(layout, &useq);
-    check_f32(OP, "delta", i.delta)?;
+    check_io(OP, "delta", i.delta, io)?;
     check_shape(OP, "delta", i.delta, &useq)?;
     check_f32(OP, "A", i.a)?;
     rank(OP, "A", i.a, 2, "(dim, N)")?;
@@ -236,14 +258,14 @@ pub(super) fn check_scan<B: DeviceBuffer>(
     let n = i.a.shape()[1];
     check_shape(OP, "A", i.a, &[dim, n])?;
     let dims = (batch, dim, len, n);
-    let b = scan_bc_strides("B", i.b, layout, dims)?;
-    let c = scan_bc_strides("C", i.c, layout, dims)?;
+    let b = scan_bc_strides("B", i.b, io, layout, dims)?;
+    let c = scan_bc_strides("C", i.c, io, layout, dims)?;
     let has_d = check_vec(OP, "D", i.d, dim)?;
     let has_delta_bias = check_vec(OP, "delta_bias", i.delta_bias, dim)?;
     let has_z = match i.z {
         None => 0,
         Some(z) => {
-            check_f32(OP, "z", z)?;
+            check_io(OP, "z", z, io)?;
             check_shape(OP, "z", z, &useq)?;
             1
         }
@@ -253,7 +275,6 @@ pub(super) fn check_scan<B: DeviceBuffer>(
         check_shape(OP, "state", s, &[batch, dim, n])?;
         check_numel(OP, "state", s)?;
     }
-    check_f32(OP, "out", out)?;
     check_shape(OP, "out", out, &useq)?;
     let [batch, dim, len, dstate] = u32s(OP, [batch, dim, len, n])?;
     let [x_sb, x_sd, x_st] = u32s(OP, seq_strides(layout, dim as usize, len as usize))?;

@@ -31,7 +31,17 @@ pub enum Layout {
 /// Shapes (`ChannelMajor`; see [`Layout`] for the other):
 /// u, delta `(batch, dim, L)`; A `(dim, N)`; B, C either time-invariant `(dim, N)`,
 /// input-dependent `(batch, N, L)` or grouped `(batch, G, N, L)` with G dividing dim;
-/// D, delta_bias `(dim)`; z `(batch, dim, L)`. All f32.
+/// D, delta_bias `(dim)`; z `(batch, dim, L)`.
+///
+/// Dtypes: u, delta, z, B and C (in every shape, time-invariant `(dim, N)` included) and
+/// `out` are the call's *I/O dtype*, the dtype of `out`: f32, f16 or bf16, one for all
+/// of them (a tensor that differs is an [`Error::DType`] naming it). A half I/O dtype
+/// halves the bytes of the sequence tensors, which bound the scan's time; the arithmetic
+/// is f32 (f64 on the exact CPU reference) whatever the I/O dtype, and `out` is rounded
+/// to nearest-even once at the end. A, D and delta_bias are parameters and stay f32, as
+/// does the state (see [`StateIo`]): rounding the carried state to 16 bits at every
+/// split would compound. B and C share the I/O dtype even when time-invariant so that
+/// each backend reads one element type per kernel; cast them when they are held in f32.
 pub struct ScanInputs<'a, B> {
     pub u: &'a B,
     pub delta: &'a B,
@@ -131,6 +141,9 @@ impl Elementwise {
 /// Per batch b, channel d, state n, time t:
 /// `Δ = softplus?(delta + delta_bias)`, `h = exp(Δ·A)·h + Δ·B·u`,
 /// `y = Σₙ C·h + D·u`, `out = y · silu(z)`.
+///
+/// f16/bf16 I/O (see [`ScanInputs`]) runs on the CPU and CUDA backends; the wgpu backend
+/// returns an [`Error::DType`] for it.
 pub fn selective_scan<Bk: Backend>(
     be: &Bk,
     inputs: &ScanInputs<'_, Bk::Buffer>,

@@ -287,6 +287,17 @@ impl Backend for WgpuBackend {
         mut state: StateIo<'_, WgpuBuffer>,
         out: &mut WgpuBuffer,
     ) -> Result<()> {
+        // The shaders read and write f32 sequence tensors. `ops` made u, delta, z, B, C
+        // and out share one dtype, so checking `out` covers them all; half I/O is a typed
+        // refusal here rather than f32 shaders reading 16-bit data.
+        if out.dtype != DType::F32 {
+            return Err(Error::DType {
+                op: "selective_scan",
+                tensor: "out",
+                got: out.dtype,
+                expected: "f32 on the wgpu backend (f16/bf16 scan I/O runs on cpu and cuda)",
+            });
+        }
         if p.dstate > SCAN_MAX_DSTATE {
             return Err(Error::Arg {
                 op: "selective_scan",
