@@ -9,7 +9,8 @@
 //!
 //! `DIR` holds a Hugging Face `config.json`, `model.safetensors` (or a sharded index)
 //! and optionally `tokenizer.json`. Without `--model` the small demo model embedded in
-//! the binary (`examples/demo_model/`) is used. Temperature 0 (the default) is greedy.
+//! the binary (`examples/demo_model/`) is used. By default it samples (temperature 0.8,
+//! top-k 40, seed 0); `--temperature 0` is greedy.
 //! By default the text is streamed as it is generated, then the prefill and decode
 //! speeds are printed; `--json` prints one JSON object at the end instead.
 
