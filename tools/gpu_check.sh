@@ -65,7 +65,8 @@ build() {
     # Only the tests that exercise a GPU go along (the CPU ones ran here).
     find "$gpu/tests" -type f ! -name 'gpu-cuda_ops' ! -name 'gpu-nvrtc_compile' \
         ! -name 'gpu-wgpu_ops' ! -name 'gpu-shaders_naga' ! -name 'gpu-model_cuda' \
-        ! -name 'gpu-model_wgpu' ! -name 'gpu-lib-mamba_gpu' -delete
+        ! -name 'gpu-model_wgpu' ! -name 'gpu-lib-mamba_gpu' ! -name 'gpu-cuda_scan_half' \
+        ! -name 'gpu-wgpu_scan_half' -delete
     find "$gpu/bin" -type f ! -name 'gpu-cuda_scan' ! -name 'gpu-bench' -delete
     echo "$(git rev-parse HEAD 2>/dev/null)$(git diff --quiet 2>/dev/null || echo '-dirty')" > "$gpu/COMMIT"
     echo "$root" > "$gpu/BUILD_ROOT"
