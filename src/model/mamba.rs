@@ -59,7 +59,7 @@ impl<B: Backend> MambaModel<B> {
     pub fn load(be: B, dir: impl AsRef<std::path::Path>, opts: &LoadOptions) -> Result<Self> {
         let dir = dir.as_ref();
         let cfg = MambaConfig::from_file(&dir.join("config.json"))?;
-        let w = super::weights::with_mapped_dir(dir, |label, shards| {
+        let w = super::checkpoint::with_mapped_dir(dir, |label, shards| {
             load_weights(&be, &cfg, label, shards, opts)
         })?;
         Ok(Self::from_parts(be, cfg, w))

@@ -6,6 +6,7 @@
 //! * [`Generator`] / [`BatchGenerator`] / [`Sampler`]: sampling and streaming.
 //! * [`TextTokenizer`] / [`TextStream`] (feature `tokenizers`): text in and out.
 
+mod checkpoint;
 pub mod config;
 pub mod mamba;
 pub mod sample;
