@@ -38,17 +38,18 @@
 //! long-memory states drift by 1e-2 over 2,000 steps.
 //!
 //! Files: this one (device, buffers, pipeline cache, dispatch), `kernels.rs` (the
-//! `Kernel` list: shader file, entry point, binding slots, override constants) and
-//! `ops.rs` (`impl Backend`: what each op binds and dispatches).
+//! `Kernel` list: shader file, entry point, binding slots, override constants),
+//! `window.rs` (binding big weights as row windows) and `ops.rs` (`impl Backend`: what
+//! each op binds and dispatches).
 
 mod kernels;
 mod ops;
+mod window;
 
 use std::collections::HashMap;
 use std::num::NonZeroU64;
 use std::sync::{Arc, Mutex};
 
-use bytemuck::{Pod, Zeroable};
 use wgpu::util::DeviceExt;
 
 use crate::backend::DeviceBuffer;
@@ -56,6 +57,7 @@ use crate::error::{Error, Result};
 use crate::tensor::{DType, numel};
 
 use kernels::{Kernel, SCAN_LANES, Slot, WDtype};
+use window::{Window, WindowParams};
 
 const BACKEND: &str = "wgpu";
 
@@ -64,32 +66,6 @@ fn device_err(why: impl Into<String>) -> Error {
         backend: BACKEND,
         why: why.into(),
     }
-}
-
-/// The window of rows of a large weight bound for one dispatch.
-/// Keep in sync with `WindowParams` in `shaders/matmul.wgsl` and `shaders/embedding.wgsl`.
-#[repr(C)]
-#[derive(Debug, Clone, Copy, Pod, Zeroable)]
-struct WindowParams {
-    /// First row of the weight handled by this dispatch.
-    row0: u32,
-    /// Rows handled by this dispatch.
-    rows: u32,
-    /// Element offset of row `row0` inside the bound range.
-    w_off: u32,
-    /// 1 for the last window (embedding: it writes the zeros of out-of-range ids).
-    last: u32,
-}
-
-/// A window of whole rows of a big weight, bound for one dispatch.
-struct Window {
-    row0: u32,
-    rows: u32,
-    /// Byte range of the buffer bound.
-    offset: u64,
-    size: u64,
-    /// Element offset of row `row0` inside the bound range.
-    w_off: u32,
 }
 
 /// A wgpu storage buffer with its element type and logical shape.
@@ -610,48 +586,5 @@ impl WgpuBackend {
         }
         drop(pending);
         self.check()
-    }
-
-    /// Row windows of a `(rows, row_elems)` weight so that each fits in one binding.
-    fn windows(&self, w: &WgpuBuffer, rows: u32, row_elems: u32) -> Result<Vec<Window>> {
-        let total = w.buf.size();
-        if total <= self.max_binding {
-            return Ok(vec![Window {
-                row0: 0,
-                rows,
-                offset: 0,
-                size: total,
-                w_off: 0,
-            }]);
-        }
-        let esize = w.dtype.size() as u64;
-        let row_bytes = row_elems as u64 * esize;
-        let align = self.limits.min_storage_buffer_offset_alignment as u64;
-        let per = (self.max_binding.saturating_sub(align + 4) / row_bytes) as u32;
-        if per == 0 {
-            return Err(device_err(format!(
-                "one row of a weight ({row_bytes} bytes) exceeds the adapter's \
-                 max_storage_buffer_binding_size ({} bytes)",
-                self.max_binding
-            )));
-        }
-        let mut out = Vec::new();
-        let mut row0 = 0u32;
-        while row0 < rows {
-            let n = per.min(rows - row0);
-            let start = row0 as u64 * row_bytes;
-            let aligned = start / align * align;
-            let end = ((row0 + n) as u64 * row_bytes).div_ceil(4) * 4;
-            let end = end.min(total);
-            out.push(Window {
-                row0,
-                rows: n,
-                offset: aligned,
-                size: end - aligned,
-                w_off: ((start - aligned) / esize) as u32,
-            });
-            row0 += n;
-        }
-        Ok(out)
     }
 }

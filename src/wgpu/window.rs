@@ -1,0 +1,79 @@
+//! Big weights bound as windows of whole rows, each window within the adapter's
+//! `max_storage_buffer_binding_size` and starting at an offset aligned to
+//! `min_storage_buffer_offset_alignment` (see the module docs of `wgpu/mod.rs`).
+
+use bytemuck::{Pod, Zeroable};
+
+use super::{WgpuBackend, WgpuBuffer, device_err};
+use crate::error::Result;
+
+/// The window of rows of a large weight bound for one dispatch.
+/// Keep in sync with `WindowParams` in `shaders/matmul.wgsl` and `shaders/embedding.wgsl`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Pod, Zeroable)]
+pub(super) struct WindowParams {
+    /// First row of the weight handled by this dispatch.
+    pub(super) row0: u32,
+    /// Rows handled by this dispatch.
+    pub(super) rows: u32,
+    /// Element offset of row `row0` inside the bound range.
+    pub(super) w_off: u32,
+    /// 1 for the last window (embedding: it writes the zeros of out-of-range ids).
+    pub(super) last: u32,
+}
+
+/// A window of whole rows of a big weight, bound for one dispatch.
+pub(super) struct Window {
+    pub(super) row0: u32,
+    pub(super) rows: u32,
+    /// Byte range of the buffer bound.
+    pub(super) offset: u64,
+    pub(super) size: u64,
+    /// Element offset of row `row0` inside the bound range.
+    pub(super) w_off: u32,
+}
+
+impl WgpuBackend {
+    /// Row windows of a `(rows, row_elems)` weight so that each fits in one binding.
+    pub(super) fn windows(&self, w: &WgpuBuffer, rows: u32, row_elems: u32) -> Result<Vec<Window>> {
+        let total = w.buf.size();
+        if total <= self.max_binding {
+            return Ok(vec![Window {
+                row0: 0,
+                rows,
+                offset: 0,
+                size: total,
+                w_off: 0,
+            }]);
+        }
+        let esize = w.dtype.size() as u64;
+        let row_bytes = row_elems as u64 * esize;
+        let align = self.limits.min_storage_buffer_offset_alignment as u64;
+        let per = (self.max_binding.saturating_sub(align + 4) / row_bytes) as u32;
+        if per == 0 {
+            return Err(device_err(format!(
+                "one row of a weight ({row_bytes} bytes) exceeds the adapter's \
+                 max_storage_buffer_binding_size ({} bytes)",
+                self.max_binding
+            )));
+        }
+        let mut out = Vec::new();
+        let mut row0 = 0u32;
+        while row0 < rows {
+            let n = per.min(rows - row0);
+            let start = row0 as u64 * row_bytes;
+            let aligned = start / align * align;
+            let end = ((row0 + n) as u64 * row_bytes).div_ceil(4) * 4;
+            let end = end.min(total);
+            out.push(Window {
+                row0,
+                rows: n,
+                offset: aligned,
+                size: end - aligned,
+                w_off: ((start - aligned) / esize) as u32,
+            });
+            row0 += n;
+        }
+        Ok(out)
+    }
+}
