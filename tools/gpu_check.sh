@@ -10,6 +10,14 @@
 # Take the repository (with .gpu/ and .gl/, both git-ignored) to the GPU machine and run
 # `tools/gpu_check.sh run` from anywhere inside it.
 #
+# The official kernel as the anchor: `build` also puts mamba_ssm's PyPI sdist into
+# .gpu/official/ (from $MAMBA_SSM_SDIST, /tmp/mssm/, or `pip download`); `run` starts
+# tools/official_scan/run.sh --background (a forward-only build of it, on the GPU
+# machine's nvcc and torch) before our tests, and runs tools/official_scan/run.sh (wait
+# for the build, check, time) after our benches; its table ends the summary. If that step
+# says "still building", run `tools/official_scan/run.sh` within 30 s. MAMBA_SKIP_OFFICIAL=1
+# skips all of it.
+#
 # `build` compiles once with the default features plus `cuda` (CUDA and wgpu in the same
 # binaries; a --no-default-features build does not compile the crate today), release,
 # stripped to keep .gpu/ small: the GPU test binaries (cuda_ops, nvrtc_compile,
@@ -70,6 +78,7 @@ build() {
     find "$gpu/bin" -type f ! -name 'gpu-cuda_scan' ! -name 'gpu-bench' -delete
     echo "$(git rev-parse HEAD 2>/dev/null)$(git diff --quiet 2>/dev/null || echo '-dirty')" > "$gpu/COMMIT"
     echo "$root" > "$gpu/BUILD_ROOT"
+    official_sdist || echo "gpu_check: no mamba_ssm sdist in .gpu/official/; the official-kernel step will fail there" >&2
 
     # The Vulkan loader and GL/EGL libraries the GPU machine lacks (device.md).
     if command -v apt-get >/dev/null; then
@@ -80,6 +89,23 @@ build() {
     fi
     du -sh "$gpu" "$root/.gl" 2>/dev/null >&2
     ls -l "$gpu/tests" "$gpu/bin" >&2
+}
+
+# The official mamba_ssm source (~200 KB), for tools/official_scan/run.sh on the GPU
+# machine, which has no registry. Its setup.py imports torch even for `pip download`
+# (metadata), hence a python with torch (/opt/pyref, as tools/make_scan_fixtures.py).
+official_sdist() {
+    local v=2.3.2.post1 dest="$gpu/official" f py
+    mkdir -p "$dest"
+    for f in "${MAMBA_SSM_SDIST:-}" "/tmp/mssm/mamba_ssm-$v.tar.gz"; do
+        if [[ -n "$f" && -f "$f" ]]; then cp "$f" "$dest/" && return 0; fi
+    done
+    for py in "${PYTHON:-}" /opt/pyref/bin/python python3; do
+        [[ -n "$py" ]] && "$py" -c 'import torch' 2>/dev/null || continue
+        MAMBA_SKIP_CUDA_BUILD=TRUE "$py" -m pip download --no-deps --no-build-isolation \
+            --no-binary :all: "mamba-ssm==$v" -d "$dest" >&2 && break
+    done
+    ls "$dest"/mamba_ssm-*.tar.gz >/dev/null 2>&1
 }
 
 # ------------------------------------------------------------------------------------
@@ -117,6 +143,11 @@ run() {
             && echo "linked $built_at -> $root (paths baked in at build time)"
     fi
 
+    # The official kernel compiles (CPU only, a few minutes) while our tests run.
+    if [[ "${MAMBA_SKIP_OFFICIAL:-0}" != 1 ]]; then
+        "$root/tools/official_scan/run.sh" --background || echo "official_scan: background build not started"
+    fi
+
     export CARGO_MANIFEST_DIR="$root"
     export MAMBA_GPU_REQUIRE=cuda,wgpu MAMBA_REQUIRE_NVRTC=1 RUST_BACKTRACE=1
     cd "$root" || die "no repository root"
@@ -150,6 +181,12 @@ run() {
         step "bench-example-cuda-nographs" env MAMBA_CUDA_GRAPHS=0 "$gpu/bin/gpu-bench" \
             --backend cuda --shapes 1x768x2048x16 --models 130m
         step "bench-example-wgpu" "$gpu/bin/gpu-bench" --backend wgpu
+    fi
+
+    # Official mamba_ssm forward on the same GPU and shapes (waits for the build above).
+    if [[ "${MAMBA_SKIP_OFFICIAL:-0}" != 1 ]]; then
+        step "official-scan" "$root/tools/official_scan/run.sh"
+        if [[ -f "$logs/official_scan.md" ]]; then { echo; cat "$logs/official_scan.md"; } >> "$summary"; fi
     fi
 
     echo
