@@ -8,34 +8,20 @@
 mod common;
 
 use common::checks::check_write;
-use common::ops_suite;
+use common::{gpu, ops_suite};
 use mamba_gpu::cuda::CudaBackend;
-
-fn required() -> bool {
-    std::env::var("MAMBA_GPU_REQUIRE").is_ok_and(|v| v.split(',').any(|s| s.trim() == "cuda"))
-}
 
 /// The backend on device 0, or `None` (after saying why) when this machine has none.
 fn backend() -> Option<CudaBackend> {
-    match CudaBackend::new(0) {
-        Ok(be) => {
-            eprintln!(
-                "cuda: {} (sm_{}{}), cuBLAS {}",
-                be.device_name(),
-                be.compute_capability().0,
-                be.compute_capability().1,
-                if be.has_cublas() { "found" } else { "missing" }
-            );
-            Some(be)
-        }
-        Err(e) if required() => {
-            panic!("MAMBA_GPU_REQUIRE=cuda but the CUDA backend is unavailable: {e}")
-        }
-        Err(e) => {
-            eprintln!("cuda tests SKIPPED: {e}");
-            None
-        }
-    }
+    let be = gpu::or_skip("cuda", "cuda tests", CudaBackend::new(0))?;
+    eprintln!(
+        "cuda: {} (sm_{}{}), cuBLAS {}",
+        be.device_name(),
+        be.compute_capability().0,
+        be.compute_capability().1,
+        if be.has_cublas() { "found" } else { "missing" }
+    );
+    Some(be)
 }
 
 #[test]

@@ -16,30 +16,16 @@ use mamba_gpu::cuda::CudaBackend;
 use mamba_gpu::ops::Layout;
 use mamba_gpu::{CpuBackend, DType};
 
-fn required() -> bool {
-    std::env::var("MAMBA_GPU_REQUIRE").is_ok_and(|v| v.split(',').any(|s| s.trim() == "cuda"))
-}
-
 /// The backend on device 0, or `None` (after saying why) when this machine has none.
 fn backend() -> Option<CudaBackend> {
-    match CudaBackend::new(0) {
-        Ok(be) => {
-            eprintln!(
-                "cuda: {} (sm_{}{})",
-                be.device_name(),
-                be.compute_capability().0,
-                be.compute_capability().1
-            );
-            Some(be)
-        }
-        Err(e) if required() => {
-            panic!("MAMBA_GPU_REQUIRE=cuda but the CUDA backend is unavailable: {e}")
-        }
-        Err(e) => {
-            eprintln!("cuda tests SKIPPED: {e}");
-            None
-        }
-    }
+    let be = common::gpu::or_skip("cuda", "cuda tests", CudaBackend::new(0))?;
+    eprintln!(
+        "cuda: {} (sm_{}{})",
+        be.device_name(),
+        be.compute_capability().0,
+        be.compute_capability().1
+    );
+    Some(be)
 }
 
 /// Runs every case in both half dtypes and prints the worst errors.

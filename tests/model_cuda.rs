@@ -1,6 +1,7 @@
 //! The whole model on the CUDA backend: the HF fixtures and the synthetic-model checks
-//! of `tests/common/model_fixtures.rs` and `tests/common/model_synth.rs`, and the CUDA graphs of the decode step (graph
-//! replay == direct launches; states never mixed up; a bounded cache). Without a usable
+//! of `tests/common/model_fixtures.rs` and `tests/common/model_synth.rs`, and the CUDA
+//! graphs of the decode step (graph replay == direct launches; states never mixed up; a
+//! bounded cache). Without a usable
 //! NVIDIA GPU the tests print "cuda model tests SKIPPED" and pass, unless
 //! `MAMBA_GPU_REQUIRE` names `cuda`.
 #![cfg(feature = "cuda")]
@@ -16,18 +17,7 @@ use mamba_gpu::DType;
 use mamba_gpu::cuda::{CudaBackend, MAX_GRAPHS};
 
 fn backend() -> Option<CudaBackend> {
-    match CudaBackend::new(0) {
-        Ok(be) => Some(be),
-        Err(e) => {
-            if std::env::var("MAMBA_GPU_REQUIRE")
-                .is_ok_and(|v| v.split(',').any(|s| s.trim() == "cuda"))
-            {
-                panic!("MAMBA_GPU_REQUIRE=cuda but the CUDA backend is unavailable: {e}");
-            }
-            eprintln!("cuda model tests SKIPPED: {e}");
-            None
-        }
-    }
+    common::gpu::or_skip("cuda", "cuda model tests", CudaBackend::new(0))
 }
 
 #[test]

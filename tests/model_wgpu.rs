@@ -11,18 +11,7 @@ use common::model_synth::check_model_consistency;
 use mamba_gpu::wgpu::WgpuBackend;
 
 fn backend() -> Option<WgpuBackend> {
-    match WgpuBackend::new() {
-        Ok(be) => Some(be),
-        Err(e) => {
-            if std::env::var("MAMBA_GPU_REQUIRE")
-                .is_ok_and(|v| v.split(',').any(|s| s.trim() == "wgpu"))
-            {
-                panic!("MAMBA_GPU_REQUIRE=wgpu but the wgpu backend is unavailable: {e}");
-            }
-            eprintln!("wgpu model tests SKIPPED: {e}");
-            None
-        }
-    }
+    common::gpu::or_skip("wgpu", "wgpu model tests", WgpuBackend::new())
 }
 
 #[test]

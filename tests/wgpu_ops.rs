@@ -11,33 +11,17 @@
 
 mod common;
 
-use std::io::Write;
-use std::sync::{Once, OnceLock};
+use std::sync::OnceLock;
 
 use common::Tol;
 use common::cases::ScanCase;
 use common::checks::{check_embedding, check_matmul, check_scan, check_write, scan_cases};
-use common::ops_suite;
+use common::{gpu, ops_suite};
 use mamba_gpu::DType;
 use mamba_gpu::wgpu::{WgpuBackend, WgpuOptions};
 
 fn make(opts: WgpuOptions) -> Option<WgpuBackend> {
-    match WgpuBackend::with_options(opts) {
-        Ok(be) => Some(be),
-        Err(e) => {
-            if std::env::var("MAMBA_GPU_REQUIRE")
-                .is_ok_and(|v| v.split(',').any(|s| s.trim() == "wgpu"))
-            {
-                panic!("MAMBA_GPU_REQUIRE=wgpu but the wgpu backend is unavailable: {e}");
-            }
-            // Once, straight to stderr (past the test harness' capture) so it is visible.
-            static NOTE: Once = Once::new();
-            NOTE.call_once(|| {
-                let _ = writeln!(std::io::stderr(), "wgpu tests SKIPPED: no adapter ({e})");
-            });
-            None
-        }
-    }
+    gpu::or_skip("wgpu", "wgpu tests", WgpuBackend::with_options(opts))
 }
 
 /// The default backend (subgroup scan where the adapter has it), shared by the tests.

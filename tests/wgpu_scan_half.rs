@@ -15,19 +15,7 @@ use mamba_gpu::wgpu::WgpuBackend;
 use mamba_gpu::{CpuBackend, DType, Error};
 
 fn backend() -> Option<WgpuBackend> {
-    match WgpuBackend::new() {
-        Ok(be) => Some(be),
-        Err(e)
-            if std::env::var("MAMBA_GPU_REQUIRE")
-                .is_ok_and(|v| v.split(',').any(|s| s == "wgpu")) =>
-        {
-            panic!("MAMBA_GPU_REQUIRE=wgpu but the wgpu backend is unavailable: {e}")
-        }
-        Err(e) => {
-            eprintln!("wgpu tests SKIPPED: no adapter ({e})");
-            None
-        }
-    }
+    common::gpu::or_skip("wgpu", "wgpu tests", WgpuBackend::new())
 }
 
 #[test]
