@@ -10,8 +10,9 @@ mod common;
 
 use common::Tol;
 use common::cases::{Bc, ScanCase, ScanData, St};
+use common::checks::run_scan_io;
 use common::checks::scan_cases;
-use common::half_io::{check_scan_io, round_through, rounded, run_scan_io};
+use common::half_io::{check_scan_io, round_through, rounded};
 use mamba_gpu::ops::{self, Layout, ScanInputs, StateIo};
 use mamba_gpu::{Backend, CpuBackend, CpuBuffer, DType, Error, HostSlice, Precision};
 
@@ -97,7 +98,7 @@ fn half_io_within_tolerance_of_exact_reference() {
 
 fn up(v: f32, shape: &[usize], dtype: DType) -> CpuBuffer {
     let n: usize = shape.iter().product();
-    common::half_io::up_as(&CpuBackend::new(), &vec![v; n], shape, dtype)
+    common::checks::up_as(&CpuBackend::new(), &vec![v; n], shape, dtype)
 }
 
 /// A valid problem (batch 2, dim 4, L 5, N 3) with every optional tensor, all sequence

@@ -9,7 +9,8 @@ mod common;
 
 use common::Tol;
 use common::cases::{ScanCase, ScanData, St};
-use common::half_io::{check_scan_io, up_as};
+use common::checks::up_as;
+use common::half_io::check_scan_io;
 use mamba_gpu::ops::{self, ScanInputs, StateIo};
 use mamba_gpu::wgpu::WgpuBackend;
 use mamba_gpu::{CpuBackend, DType, Error};

@@ -23,15 +23,27 @@ pub fn down<B: Backend>(be: &B, b: &B::Buffer) -> Vec<f32> {
 
 /// Runs a scan case on `be`: (out, final state if the case keeps one).
 pub fn run_scan<B: Backend>(be: &B, c: &ScanCase, x: &ScanData) -> (Vec<f32>, Option<Vec<f32>>) {
+    run_scan_io(be, c, x, DType::F32)
+}
+
+/// Runs a case on `be` with I/O dtype `io` for the sequence tensors (u, delta, z, B, C)
+/// and `out`: (out widened to f32, final state if kept). `out` starts as NaN in `io`,
+/// so an element the backend does not write fails.
+pub fn run_scan_io<B: Backend>(
+    be: &B,
+    c: &ScanCase,
+    x: &ScanData,
+    io: DType,
+) -> (Vec<f32>, Option<Vec<f32>>) {
     let seq = c.seq_shape();
     let bc = c.bc_shape();
-    let u = up(be, &x.u, &seq);
-    let delta = up(be, &x.delta, &seq);
+    let u = up_as(be, &x.u, &seq, io);
+    let delta = up_as(be, &x.delta, &seq, io);
     let a = up(be, &x.a, &[c.dim, c.dstate]);
-    let b = up(be, &x.b, &bc);
-    let cc = up(be, &x.c, &bc);
+    let b = up_as(be, &x.b, &bc, io);
+    let cc = up_as(be, &x.c, &bc, io);
     let d = x.d.as_ref().map(|v| up(be, v, &[c.dim]));
-    let z = x.z.as_ref().map(|v| up(be, v, &seq));
+    let z = x.z.as_ref().map(|v| up_as(be, v, &seq, io));
     let db = x.delta_bias.as_ref().map(|v| up(be, v, &[c.dim]));
     let inputs = ScanInputs {
         u: &u,
@@ -45,19 +57,21 @@ pub fn run_scan<B: Backend>(be: &B, c: &ScanCase, x: &ScanData) -> (Vec<f32>, Op
         delta_softplus: c.softplus,
         layout: c.layout,
     };
-    let mut out = poison(be, &seq);
+    let mut out = up_as(be, &vec![f32::NAN; seq.iter().product()], &seq, io);
     let mut state = match c.state {
         St::Carry => Some(up(be, &x.h0, &c.state_shape())),
         St::Final => Some(poison(be, &c.state_shape())),
         St::None => None,
     };
-    let io = match (c.state, state.as_mut()) {
+    let st_io = match (c.state, state.as_mut()) {
         (St::Carry, Some(s)) => StateIo::Carry(s),
         (St::Final, Some(s)) => StateIo::Final(s),
         _ => StateIo::None,
     };
-    ops::selective_scan(be, &inputs, io, &mut out).expect("selective_scan");
-    (down(be, &out), state.map(|s| down(be, &s)))
+    ops::selective_scan(be, &inputs, st_io, &mut out).expect("selective_scan");
+    let got = be.download(&out).expect("download");
+    assert_eq!(got.dtype(), io, "out keeps its dtype");
+    (got.to_f32(), state.map(|s| down(be, &s)))
 }
 
 /// The scan on `be` against the CPU reference.

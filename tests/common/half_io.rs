@@ -4,29 +4,11 @@
 //! whatever the backend's arithmetic adds.
 
 use half::{bf16, f16};
-use mamba_gpu::ops::{self, ScanInputs, StateIo};
-use mamba_gpu::{Backend, DType, HostSlice};
+use mamba_gpu::{Backend, DType};
 
-use super::cases::{ScanCase, ScanData, St};
-use super::checks::{down, poison, up};
+use super::cases::{ScanCase, ScanData};
+use super::checks::run_scan_io;
 use super::{Tol, assert_close};
-
-/// Uploads f32 values as `dtype`, rounded to nearest-even.
-pub fn up_as<B: Backend>(be: &B, v: &[f32], shape: &[usize], dtype: DType) -> B::Buffer {
-    let r = match dtype {
-        DType::F32 => be.upload(HostSlice::F32(v), shape),
-        DType::F16 => {
-            let h: Vec<f16> = v.iter().map(|&x| f16::from_f32(x)).collect();
-            be.upload(HostSlice::F16(&h), shape)
-        }
-        DType::BF16 => {
-            let h: Vec<bf16> = v.iter().map(|&x| bf16::from_f32(x)).collect();
-            be.upload(HostSlice::BF16(&h), shape)
-        }
-        DType::U32 => panic!("not a float dtype"),
-    };
-    r.expect("upload")
-}
 
 /// `v` rounded to `dtype` and widened back: the values a half-I/O scan actually reads.
 pub fn round_through(v: &[f32], dtype: DType) -> Vec<f32> {
@@ -52,57 +34,6 @@ pub fn rounded(x: &ScanData, dtype: DType) -> ScanData {
         delta_bias: x.delta_bias.clone(),
         h0: x.h0.clone(),
     }
-}
-
-/// Runs a case on `be` with I/O dtype `io`: (out widened to f32, final state if kept).
-/// `out` starts as NaN in `io`, so an element the backend does not write fails.
-pub fn run_scan_io<B: Backend>(
-    be: &B,
-    c: &ScanCase,
-    x: &ScanData,
-    io: DType,
-) -> (Vec<f32>, Option<Vec<f32>>) {
-    let seq = c.seq_shape();
-    let bc = c.bc_shape();
-    let u = up_as(be, &x.u, &seq, io);
-    let delta = up_as(be, &x.delta, &seq, io);
-    let a = up(be, &x.a, &[c.dim, c.dstate]);
-    let b = up_as(be, &x.b, &bc, io);
-    let cc = up_as(be, &x.c, &bc, io);
-    let d = x.d.as_ref().map(|v| up(be, v, &[c.dim]));
-    let z = x.z.as_ref().map(|v| up_as(be, v, &seq, io));
-    let db = x.delta_bias.as_ref().map(|v| up(be, v, &[c.dim]));
-    let inputs = ScanInputs {
-        u: &u,
-        delta: &delta,
-        a: &a,
-        b: &b,
-        c: &cc,
-        d: d.as_ref(),
-        z: z.as_ref(),
-        delta_bias: db.as_ref(),
-        delta_softplus: c.softplus,
-        layout: c.layout,
-    };
-    let nan = vec![f32::NAN; seq.iter().product()];
-    let mut out = up_as(be, &nan, &seq, io);
-    let mut state = match c.state {
-        St::Carry => Some(up(be, &x.h0, &c.state_shape())),
-        St::Final => Some(poison(be, &c.state_shape())),
-        St::None => None,
-    };
-    let st_io = match (c.state, state.as_mut()) {
-        (St::Carry, Some(s)) => StateIo::Carry(s),
-        (St::Final, Some(s)) => StateIo::Final(s),
-        _ => StateIo::None,
-    };
-    ops::selective_scan(be, &inputs, st_io, &mut out).expect("selective_scan (half I/O)");
-    assert_eq!(
-        be.download(&out).expect("download").dtype(),
-        io,
-        "out keeps its dtype"
-    );
-    (down(be, &out), state.map(|s| down(be, &s)))
 }
 
 /// The tolerance of a half-I/O scan against the f32 scan on the same inputs: the
