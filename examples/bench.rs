@@ -53,6 +53,9 @@ struct Args {
     /// Weight storage of the models: f32 or bf16.
     #[arg(long, default_value = "f32")]
     weights: String,
+    /// wgpu: channels per scan workgroup to aim for (the adapter's limits still cap it).
+    #[arg(long)]
+    scan_channels: Option<u32>,
 }
 
 /// Prefill and decode tokens/s of random-weight models on `be`.
@@ -259,8 +262,21 @@ fn main() -> Result<()> {
         }
         #[cfg(feature = "wgpu")]
         "wgpu" => {
-            let be = mamba_gpu::wgpu::WgpuBackend::new()?;
-            println!("adapter: {}", be.adapter_info().name);
+            let be = mamba_gpu::wgpu::WgpuBackend::with_options(mamba_gpu::wgpu::WgpuOptions {
+                scan_channels: args.scan_channels,
+                ..Default::default()
+            })?;
+            let (channels, bytes) = be.scan_workgroup(16)?;
+            println!(
+                "adapter: {} (scan at N = 16: {channels} channels × 64 invocations, {bytes} B \
+                 workgroup memory, {} path)",
+                be.adapter_info().name,
+                if be.uses_subgroup_scan() {
+                    "subgroup"
+                } else {
+                    "shared-memory"
+                }
+            );
             table(&be, &shapes, args.iters, layout, peak)?;
             model_table(&be, &args)
         }

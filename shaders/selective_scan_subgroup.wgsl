@@ -49,12 +49,14 @@ struct ScanParams {
 const STATE_NONE: u32 = 0u;
 const STATE_CARRY: u32 = 2u;
 
-// Keep in sync with src/wgpu/kernels.rs (SCAN_CHANNELS, SCAN_CHUNK, SCAN_MAX_DSTATE).
-const CH: u32 = 4u;        // channels per workgroup
+// Sized per adapter and dstate by the host (src/wgpu/kernels.rs, ScanSize): CH channels
+// per workgroup, MAX_N ≥ dstate states carried per channel in workgroup memory.
+override CH: u32 = 4u;
+override MAX_N: u32 = 16u;
+// Keep in sync with src/wgpu/kernels.rs (SCAN_LANES, SCAN_CHUNK).
 const LANES: u32 = 64u;    // invocations per channel
 const ITEMS: u32 = 4u;     // consecutive time steps per invocation
 const CHUNK: u32 = 256u;   // LANES * ITEMS time steps per chunk
-const MAX_N: u32 = 256u;   // largest dstate (checked on the host)
 
 @group(0) @binding(0) var<uniform> p: ScanParams;
 @group(0) @binding(1) var<storage, read> u: array<f32>;           // (batch, dim, L) via x_sb/x_sd/x_st
@@ -70,9 +72,9 @@ const MAX_N: u32 = 256u;   // largest dstate (checked on the host)
 
 const MAX_WARPS: u32 = 16u; // LANES / smallest subgroup size (4)
 
-var<workgroup> tot_a: array<f32, 64>;    // CH * MAX_WARPS subgroup totals (a part)
-var<workgroup> tot_b: array<f32, 64>;    // (b part)
-var<workgroup> carry: array<f32, 2048>;  // 2 (chunk parity) * CH * MAX_N running states
+var<workgroup> tot_a: array<f32, CH * MAX_WARPS>; // subgroup totals (a part)
+var<workgroup> tot_b: array<f32, CH * MAX_WARPS>; // (b part)
+var<workgroup> carry: array<f32, 2u * CH * MAX_N>; // 2 (chunk parity) * CH * MAX_N running states
 
 // log(1 + y), accurate for small y (WGSL has no log1p).
 fn log1p_(y: f32) -> f32 {
@@ -106,7 +108,7 @@ fn silu(x: f32) -> f32 {
     return x / (1.0 + exp(-x));
 }
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(CH * LANES)
 fn selective_scan(
     @builtin(local_invocation_index) lid: u32,
     @builtin(workgroup_id) wg: vec3<u32>,

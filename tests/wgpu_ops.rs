@@ -15,10 +15,11 @@ use std::sync::OnceLock;
 
 use common::Tol;
 use common::cases::ScanCase;
-use common::checks::{check_embedding, check_matmul, check_scan, check_write, scan_cases};
+use common::checks::{check_embedding, check_matmul, check_scan, check_write, scan_cases, up};
 use common::{gpu, ops_suite};
-use mamba_gpu::DType;
+use mamba_gpu::ops::{self, ScanInputs, StateIo};
 use mamba_gpu::wgpu::{WgpuBackend, WgpuOptions};
+use mamba_gpu::{DType, Error};
 
 fn make(opts: WgpuOptions) -> Option<WgpuBackend> {
     gpu::or_skip("wgpu", "wgpu tests", WgpuBackend::with_options(opts))
@@ -110,6 +111,92 @@ fn scan_shared_memory_path_matches_cpu() {
         cases.len(),
         t.elapsed()
     );
+}
+
+/// The scan's workgroups are sized from the adapter's limits (`ScanSize::fit`): asked for
+/// 1, 3 and 16 channels per workgroup (16 = 1,024 invocations where the adapter allows
+/// it), and with the workgroup-memory budget cut to 5 KiB (one or two channels at dstate
+/// 300), on both scan paths, over channel counts that leave partial workgroups and dstate
+/// 1 to 300 (above the 256 a fixed-size kernel used to allow).
+#[test]
+fn scan_sized_from_adapter_limits() {
+    let cases = [
+        (2, 7, 300, 16),
+        (1, 5, 257, 1),
+        (1, 3, 100, 300),
+        (1, 4, 40, 5),
+    ];
+    for no_subgroups in [false, true] {
+        for (channels, storage) in [
+            (Some(1), None),
+            (Some(3), None),
+            (Some(16), None),
+            (None, Some(5120)),
+        ] {
+            let opts = WgpuOptions {
+                no_subgroups,
+                scan_channels: channels,
+                max_workgroup_storage: storage,
+                ..Default::default()
+            };
+            let Some(be) = make(opts) else { return };
+            for &(b, d, l, n) in &cases {
+                let (ch, bytes) = be.scan_workgroup(n as u32).expect("scan fits");
+                assert!((1..=channels.unwrap_or(4)).contains(&ch), "{ch} channels");
+                assert!(bytes <= storage.unwrap_or(u32::MAX), "{bytes} bytes");
+                if channels == Some(3) {
+                    assert_eq!(ch, 3, "lavapipe and GPUs allow 3 × 64 invocations");
+                }
+                if storage.is_some() && n == 300 {
+                    assert!(ch < 4, "the 5 KiB budget leaves room for fewer channels");
+                }
+                check_scan(&be, &ScanCase::full(b, d, l, n), Tol::F32);
+            }
+        }
+    }
+}
+
+/// A dstate whose carried state does not fit the workgroup memory is a typed error that
+/// names the limit, before anything is dispatched.
+#[test]
+fn scan_too_large_for_workgroup_memory_is_an_error() {
+    let opts = WgpuOptions {
+        max_workgroup_storage: Some(2048),
+        ..Default::default()
+    };
+    let Some(be) = make(opts) else { return };
+    let c = ScanCase::full(1, 2, 8, 600);
+    let x = common::cases::ScanData::new(&c);
+    let u = up(&be, &x.u, &c.seq_shape());
+    let a = up(&be, &x.a, &[c.dim, c.dstate]);
+    let b = up(&be, &x.b, &c.bc_shape());
+    let inputs = ScanInputs {
+        u: &u,
+        delta: &u,
+        a: &a,
+        b: &b,
+        c: &b,
+        d: None,
+        z: None,
+        delta_bias: None,
+        delta_softplus: false,
+        layout: c.layout,
+    };
+    let mut out = up(
+        &be,
+        &vec![0.0; c.seq_shape().iter().product()],
+        &c.seq_shape(),
+    );
+    match ops::selective_scan(&be, &inputs, StateIo::None, &mut out) {
+        Err(Error::Arg { op, arg, why }) => {
+            assert_eq!((op, arg), ("selective_scan", "A"));
+            assert!(
+                why.contains("dstate 600") && why.contains("2048 bytes"),
+                "{why}"
+            );
+        }
+        other => panic!("expected a typed error, got {other:?}"),
+    }
 }
 
 /// L > 10⁶ in one call (3,907 chunks walked by one workgroup per channel block).

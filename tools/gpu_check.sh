@@ -181,6 +181,11 @@ run() {
         step "bench-example-cuda-nographs" env MAMBA_CUDA_GRAPHS=0 "$gpu/bin/gpu-bench" \
             --backend cuda --shapes 1x768x2048x16 --models 130m
         step "bench-example-wgpu" "$gpu/bin/gpu-bench" --backend wgpu
+        # The wgpu scan with other workgroup sizes (the default aims at 4 channels).
+        for ch in 1 2 8 16; do
+            step "bench-wgpu-scan-ch$ch" "$gpu/bin/gpu-bench" --backend wgpu --models none \
+                --scan-channels "$ch"
+        done
     fi
 
     # Official mamba_ssm forward on the same GPU and shapes (waits for the build above).

@@ -4,8 +4,10 @@
 
 use crate::tensor::DType;
 
-/// Selective scan: channels per workgroup. Keep in sync with `CH` in
-/// `shaders/selective_scan*.wgsl`.
+/// Selective scan: channels per workgroup where the adapter's limits allow it. More would
+/// share nothing (B and C reach each channel through the cache) and only lengthen the
+/// barriers; fewer are used when the adapter's invocation or workgroup-memory limits
+/// demand it (see [`ScanSize::fit`]).
 pub(crate) const SCAN_CHANNELS: u32 = 4;
 /// Selective scan: time steps per chunk (`CHUNK` in the shaders).
 pub(crate) const SCAN_CHUNK: u32 = 256;
@@ -15,8 +17,71 @@ pub(crate) const SCAN_SEGMENT_STATE_CHUNKS: u32 = 2048;
 /// Selective scan: invocations per channel (`LANES`); the subgroup path needs subgroup
 /// sizes that divide it.
 pub(crate) const SCAN_LANES: u32 = 64;
-/// Selective scan: largest dstate (`MAX_N`, sizes the carried state in workgroup memory).
-pub(crate) const SCAN_MAX_DSTATE: u32 = 256;
+/// Selective scan, subgroup path: subgroup totals kept per channel (`MAX_WARPS`, LANES
+/// divided by the smallest subgroup size supported, 4).
+const SCAN_MAX_WARPS: u32 = 16;
+
+/// How one scan pipeline is sized: `channels` per workgroup (`CH`, the workgroup is
+/// `channels × SCAN_LANES` invocations) and `max_dstate` states carried per channel in
+/// workgroup memory (`MAX_N`, a power of two ≥ dstate, so a few pipelines serve every N).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct ScanSize {
+    pub channels: u32,
+    pub max_dstate: u32,
+}
+
+/// The adapter limits the scan is sized from.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ScanLimits {
+    /// `max_compute_invocations_per_workgroup` and `max_compute_workgroup_size_x`, the
+    /// smaller of the two.
+    pub invocations: u32,
+    /// `max_compute_workgroup_storage_size`, bytes.
+    pub workgroup_bytes: u32,
+}
+
+impl ScanSize {
+    /// 32-bit words of workgroup memory one channel needs (the declarations in the two
+    /// scan shaders).
+    fn words_per_channel(max_dstate: u32, subgroup: bool) -> u32 {
+        if subgroup {
+            2 * SCAN_MAX_WARPS + 2 * max_dstate // tot_a, tot_b; carry (two parities)
+        } else {
+            2 * SCAN_LANES + max_dstate // scan_a, scan_b; carry
+        }
+    }
+
+    /// Bytes of workgroup memory this size declares.
+    pub(crate) fn workgroup_bytes(self, subgroup: bool) -> u32 {
+        4 * self.channels * Self::words_per_channel(self.max_dstate, subgroup)
+    }
+
+    /// The largest workgroup up to `preferred` channels that the limits allow for this
+    /// dstate, or why there is none.
+    pub(crate) fn fit(
+        dstate: u32,
+        preferred: u32,
+        lim: ScanLimits,
+        subgroup: bool,
+    ) -> Result<ScanSize, String> {
+        let max_dstate = dstate.max(1).next_power_of_two();
+        let per_channel = 4 * Self::words_per_channel(max_dstate, subgroup);
+        let by_invocations = lim.invocations / SCAN_LANES;
+        let by_memory = lim.workgroup_bytes / per_channel;
+        let channels = preferred.min(by_invocations).min(by_memory);
+        if channels == 0 {
+            return Err(format!(
+                "dstate {dstate} needs {per_channel} bytes of workgroup memory and {SCAN_LANES} \
+                 invocations per workgroup; the adapter allows {} bytes and {} invocations",
+                lim.workgroup_bytes, lim.invocations
+            ));
+        }
+        Ok(ScanSize {
+            channels,
+            max_dstate,
+        })
+    }
+}
 /// Matmul: the decode path serves up to this many rows of x (`MAX_M` in matmul.wgsl).
 pub(crate) const DECODE_MAX_M: u32 = 4;
 /// Matmul decode: weight rows per workgroup (`DEC_ROWS`).
@@ -45,9 +110,9 @@ impl WDtype {
 /// One compute pipeline. Named like the CPU function and the shader entry point.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) enum Kernel {
-    SelectiveScan,
+    SelectiveScan(ScanSize),
     /// The same scan with subgroup shuffles (`selective_scan_subgroup.wgsl`).
-    SelectiveScanSubgroup,
+    SelectiveScanSubgroup(ScanSize),
     SelectiveStateUpdate,
     CausalConv1d,
     CausalConv1dState,
@@ -106,8 +171,8 @@ macro_rules! shader {
 impl Kernel {
     pub(crate) fn shader(self) -> Shader {
         match self {
-            Kernel::SelectiveScan => shader!("selective_scan.wgsl", true),
-            Kernel::SelectiveScanSubgroup => shader!("selective_scan_subgroup.wgsl", true),
+            Kernel::SelectiveScan(_) => shader!("selective_scan.wgsl", true),
+            Kernel::SelectiveScanSubgroup(_) => shader!("selective_scan_subgroup.wgsl", true),
             Kernel::SelectiveStateUpdate => shader!("selective_state_update.wgsl"),
             Kernel::CausalConv1d | Kernel::CausalConv1dState | Kernel::CausalConv1dUpdate => {
                 shader!("causal_conv1d.wgsl")
@@ -123,7 +188,7 @@ impl Kernel {
 
     pub(crate) fn entry(self) -> &'static str {
         match self {
-            Kernel::SelectiveScan | Kernel::SelectiveScanSubgroup => "selective_scan",
+            Kernel::SelectiveScan(_) | Kernel::SelectiveScanSubgroup(_) => "selective_scan",
             Kernel::SelectiveStateUpdate => "selective_state_update",
             Kernel::CausalConv1d => "causal_conv1d",
             Kernel::CausalConv1dState => "causal_conv1d_state",
@@ -142,7 +207,7 @@ impl Kernel {
     pub(crate) fn slots(self) -> &'static [Slot] {
         match self {
             // params, u, delta, A, B, C, D, z, delta_bias, state, out
-            Kernel::SelectiveScan | Kernel::SelectiveScanSubgroup => {
+            Kernel::SelectiveScan(_) | Kernel::SelectiveScanSubgroup(_) => {
                 &[U, R, R, R, R, R, R, R, R, W, W]
             }
             // params, x, dt, A, B, C, D, z, dt_bias, state, out
@@ -169,6 +234,9 @@ impl Kernel {
     /// Pipeline-overridable constants.
     pub(crate) fn constants(self) -> Vec<(&'static str, f64)> {
         match self {
+            Kernel::SelectiveScan(s) | Kernel::SelectiveScanSubgroup(s) => {
+                vec![("CH", s.channels as f64), ("MAX_N", s.max_dstate as f64)]
+            }
             Kernel::Matmul { w, bias } | Kernel::MatmulDecode { w, bias } => vec![
                 ("W_DTYPE", w as u32 as f64),
                 ("BIAS_DTYPE", bias as u32 as f64),
@@ -178,5 +246,72 @@ impl Kernel {
             }
             _ => Vec::new(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const WEBGPU_DEFAULT: ScanLimits = ScanLimits {
+        invocations: 256,
+        workgroup_bytes: 16 * 1024,
+    };
+
+    #[test]
+    fn scan_size_prefers_four_channels_and_rounds_dstate_up() {
+        for subgroup in [false, true] {
+            let s = ScanSize::fit(16, SCAN_CHANNELS, WEBGPU_DEFAULT, subgroup).unwrap();
+            assert_eq!((s.channels, s.max_dstate), (4, 16));
+            let s = ScanSize::fit(1, SCAN_CHANNELS, WEBGPU_DEFAULT, subgroup).unwrap();
+            assert_eq!((s.channels, s.max_dstate), (4, 1));
+            let s = ScanSize::fit(17, SCAN_CHANNELS, WEBGPU_DEFAULT, subgroup).unwrap();
+            assert_eq!(s.max_dstate, 32);
+            assert!(s.workgroup_bytes(subgroup) <= WEBGPU_DEFAULT.workgroup_bytes);
+        }
+    }
+
+    #[test]
+    fn scan_size_shrinks_to_the_limits() {
+        // 128 invocations (Vulkan's minimum): two channels of 64 lanes.
+        let small = ScanLimits {
+            invocations: 128,
+            workgroup_bytes: 16 * 1024,
+        };
+        assert_eq!(ScanSize::fit(16, 4, small, false).unwrap().channels, 2);
+        // Large dstate: the carried state decides. Shared path, N 2048 → 2176 words per
+        // channel = 8704 bytes: one channel in 16 KiB.
+        let s = ScanSize::fit(2000, 4, WEBGPU_DEFAULT, false).unwrap();
+        assert_eq!((s.channels, s.max_dstate), (1, 2048));
+        assert!(s.workgroup_bytes(false) <= WEBGPU_DEFAULT.workgroup_bytes);
+        // Subgroup path keeps two parities: N 1024 → 2080 words = 8320 bytes, one channel.
+        assert_eq!(
+            ScanSize::fit(1024, 4, WEBGPU_DEFAULT, true)
+                .unwrap()
+                .channels,
+            1
+        );
+        // More channels only when asked for and allowed.
+        let big = ScanLimits {
+            invocations: 1024,
+            workgroup_bytes: 48 * 1024,
+        };
+        assert_eq!(ScanSize::fit(16, 16, big, true).unwrap().channels, 16);
+        assert_eq!(ScanSize::fit(16, 64, big, true).unwrap().channels, 16);
+    }
+
+    #[test]
+    fn scan_size_refuses_what_cannot_fit() {
+        let why = ScanSize::fit(4096, 4, WEBGPU_DEFAULT, true).unwrap_err();
+        assert!(
+            why.contains("dstate 4096") && why.contains("16384 bytes"),
+            "{why}"
+        );
+        let tiny = ScanLimits {
+            invocations: 32,
+            workgroup_bytes: 16 * 1024,
+        };
+        let why = ScanSize::fit(16, 4, tiny, false).unwrap_err();
+        assert!(why.contains("32 invocations"), "{why}");
     }
 }

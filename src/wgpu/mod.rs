@@ -30,7 +30,11 @@
 //! The selective scan has two variants, chosen when the backend is created: a
 //! shared-memory Blelloch scan (`selective_scan.wgsl`) everywhere, and a subgroup-shuffle
 //! scan (`selective_scan_subgroup.wgsl`) where the adapter has `Features::SUBGROUP` with
-//! subgroup sizes the kernel supports. A scan longer than `2048 / N` chunks of 256 steps
+//! subgroup sizes the kernel supports. Its workgroups are sized per adapter and dstate
+//! through override constants (`kernels::ScanSize::fit`): up to 4 channels of 64
+//! invocations, fewer where `max_compute_invocations_per_workgroup` or the workgroup
+//! memory needed to carry dstate states per channel demands it, and a typed error when
+//! not even one channel fits. A scan longer than `2048 / N` chunks of 256 steps
 //! runs as several dispatches that carry the (batch, dim, N) state through global memory
 //! (llvmpipe stops shaders after ~2^16 loop iterations; elsewhere it costs one tiny
 //! state round trip per segment). The decay factor exp(Δ·A) uses a Taylor series near 0
@@ -56,7 +60,7 @@ use crate::backend::DeviceBuffer;
 use crate::error::{Error, Result};
 use crate::tensor::{DType, numel};
 
-use kernels::{Kernel, SCAN_LANES, Slot, WDtype};
+use kernels::{Kernel, SCAN_CHANNELS, SCAN_LANES, ScanLimits, Slot, WDtype};
 use window::{Window, WindowParams};
 
 const BACKEND: &str = "wgpu";
@@ -118,6 +122,12 @@ pub struct WgpuOptions {
     /// default the hot ones (scan, matmul) are created with
     /// `create_shader_module_trusted` and the checks off.
     pub checked_shaders: bool,
+    /// Channels per scan workgroup to aim for (default 4; each is 64 invocations). The
+    /// adapter's limits still cap it; for tuning on a given GPU.
+    pub scan_channels: Option<u32>,
+    /// Treat the adapter's `max_compute_workgroup_storage_size` as this many bytes (never
+    /// more than the adapter's), to exercise how the scan sizes itself on small adapters.
+    pub max_workgroup_storage: Option<u32>,
 }
 
 /// A cached pipeline with its bind group layout.
@@ -146,6 +156,9 @@ pub struct WgpuBackend {
     max_binding: u64,
     subgroup_scan: bool,
     checked_shaders: bool,
+    /// What the scan's workgroups are sized from (see `kernels::ScanSize::fit`).
+    scan_limits: ScanLimits,
+    scan_channels: u32,
     pipelines: Mutex<HashMap<Kernel, Arc<Pipeline>>>,
     modules: Mutex<HashMap<&'static str, wgpu::ShaderModule>>,
     encoder: Mutex<Option<wgpu::CommandEncoder>>,
@@ -231,7 +244,7 @@ impl WgpuBackend {
             (
                 "max_compute_workgroup_storage_size",
                 limits.max_compute_workgroup_storage_size,
-                9 * 1024,
+                8 * 1024, // matmul's tiles; the scan sizes itself (ScanSize::fit)
             ),
         ];
         for (name, have, want) in need {
@@ -269,6 +282,16 @@ impl WgpuBackend {
             Some(m) => m.clamp(1024, limits.max_storage_buffer_binding_size),
             None => limits.max_storage_buffer_binding_size,
         };
+        let scan_limits = ScanLimits {
+            invocations: limits
+                .max_compute_invocations_per_workgroup
+                .min(limits.max_compute_workgroup_size_x),
+            workgroup_bytes: opts
+                .max_workgroup_storage
+                .map_or(limits.max_compute_workgroup_storage_size, |m| {
+                    m.min(limits.max_compute_workgroup_storage_size)
+                }),
+        };
         let dummy = |label| {
             device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some(label),
@@ -287,6 +310,8 @@ impl WgpuBackend {
             max_binding,
             subgroup_scan,
             checked_shaders: opts.checked_shaders,
+            scan_limits,
+            scan_channels: opts.scan_channels.unwrap_or(SCAN_CHANNELS).max(1),
             pipelines: Mutex::default(),
             modules: Mutex::default(),
             encoder: Mutex::default(),
@@ -304,6 +329,27 @@ impl WgpuBackend {
     /// Does the selective scan use the subgroup variant?
     pub fn uses_subgroup_scan(&self) -> bool {
         self.subgroup_scan
+    }
+
+    /// Channels per workgroup and workgroup-memory bytes of the selective scan for this
+    /// dstate on this adapter, or why it cannot run (the error `selective_scan` returns).
+    pub fn scan_workgroup(&self, dstate: u32) -> Result<(u32, u32)> {
+        let s = self.scan_size(dstate)?;
+        Ok((s.channels, s.workgroup_bytes(self.subgroup_scan)))
+    }
+
+    fn scan_size(&self, dstate: u32) -> Result<kernels::ScanSize> {
+        kernels::ScanSize::fit(
+            dstate,
+            self.scan_channels,
+            self.scan_limits,
+            self.subgroup_scan,
+        )
+        .map_err(|why| Error::Arg {
+            op: "selective_scan",
+            arg: "A",
+            why: format!("on adapter `{}`: {why}", self.info.name),
+        })
     }
 
     /// The device, for callers that record their own work.

@@ -2,8 +2,7 @@
 //! `@binding`s, see `kernels.rs`) and records its dispatches.
 
 use super::kernels::{
-    DECODE_MAX_M, DECODE_ROWS, Kernel, MATMUL_TILE, SCAN_CHANNELS, SCAN_CHUNK, SCAN_MAX_DSTATE,
-    SCAN_SEGMENT_STATE_CHUNKS, WDtype,
+    DECODE_MAX_M, DECODE_ROWS, Kernel, MATMUL_TILE, SCAN_CHUNK, SCAN_SEGMENT_STATE_CHUNKS, WDtype,
 };
 use super::{
     BACKEND, Bind, WgpuBackend, WgpuBuffer, Window, WindowParams, device_err, lock, wdtype,
@@ -298,17 +297,8 @@ impl Backend for WgpuBackend {
                 expected: "f32 on the wgpu backend (f16/bf16 scan I/O runs on cpu and cuda)",
             });
         }
-        if p.dstate > SCAN_MAX_DSTATE {
-            return Err(Error::Arg {
-                op: "selective_scan",
-                arg: "A",
-                why: format!(
-                    "dstate {} exceeds the wgpu kernel's maximum of {SCAN_MAX_DSTATE}",
-                    p.dstate
-                ),
-            });
-        }
-        let groups = (p.dim.div_ceil(SCAN_CHANNELS), p.batch);
+        let size = self.scan_size(p.dstate)?;
+        let groups = (p.dim.div_ceil(size.channels), p.batch);
         let max = self.limits.max_compute_workgroups_per_dimension;
         if groups.0 > max || groups.1 > max {
             return Err(device_err(format!(
@@ -316,9 +306,9 @@ impl Backend for WgpuBackend {
             )));
         }
         let kernel = if self.subgroup_scan {
-            Kernel::SelectiveScanSubgroup
+            Kernel::SelectiveScanSubgroup(size)
         } else {
-            Kernel::SelectiveScan
+            Kernel::SelectiveScan(size)
         };
         // Long sequences run as several dispatches of at most `seg` steps, the state
         // carried between them through the (batch, dim, N) state buffer (a scratch one
