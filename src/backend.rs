@@ -20,7 +20,8 @@
 //!   is carried, a residual that is accumulated).
 //! * **Repeated work can be replayed.** [`Backend::replay`] lets a backend capture a
 //!   sequence of ops once (a CUDA graph) and launch the capture afterwards, so a decode
-//!   step costs one launch instead of hundreds. Other backends just run the ops.
+//!   step costs one launch instead of hundreds. wgpu keeps the recorded dispatches and
+//!   re-encodes them without re-creating anything; the CPU backend just runs the ops.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -65,6 +66,11 @@ impl ReplayKey {
             target,
             variant,
         }
+    }
+
+    /// Does the key name `id` as its owner or its target?
+    pub(crate) fn names(&self, id: u64) -> bool {
+        self.owner == id || self.target == id
     }
 }
 
@@ -113,6 +119,14 @@ pub trait Backend {
     fn replay(&self, key: &ReplayKey, record: &mut dyn FnMut() -> Result<()>) -> Result<()> {
         let _ = key;
         record()
+    }
+
+    /// The object with this id (a model, see [`ReplayKey`]) is gone: drop what was kept
+    /// to replay work that names it. A hint that frees memory early (a wgpu replay holds
+    /// the buffers it binds); replays are never wrong without it, since ids are not
+    /// reused.
+    fn forget_replays(&self, id: u64) {
+        let _ = id;
     }
 
     /// `out[i, :] = table[ids[i], :]`, converted to f32.
@@ -238,6 +252,10 @@ impl<B: Backend> Backend for &B {
 
     fn replay(&self, key: &ReplayKey, record: &mut dyn FnMut() -> Result<()>) -> Result<()> {
         (**self).replay(key, record)
+    }
+
+    fn forget_replays(&self, id: u64) {
+        (**self).forget_replays(id)
     }
 
     fn embedding(

@@ -9,7 +9,8 @@
 mod common;
 
 use common::decode_checks::{
-    assert_same_trace, check_interleaved_states, decode_alone, greedy_step, prefilled, small_model,
+    assert_same_trace, check_interleaved_states, check_two_models, decode_alone, greedy_step,
+    prefilled, small_model,
 };
 use common::model_fixtures::check_model_fixtures;
 use common::model_synth::check_model_consistency;
@@ -97,18 +98,7 @@ fn two_models_one_backend() {
         small_model(&be, 1, DType::F32),
         small_model(&be, 2, DType::F32),
     );
-    let p: &[&[u32]] = &[&[4, 5, 6]];
-    let want1 = decode_alone(&m1, p, 6);
-    let want2 = decode_alone(&m2, p, 6);
-    let (mut s1, mut s2) = (prefilled(&m1, p), prefilled(&m2, p));
-    let mut got1 = Vec::new();
-    let mut got2 = Vec::new();
-    for i in 0..6 {
-        got1.push(greedy_step(&m1, &mut s1, i));
-        got2.push(greedy_step(&m2, &mut s2, i));
-    }
-    assert_same_trace("model 1", &got1, &want1, 1e-6);
-    assert_same_trace("model 2", &got2, &want2, 1e-6);
+    check_two_models(&m1, &m2, 1e-6);
     assert_graphs_used(&be, "two models");
 }
 

@@ -190,6 +190,13 @@ impl CudaBackend {
         self.graphs.cache().graphs.len()
     }
 
+    /// `Backend::forget_replays`: drops the graphs (and first-use marks) naming `id`.
+    pub(super) fn forget_graphs(&self, id: u64) {
+        let mut cache = self.graphs.cache();
+        cache.graphs.retain(|(k, _)| !k.names(id));
+        cache.seen.retain(|k| !k.names(id));
+    }
+
     /// The stream ops record on: the capture stream while this thread captures a graph
     /// for this backend, the backend's stream otherwise.
     pub(crate) fn cur(&self) -> &Arc<CudaStream> {

@@ -445,6 +445,10 @@ impl Backend for CudaBackend {
         self.replay_graph(key, record)
     }
 
+    fn forget_replays(&self, id: u64) {
+        self.forget_graphs(id)
+    }
+
     fn embedding(
         &self,
         p: &EmbeddingParams,

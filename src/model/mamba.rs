@@ -37,6 +37,14 @@ pub struct MambaModel<B: Backend> {
     prefill_chunk: Option<usize>,
 }
 
+impl<B: Backend> Drop for MambaModel<B> {
+    /// Replays of decode steps name the model's weights; a backend may free what it kept
+    /// for them (wgpu bind groups hold the weight buffers alive).
+    fn drop(&mut self) {
+        self.be.forget_replays(self.id);
+    }
+}
+
 /// Buffers of a prefill over `(batch, L)` tokens.
 struct SeqBufs<B: Backend> {
     hidden: B::Buffer,

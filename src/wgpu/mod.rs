@@ -43,11 +43,13 @@
 //!
 //! Files: this one (device, buffers, pipeline cache, dispatch), `kernels.rs` (the
 //! `Kernel` list: shader file, entry point, binding slots, override constants),
-//! `window.rs` (binding big weights as row windows) and `ops.rs` (`impl Backend`: what
-//! each op binds and dispatches).
+//! `window.rs` (binding big weights as row windows), `replay.rs` (`Backend::replay`: a
+//! decode step's dispatches kept and re-encoded) and `ops.rs` (`impl Backend`: what each
+//! op binds and dispatches).
 
 mod kernels;
 mod ops;
+mod replay;
 mod window;
 
 use std::collections::HashMap;
@@ -59,6 +61,8 @@ use wgpu::util::DeviceExt;
 use crate::backend::DeviceBuffer;
 use crate::error::{Error, Result};
 use crate::tensor::{DType, numel};
+
+pub use replay::MAX_REPLAYS;
 
 use kernels::{Kernel, SCAN_CHANNELS, SCAN_LANES, ScanLimits, Slot, WDtype};
 use window::{Window, WindowParams};
@@ -128,6 +132,9 @@ pub struct WgpuOptions {
     /// Treat the adapter's `max_compute_workgroup_storage_size` as this many bytes (never
     /// more than the adapter's), to exercise how the scan sizes itself on small adapters.
     pub max_workgroup_storage: Option<u32>,
+    /// Run every `Backend::replay` closure directly instead of replaying the dispatches
+    /// it recorded the first time (see `replay.rs`); for comparisons.
+    pub no_replay: bool,
 }
 
 /// A cached pipeline with its bind group layout.
@@ -159,6 +166,7 @@ pub struct WgpuBackend {
     /// What the scan's workgroups are sized from (see `kernels::ScanSize::fit`).
     scan_limits: ScanLimits,
     scan_channels: u32,
+    replays: replay::Replays,
     pipelines: Mutex<HashMap<Kernel, Arc<Pipeline>>>,
     modules: Mutex<HashMap<&'static str, wgpu::ShaderModule>>,
     encoder: Mutex<Option<wgpu::CommandEncoder>>,
@@ -312,6 +320,7 @@ impl WgpuBackend {
             checked_shaders: opts.checked_shaders,
             scan_limits,
             scan_channels: opts.scan_channels.unwrap_or(SCAN_CHANNELS).max(1),
+            replays: replay::Replays::new(!opts.no_replay),
             pipelines: Mutex::default(),
             modules: Mutex::default(),
             encoder: Mutex::default(),
@@ -553,12 +562,7 @@ impl WgpuBackend {
         });
         {
             let mut enc = lock(&self.encoder);
-            let enc = enc.get_or_insert_with(|| {
-                self.device
-                    .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                        label: Some("mamba-gpu ops"),
-                    })
-            });
+            let enc = enc.get_or_insert_with(|| self.new_encoder());
             let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
                 label: Some(kernel.entry()),
                 timestamp_writes: None,
@@ -567,10 +571,23 @@ impl WgpuBackend {
             pass.set_bind_group(0, &bind_group, &[]);
             pass.dispatch_workgroups(groups.0, groups.1, 1);
         }
+        self.replays.keep(|| replay::Dispatch {
+            pipeline: pipe,
+            bind_group,
+            groups,
+        });
         self.check()
     }
 
+    fn new_encoder(&self) -> wgpu::CommandEncoder {
+        self.device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("mamba-gpu ops"),
+            })
+    }
+
     fn new_buffer(&self, dtype: DType, shape: &[usize], data: Option<&[u8]>) -> Result<WgpuBuffer> {
+        self.replays.break_capture();
         let bytes = numel(shape) * dtype.size();
         let size = (bytes.div_ceil(4) * 4).max(4) as u64;
         if size > self.limits.max_buffer_size {

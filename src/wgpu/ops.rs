@@ -7,7 +7,7 @@ use super::kernels::{
 use super::{
     BACKEND, Bind, WgpuBackend, WgpuBuffer, Window, WindowParams, device_err, lock, wdtype,
 };
-use crate::backend::Backend;
+use crate::backend::{Backend, ReplayKey};
 use crate::error::{Error, Result};
 use crate::ops::{Elementwise, ScanInputs, StateIo, StepInputs};
 use crate::params::*;
@@ -43,6 +43,7 @@ impl Backend for WgpuBackend {
 
     fn write(&self, data: HostSlice<'_>, buf: &mut WgpuBuffer) -> Result<()> {
         crate::ops::check_write(&data, buf)?;
+        self.replays.break_capture();
         if data.is_empty() {
             return Ok(());
         }
@@ -67,6 +68,7 @@ impl Backend for WgpuBackend {
     }
 
     fn download(&self, buf: &WgpuBuffer) -> Result<HostVec> {
+        self.replays.break_capture();
         let size = buf.buf.size();
         let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("download"),
@@ -103,7 +105,16 @@ impl Backend for WgpuBackend {
     }
 
     fn flush(&self) -> Result<()> {
+        self.replays.break_capture();
         self.submit(None)
+    }
+
+    fn replay(&self, key: &ReplayKey, record: &mut dyn FnMut() -> Result<()>) -> Result<()> {
+        self.replay_dispatches(key, record)
+    }
+
+    fn forget_replays(&self, id: u64) {
+        self.forget(id)
     }
 
     fn embedding(

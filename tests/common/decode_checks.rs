@@ -1,7 +1,8 @@
 //! Decode-loop checks shared by the model tests of every backend: several states on one
 //! model, stepped in turn, restored and reset between steps, each decode exactly as it
-//! does alone. On CUDA each step is a replayed graph keyed by (model, state, batch), so a
-//! key that mixed two states up, or outlived a state's buffers, shows up here.
+//! does alone. On CUDA each step is a replayed graph, on wgpu a replay of the kept
+//! dispatches, keyed by (model, state, batch), so a key that mixed two states or models
+//! up, or outlived a state's buffers, shows up here.
 
 use mamba_gpu::model::{LoadOptions, MambaModel, State, SyntheticModel};
 use mamba_gpu::{Backend, DType};
@@ -125,4 +126,21 @@ pub fn check_interleaved_states<B: Backend>(m: &MambaModel<B>, tol: f64) {
         .map(|i| greedy_step(m, &mut alone, i))
         .collect();
     assert_same_trace("state B continued", &more, &whole[STEPS..].to_vec(), tol);
+}
+
+/// Two models sharing one backend and one state shape: a state stepped by each (keys
+/// differ by model) follows that model's weights.
+pub fn check_two_models<B: Backend>(m1: &MambaModel<B>, m2: &MambaModel<B>, tol: f64) {
+    let p: &[&[u32]] = &[&[4, 5, 6]];
+    let want1 = decode_alone(m1, p, 6);
+    let want2 = decode_alone(m2, p, 6);
+    let (mut s1, mut s2) = (prefilled(m1, p), prefilled(m2, p));
+    let mut got1 = Vec::new();
+    let mut got2 = Vec::new();
+    for i in 0..6 {
+        got1.push(greedy_step(m1, &mut s1, i));
+        got2.push(greedy_step(m2, &mut s2, i));
+    }
+    assert_same_trace("model 1", &got1, &want1, tol);
+    assert_same_trace("model 2", &got2, &want2, tol);
 }
