@@ -3,8 +3,9 @@
 //! layer.
 //!
 //! * **Per key:** the first call with a key runs the ops directly (that loads their
-//!   kernels and lets cuBLAS set itself up, neither of which may happen inside a
-//!   capture); the second captures them, instantiates the graph and launches it; later
+//!   kernels, neither of which may happen inside a capture; the capture stream's cuBLAS
+//!   handle gets its own workspace and one GEMM before its first capture); the second
+//!   captures them, instantiates the graph and launches it; later
 //!   calls launch the cached graph. The cache keeps the [`MAX_GRAPHS`] most recently
 //!   used graphs, so many short-lived states do not pile up graphs.
 //! * **A private capture stream.** The capturing thread's ops go to a second stream
@@ -26,9 +27,10 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
-use cudarc::cublas::CudaBlas;
-use cudarc::driver::sys::{CUgraphInstantiate_flags, CUstreamCaptureMode};
-use cudarc::driver::{CudaGraph, CudaStream};
+use cudarc::cublas::sys::cublasOperation_t;
+use cudarc::cublas::{CudaBlas, Gemm, GemmConfig};
+use cudarc::driver::sys::{CUgraphInstantiate_flags, CUstreamCaptureMode, CUstreamCaptureStatus};
+use cudarc::driver::{CudaGraph, CudaSlice, CudaStream, DevicePtr};
 
 use super::{CudaBackend, dev_err};
 use crate::backend::{ReplayKey, unique_id};
@@ -64,7 +66,64 @@ unsafe impl Send for Graph {}
 /// The stream captures record on, and a cuBLAS handle bound to it.
 pub(super) struct Capture {
     pub(super) stream: Arc<CudaStream>,
+    /// Declared before `_workspace`, so the handle is destroyed before its workspace.
     pub(super) blas: Option<CudaBlas>,
+    _workspace: Option<CudaSlice<u8>>,
+}
+
+/// cuBLAS workspace of the capture handle (what cuBLAS recommends for Hopper).
+const CAPTURE_WORKSPACE: usize = 32 << 20;
+
+/// A cuBLAS handle on the capture stream with a workspace of its own, used once before
+/// any capture: nothing cuBLAS would otherwise set up on a handle's first GEMM (its
+/// workspace, lazily loaded kernels) is then allocated inside a graph, where a
+/// synchronous allocation invalidates the capture and an asynchronous one would live
+/// in the graph.
+fn capture_blas(stream: &Arc<CudaStream>) -> Result<(CudaBlas, CudaSlice<u8>)> {
+    let blas = CudaBlas::new(stream.clone()).map_err(|e| dev_err("cublasCreate", e))?;
+    let workspace = stream
+        .alloc_zeros::<u8>(CAPTURE_WORKSPACE)
+        .map_err(|e| dev_err("cuMemAlloc", e))?;
+    {
+        let (ptr, _sync) = workspace.device_ptr(stream);
+        // SAFETY: the handle is live; the workspace is a device allocation of
+        // CAPTURE_WORKSPACE bytes in the handle's context that `Capture` keeps alive
+        // for as long as the handle (field order).
+        let status = unsafe {
+            cudarc::cublas::sys::cublasSetWorkspace_v2(
+                *blas.handle(),
+                ptr as *mut std::ffi::c_void,
+                CAPTURE_WORKSPACE,
+            )
+        };
+        if status != cudarc::cublas::sys::cublasStatus_t::CUBLAS_STATUS_SUCCESS {
+            return Err(dev_err("cublasSetWorkspace", format!("{status:?}")));
+        }
+    }
+    let one = stream
+        .alloc_zeros::<f32>(1)
+        .map_err(|e| dev_err("cuMemAlloc", e))?;
+    let mut out = stream
+        .alloc_zeros::<f32>(1)
+        .map_err(|e| dev_err("cuMemAlloc", e))?;
+    let cfg = GemmConfig {
+        transa: cublasOperation_t::CUBLAS_OP_T,
+        transb: cublasOperation_t::CUBLAS_OP_N,
+        m: 1,
+        n: 1,
+        k: 1,
+        alpha: 1.0f32,
+        lda: 1,
+        ldb: 1,
+        beta: 0.0,
+        ldc: 1,
+    };
+    // SAFETY: a 1×1×1 SGEMM on three one-element f32 buffers (lda = ldb = ldc = 1).
+    unsafe { blas.gemm(cfg, &one, &one, &mut out) }.map_err(|e| dev_err("cublasSgemm", e))?;
+    stream
+        .synchronize()
+        .map_err(|e| dev_err("cuStreamSynchronize", e))?;
+    Ok((blas, workspace))
 }
 
 #[derive(Default)]
@@ -150,9 +209,26 @@ impl<'a> Capturing<'a> {
         // Auto-free: should a library (cuBLAS's workspace) allocate inside the capture
         // without freeing, a relaunch frees it first instead of failing.
         let flags = CUgraphInstantiate_flags::CUDA_GRAPH_INSTANTIATE_FLAG_AUTO_FREE_ON_LAUNCH;
-        self.stream
-            .end_capture(flags)
-            .map_err(|e| dev_err("cuStreamEndCapture / cuGraphInstantiate", e))
+        let graph = self.stream.end_capture(flags);
+        if graph.is_err() {
+            discard_capture(self.stream);
+        }
+        graph.map_err(|e| dev_err("cuStreamEndCapture / cuGraphInstantiate", e))
+    }
+}
+
+/// Ends a capture whose graph is not wanted, if the stream is still capturing. cudarc's
+/// `end_capture` first reports (and clears) any error recorded earlier in the context,
+/// returning before `cuStreamEndCapture`: asking again reaches the driver, so the
+/// stream is never left capturing.
+fn discard_capture(stream: &Arc<CudaStream>) {
+    for _ in 0..2 {
+        match stream.capture_status() {
+            Ok(CUstreamCaptureStatus::CU_STREAM_CAPTURE_STATUS_NONE) => return,
+            _ => {
+                let _ = stream.end_capture(CUgraphInstantiate_flags(0));
+            }
+        }
     }
 }
 
@@ -160,8 +236,7 @@ impl Drop for Capturing<'_> {
     fn drop(&mut self) {
         CAPTURING.set(0);
         if self.open {
-            // Whatever was captured is discarded.
-            let _ = self.stream.end_capture(CUgraphInstantiate_flags(0));
+            discard_capture(self.stream);
         }
     }
 }
@@ -276,13 +351,18 @@ impl CudaBackend {
                 .ctx
                 .new_stream()
                 .map_err(|e| dev_err("cuStreamCreate", e))?;
-            let blas = match self.blas {
+            let (blas, workspace) = match self.blas {
                 Some(_) => {
-                    Some(CudaBlas::new(stream.clone()).map_err(|e| dev_err("cublasCreate", e))?)
+                    let (blas, ws) = capture_blas(&stream)?;
+                    (Some(blas), Some(ws))
                 }
-                None => None,
+                None => (None, None),
             };
-            let _ = g.capture.set(Capture { stream, blas });
+            let _ = g.capture.set(Capture {
+                stream,
+                blas,
+                _workspace: workspace,
+            });
         }
         let cap = g
             .capture

@@ -149,8 +149,10 @@ pub(super) fn selective_scan(
     state: Option<&mut CudaBuffer>,
     out: &mut CudaBuffer,
 ) -> Result<()> {
-    let carry_bytes = SCAN_CPB * 4 * p.dstate;
-    if SCAN_STATIC_SMEM + carry_bytes > SMEM_LIMIT {
+    let smem = (SCAN_CPB * 4)
+        .checked_mul(p.dstate)
+        .and_then(|carry| carry.checked_add(SCAN_STATIC_SMEM));
+    let Some(smem) = smem.filter(|&b| b <= SMEM_LIMIT) else {
         return Err(Error::Arg {
             op: "selective_scan",
             arg: "A",
@@ -160,7 +162,7 @@ pub(super) fn selective_scan(
                 (SMEM_LIMIT - SCAN_STATIC_SMEM) / (SCAN_CPB * 4)
             ),
         });
-    }
+    };
     if p.batch > 65_535 {
         return Err(Error::Arg {
             op: "selective_scan",
@@ -174,7 +176,7 @@ pub(super) fn selective_scan(
     let cfg = LaunchConfig {
         grid_dim: (p.dim.div_ceil(SCAN_CPB), p.batch, 1),
         block_dim: (SCAN_NT, SCAN_CPB, 1),
-        shared_mem_bytes: carry_bytes,
+        shared_mem_bytes: smem - SCAN_STATIC_SMEM, // the dynamic part: the carry
     };
     let mut a = be.cur().launch_builder(&f);
     a.arg(p);
@@ -410,6 +412,11 @@ pub(super) fn matmul(
     // SAFETY: column-major SGEMM with m' = n, n' = m, k: A = w (k x n, lda = k,
     // transposed), B = x (k x m, ldb = k), C = out (n x m, ldc = n); the buffers hold
     // n * k, m * k and m * n f32 as ops validated. Runs on the backend's stream.
+    // cuBLAS runs in whatever context is current on this thread and nothing above
+    // necessarily bound ours (another backend's may be current).
+    be.ctx
+        .bind_to_thread()
+        .map_err(|e| dev_err("cuCtxSetCurrent", e))?;
     unsafe { blas.gemm(cfg, w32, x.f32()?, out.f32_mut()?) }
         .map_err(|e| dev_err("cublasSgemm", e))?;
     Ok(())

@@ -150,6 +150,15 @@ pub struct CudaBackend {
     graphs: graph::Graphs,
 }
 
+impl Drop for CudaBackend {
+    /// Work still queued may use the modules and graphs dropped next (fields drop in
+    /// order, modules before graphs): wait for it, then drop the graphs first.
+    fn drop(&mut self) {
+        let _ = self.stream.synchronize();
+        self.set_graphs(false);
+    }
+}
+
 impl std::fmt::Debug for CudaBackend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CudaBackend")

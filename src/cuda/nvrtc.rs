@@ -82,27 +82,40 @@ fn unavailable(why: String) -> Error {
     }
 }
 
+/// A loadable NVRTC of version 11.2 or later: older ones lack `nvrtcGetSupportedArchs`
+/// and `nvrtcGetCUBIN`, and cudarc would panic on the missing symbol at first use.
 fn require_nvrtc() -> Result<()> {
-    if nvrtc_available() {
-        Ok(())
-    } else {
-        Err(unavailable(
+    if !nvrtc_available() {
+        return Err(unavailable(
             "libnvrtc (NVRTC, the run-time CUDA compiler) cannot be loaded; \
              add the CUDA toolkit's lib64 folder (or tools/install_nvrtc.sh's) to LD_LIBRARY_PATH"
                 .into(),
-        ))
+        ));
     }
+    let v = loaded_version()?;
+    if v < (11, 2) {
+        return Err(unavailable(format!(
+            "libnvrtc {}.{} is older than 11.2, the oldest the kernels are compiled with",
+            v.0, v.1
+        )));
+    }
+    Ok(())
+}
+
+fn loaded_version() -> Result<(i32, i32)> {
+    let (mut major, mut minor): (c_int, c_int) = (0, 0);
+    // SAFETY: callers checked that libnvrtc is loadable; `nvrtcVersion` exists in every
+    // NVRTC; both pointers are valid for writes.
+    unsafe { sys::nvrtcVersion(&mut major, &mut minor) }
+        .result()
+        .map_err(|e| nvrtc_err("nvrtcVersion", e))?;
+    Ok((major, minor))
 }
 
 /// NVRTC's version, e.g. `(13, 0)`.
 pub fn nvrtc_version() -> Result<(i32, i32)> {
     require_nvrtc()?;
-    let (mut major, mut minor): (c_int, c_int) = (0, 0);
-    // SAFETY: libnvrtc is loadable (checked above); both pointers are valid for writes.
-    unsafe { sys::nvrtcVersion(&mut major, &mut minor) }
-        .result()
-        .map_err(|e| nvrtc_err("nvrtcVersion", e))?;
-    Ok((major, minor))
+    loaded_version()
 }
 
 /// The real architectures (`XY` of `sm_XY`) this NVRTC can compile for.
