@@ -25,7 +25,7 @@ struct Args {
     /// cpu | wgpu | cuda
     #[arg(long, default_value = "wgpu")]
     backend: String,
-    /// Shapes as BATCHxDIMxLxN, comma separated.
+    /// Scan shapes as BATCHxDIMxLxN, comma separated, or none.
     #[arg(
         long,
         default_value = "1x768x2048x16,1x1536x2048x16,4x1536x2048x16,1x2560x8192x16"
@@ -56,6 +56,9 @@ struct Args {
     /// wgpu: channels per scan workgroup to aim for (the adapter's limits still cap it).
     #[arg(long)]
     scan_channels: Option<u32>,
+    /// wgpu: record every decode step afresh instead of replaying its dispatches.
+    #[arg(long)]
+    no_replay: bool,
 }
 
 /// Prefill and decode tokens/s of random-weight models on `be`.
@@ -70,8 +73,11 @@ fn model_table<B: Backend>(be: &B, args: &Args) -> Result<()> {
         "bf16" => (DType::BF16, WeightDType::BF16),
         _ => (DType::F32, WeightDType::F32),
     };
-    println!("\n| model | params | weights | prefill {batch}×{len} tok/s | decode b=1 tok/s |");
-    println!("|---|---|---|---|---|");
+    println!(
+        "\n| model | params | weights | prefill {batch}×{len} tok/s | decode b=1 tok/s | \
+         host µs/step |"
+    );
+    println!("|---|---|---|---|---|---|");
     for name in args
         .models
         .split(',')
@@ -118,14 +124,20 @@ fn model_table<B: Backend>(be: &B, args: &Args) -> Result<()> {
             model.step_device_ids(&mut st)?;
             model.greedy_ids(&mut st)?;
         }
+        // Host µs/step: the time `step_device_ids` takes to record and submit the step
+        // (it does not wait for the device), the part no GPU can speed up.
+        let mut host = 0.0;
         let t = Instant::now();
         for _ in 0..args.decode_steps {
+            let h = Instant::now();
             model.step_device_ids(&mut st)?;
+            host += h.elapsed().as_secs_f64();
             model.greedy_ids(&mut st)?;
         }
         let decode = args.decode_steps as f64 / t.elapsed().as_secs_f64();
+        let host_us = host / args.decode_steps.max(1) as f64 * 1e6;
         println!(
-            "| {name} | {:.0}M | {} | {prefill:.0} | {decode:.1} |",
+            "| {name} | {:.0}M | {} | {prefill:.0} | {decode:.1} | {host_us:.0} |",
             shape.params() as f64 / 1e6,
             args.weights
         );
@@ -236,6 +248,8 @@ fn main() -> Result<()> {
     let shapes: Vec<[usize; 4]> = args
         .shapes
         .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty() && *s != "none")
         .map(|s| parse_shape(s).unwrap_or_else(|| panic!("bad shape `{s}` (want BxDxLxN)")))
         .collect();
     let layout = if args.token_major {
@@ -264,6 +278,7 @@ fn main() -> Result<()> {
         "wgpu" => {
             let be = mamba_gpu::wgpu::WgpuBackend::with_options(mamba_gpu::wgpu::WgpuOptions {
                 scan_channels: args.scan_channels,
+                no_replay: args.no_replay,
                 ..Default::default()
             })?;
             let (channels, bytes) = be.scan_workgroup(16)?;

@@ -181,6 +181,9 @@ run() {
         step "bench-example-cuda-nographs" env MAMBA_CUDA_GRAPHS=0 "$gpu/bin/gpu-bench" \
             --backend cuda --shapes 1x768x2048x16 --models 130m
         step "bench-example-wgpu" "$gpu/bin/gpu-bench" --backend wgpu
+        # The wgpu decode step recorded afresh every time (no replay), to compare.
+        step "bench-example-wgpu-noreplay" "$gpu/bin/gpu-bench" --backend wgpu --shapes none \
+            --models 130m --no-replay
         # The wgpu scan with other workgroup sizes (the default aims at 4 channels).
         for ch in 1 2 8 16; do
             step "bench-wgpu-scan-ch$ch" "$gpu/bin/gpu-bench" --backend wgpu --models none \

@@ -89,6 +89,18 @@ impl Replays {
     }
 }
 
+/// Ends this thread's capture if `record` panics (otherwise `replay_dispatches` takes
+/// it), so the backend never stays "capturing".
+struct EndCapture<'a>(&'a Replays);
+
+impl Drop for EndCapture<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            lock(&self.0.capture).take();
+        }
+    }
+}
+
 impl WgpuBackend {
     /// `Backend::replay`: see the module docs.
     pub(super) fn replay_dispatches(
@@ -127,7 +139,10 @@ impl WgpuBackend {
                 broken: false,
             });
         }
-        let recorded = record();
+        let recorded = {
+            let _end = EndCapture(r);
+            record()
+        };
         let cap = lock(&r.capture).take();
         recorded?;
         let kept = cap.and_then(|c| (!c.broken).then(|| Arc::from(c.dispatches)));
