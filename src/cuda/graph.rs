@@ -3,11 +3,11 @@
 //! layer.
 //!
 //! * **Per key:** the first call with a key runs the ops directly (that loads their
-//!   kernels, neither of which may happen inside a capture; the capture stream's cuBLAS
-//!   handle gets its own workspace and one GEMM before its first capture); the second
-//!   captures them, instantiates the graph and launches it; later
-//!   calls launch the cached graph. The cache keeps the [`MAX_GRAPHS`] most recently
-//!   used graphs, so many short-lived states do not pile up graphs.
+//!   kernels, which may not happen inside a capture; the capture stream's cuBLAS handle
+//!   is likewise given its own workspace and run once before its first capture); the
+//!   second captures them, instantiates the graph and launches it; later calls launch
+//!   the cached graph. The cache keeps the [`MAX_GRAPHS`] most recently used graphs, so
+//!   many short-lived states do not pile up graphs.
 //! * **A private capture stream.** The capturing thread's ops go to a second stream
 //!   (with its own cuBLAS handle) that only it uses, marked by a thread-local; other
 //!   threads keep launching on the backend's stream, so nothing of theirs (a launch, a

@@ -296,9 +296,8 @@ impl WgpuBackend {
                 .min(limits.max_compute_workgroup_size_x),
             workgroup_bytes: opts
                 .max_workgroup_storage
-                .map_or(limits.max_compute_workgroup_storage_size, |m| {
-                    m.min(limits.max_compute_workgroup_storage_size)
-                }),
+                .unwrap_or(u32::MAX)
+                .min(limits.max_compute_workgroup_storage_size),
         };
         let dummy = |label| {
             device.create_buffer(&wgpu::BufferDescriptor {
