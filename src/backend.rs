@@ -13,8 +13,11 @@
 //!   was recorded; [`Backend::download`] is the one call that waits for results.
 //! * **Shapes are validated once, at the front door.** Users call the free functions in
 //!   [`crate::ops`], which check every shape and dtype and build a parameter struct from
-//!   [`crate::params`]. The trait methods receive that struct: they are the kernel
-//!   launches and may trust it (the structs cannot be built outside this crate).
+//!   [`crate::params`]. The trait methods receive a *checked call*
+//!   ([`crate::ops::call`]): those parameters together with the buffers they were
+//!   checked against. They are the kernel launches and may trust it: the parameter
+//!   structs themselves are plain `Pod` data anyone can make, but a call can only be
+//!   built inside this crate, by `ops`, and it cannot be re-aimed at other buffers.
 //! * **Outputs are `&mut`**, inputs `&`: the borrow checker rules out an op reading a
 //!   buffer it is writing, except where the op defines in-place semantics (a state that
 //!   is carried, a residual that is accumulated).
@@ -26,8 +29,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::error::Result;
-use crate::ops::{Elementwise, ScanInputs, StateIo, StepInputs};
-use crate::params::*;
+use crate::ops::call::*;
 use crate::tensor::{DType, HostSlice, HostVec};
 
 /// A device buffer: an allocation plus its element type and logical shape.
@@ -36,9 +38,11 @@ pub trait DeviceBuffer {
     fn shape(&self) -> &[usize];
     /// Reinterprets the buffer with another shape of the same element count.
     fn reshape(&mut self, shape: &[usize]) -> Result<()>;
-    /// Number of elements.
+    /// Number of elements (saturating, see [`crate::tensor::numel`]; the buffers of this
+    /// crate's backends never have more than
+    /// [`MAX_BUFFER_ELEMENTS`](crate::tensor::MAX_BUFFER_ELEMENTS)).
     fn numel(&self) -> usize {
-        self.shape().iter().product()
+        crate::tensor::numel(self.shape())
     }
 }
 
@@ -50,8 +54,10 @@ pub trait DeviceBuffer {
 /// Keys are built only inside this crate, from ids that are never reused; whoever
 /// builds one guarantees that every call with that key records the same ops on the
 /// same buffers with the same parameters, and gives the buffers a new id whenever it
-/// replaces them. A backend may therefore trust a key as it trusts the parameter
-/// structs.
+/// replaces them. A backend receives a key only inside a [`ReplayCall`], together with
+/// the closure it was built for, so it may trust the pair as it trusts a checked op
+/// call (a key alone, copied by a wrapping backend, opens nothing: see
+/// [`crate::ops::call`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ReplayKey {
     owner: u64,
@@ -107,18 +113,19 @@ pub trait Backend {
     /// Submits all recorded work without waiting for it.
     fn flush(&self) -> Result<()>;
 
-    /// Records the ops of `record`, or replays an earlier capture of them.
+    /// Records the ops of the request, or replays an earlier capture of them.
     ///
-    /// `record` must only record ops on this backend (the methods below, through
-    /// [`crate::ops`]): no allocation, upload, write, download or flush, and no
+    /// The request's closure records ops on this backend only (the methods below,
+    /// through [`crate::ops`]): no allocation, upload, write, download or flush, and no
     /// host-side effect that has to happen every time, because a backend may run it
     /// once, capture what it launches and from then on launch the capture for the same
-    /// `key` without calling `record` at all; it may also call it twice for one request
+    /// key without calling the closure at all; it may also call it twice for one request
     /// (a failed capture, then directly). The CUDA backend does that with CUDA graphs;
-    /// the default, used by the CPU and wgpu backends, simply calls `record`.
-    fn replay(&self, key: &ReplayKey, record: &mut dyn FnMut() -> Result<()>) -> Result<()> {
-        let _ = key;
-        record()
+    /// the default, used by the CPU and wgpu backends, simply runs it
+    /// ([`ReplayCall::run`]). Requests are built only inside this crate (see
+    /// [`crate::ops::call`]).
+    fn replay(&self, call: ReplayCall<'_, Self>) -> Result<()> {
+        call.run()
     }
 
     /// The object with this id (a model, see [`ReplayKey`]) is gone: drop what was kept
@@ -129,91 +136,45 @@ pub trait Backend {
         let _ = id;
     }
 
-    /// `out[i, :] = table[ids[i], :]`, converted to f32.
-    fn embedding(
-        &self,
-        p: &EmbeddingParams,
-        ids: &Self::Buffer,
-        table: &Self::Buffer,
-        out: &mut Self::Buffer,
-    ) -> Result<()>;
+    // The op methods. Each takes a checked call that only `crate::ops` builds (from
+    // validated parameters and the buffers they were checked against), so it may trust
+    // the parameters; see `crate::ops::call`.
 
-    /// `out = x · wᵀ (+ bias)`; x, out f32, w and bias in any float dtype.
-    fn matmul(
-        &self,
-        p: &MatmulParams,
-        x: &Self::Buffer,
-        w: &Self::Buffer,
-        bias: Option<&Self::Buffer>,
-        out: &mut Self::Buffer,
-    ) -> Result<()>;
+    /// `out[i, :] = table[ids[i], :]`, converted to f32 ([`crate::ops::embedding`]).
+    fn embedding(&self, call: EmbeddingCall<'_, Self::Buffer>) -> Result<()>;
 
-    /// RMSNorm; with a residual, first `residual += x`, then normalise the residual.
-    fn rms_norm(
-        &self,
-        p: &NormParams,
-        x: &Self::Buffer,
-        weight: &Self::Buffer,
-        residual: Option<&mut Self::Buffer>,
-        out: &mut Self::Buffer,
-    ) -> Result<()>;
+    /// `out = x · wᵀ (+ bias)`; x, out f32, w and bias in any float dtype
+    /// ([`crate::ops::matmul`]).
+    fn matmul(&self, call: MatmulCall<'_, Self::Buffer>) -> Result<()>;
 
-    /// Causal depthwise conv1d over a sequence, optionally with SiLU and a conv state.
-    #[allow(clippy::too_many_arguments)]
-    fn causal_conv1d(
-        &self,
-        p: &ConvParams,
-        x: &Self::Buffer,
-        weight: &Self::Buffer,
-        bias: Option<&Self::Buffer>,
-        state: Option<&mut Self::Buffer>,
-        out: &mut Self::Buffer,
-    ) -> Result<()>;
+    /// RMSNorm; with a residual, first `residual += x`, then normalise the residual
+    /// ([`crate::ops::rms_norm`]).
+    fn rms_norm(&self, call: NormCall<'_, Self::Buffer>) -> Result<()>;
 
-    /// One step of the causal conv1d: shifts `x` into the conv state and convolves.
-    fn causal_conv1d_update(
-        &self,
-        p: &ConvParams,
-        x: &Self::Buffer,
-        weight: &Self::Buffer,
-        bias: Option<&Self::Buffer>,
-        state: &mut Self::Buffer,
-        out: &mut Self::Buffer,
-    ) -> Result<()>;
+    /// Causal depthwise conv1d over a sequence, optionally with SiLU and a conv state
+    /// ([`crate::ops::causal_conv1d`]).
+    fn causal_conv1d(&self, call: ConvCall<'_, Self::Buffer>) -> Result<()>;
+
+    /// One step of the causal conv1d: shifts `x` into the conv state and convolves
+    /// ([`crate::ops::causal_conv1d_update`]).
+    fn causal_conv1d_update(&self, call: ConvUpdateCall<'_, Self::Buffer>) -> Result<()>;
 
     /// The selective scan (see [`crate::ops::selective_scan`]).
-    fn selective_scan(
-        &self,
-        p: &ScanParams,
-        inputs: &ScanInputs<'_, Self::Buffer>,
-        state: StateIo<'_, Self::Buffer>,
-        out: &mut Self::Buffer,
-    ) -> Result<()>;
+    fn selective_scan(&self, call: ScanCall<'_, Self::Buffer>) -> Result<()>;
 
-    /// One decode step of the selective state space (see [`crate::ops::selective_state_update`]).
-    fn selective_state_update(
-        &self,
-        p: &StepParams,
-        inputs: &StepInputs<'_, Self::Buffer>,
-        state: &mut Self::Buffer,
-        out: &mut Self::Buffer,
-    ) -> Result<()>;
+    /// One decode step of the selective state space (see
+    /// [`crate::ops::selective_state_update`]).
+    fn selective_state_update(&self, call: StepCall<'_, Self::Buffer>) -> Result<()>;
 
-    /// Elementwise op on f32 buffers: `out = op(a[, b])`.
-    fn elementwise(
-        &self,
-        p: &ElementwiseParams,
-        op: Elementwise,
-        a: &Self::Buffer,
-        b: Option<&Self::Buffer>,
-        out: &mut Self::Buffer,
-    ) -> Result<()>;
+    /// Elementwise op on f32 buffers: `out = op(a[, b])` ([`crate::ops::elementwise`]).
+    fn elementwise(&self, call: ElementwiseCall<'_, Self::Buffer>) -> Result<()>;
 
-    /// Row-wise argmax of an f32 matrix into u32 indices.
-    fn argmax(&self, p: &ArgmaxParams, x: &Self::Buffer, out: &mut Self::Buffer) -> Result<()>;
+    /// Row-wise argmax of an f32 matrix into u32 indices ([`crate::ops::argmax`]).
+    fn argmax(&self, call: ArgmaxCall<'_, Self::Buffer>) -> Result<()>;
 
-    /// Copies a range of 4-byte elements between buffers of the same dtype.
-    fn copy(&self, p: &CopyParams, src: &Self::Buffer, dst: &mut Self::Buffer) -> Result<()>;
+    /// Copies a range of 4-byte elements between buffers of the same dtype
+    /// ([`crate::ops::copy`]).
+    fn copy(&self, call: CopyCall<'_, Self::Buffer>) -> Result<()>;
 }
 
 /// A shared reference to a backend is a backend, so several models (or a model and its
@@ -250,106 +211,52 @@ impl<B: Backend> Backend for &B {
         (**self).flush()
     }
 
-    fn replay(&self, key: &ReplayKey, record: &mut dyn FnMut() -> Result<()>) -> Result<()> {
-        (**self).replay(key, record)
+    fn replay(&self, call: ReplayCall<'_, Self>) -> Result<()> {
+        // The closure's ops on `&B` are ops on `B`.
+        (**self).replay(call.forward())
     }
 
     fn forget_replays(&self, id: u64) {
         (**self).forget_replays(id)
     }
 
-    fn embedding(
-        &self,
-        p: &EmbeddingParams,
-        ids: &B::Buffer,
-        table: &B::Buffer,
-        out: &mut B::Buffer,
-    ) -> Result<()> {
-        (**self).embedding(p, ids, table, out)
+    fn embedding(&self, call: EmbeddingCall<'_, B::Buffer>) -> Result<()> {
+        (**self).embedding(call)
     }
 
-    fn matmul(
-        &self,
-        p: &MatmulParams,
-        x: &B::Buffer,
-        w: &B::Buffer,
-        bias: Option<&B::Buffer>,
-        out: &mut B::Buffer,
-    ) -> Result<()> {
-        (**self).matmul(p, x, w, bias, out)
+    fn matmul(&self, call: MatmulCall<'_, B::Buffer>) -> Result<()> {
+        (**self).matmul(call)
     }
 
-    fn rms_norm(
-        &self,
-        p: &NormParams,
-        x: &B::Buffer,
-        weight: &B::Buffer,
-        residual: Option<&mut B::Buffer>,
-        out: &mut B::Buffer,
-    ) -> Result<()> {
-        (**self).rms_norm(p, x, weight, residual, out)
+    fn rms_norm(&self, call: NormCall<'_, B::Buffer>) -> Result<()> {
+        (**self).rms_norm(call)
     }
 
-    fn causal_conv1d(
-        &self,
-        p: &ConvParams,
-        x: &B::Buffer,
-        weight: &B::Buffer,
-        bias: Option<&B::Buffer>,
-        state: Option<&mut B::Buffer>,
-        out: &mut B::Buffer,
-    ) -> Result<()> {
-        (**self).causal_conv1d(p, x, weight, bias, state, out)
+    fn causal_conv1d(&self, call: ConvCall<'_, B::Buffer>) -> Result<()> {
+        (**self).causal_conv1d(call)
     }
 
-    fn causal_conv1d_update(
-        &self,
-        p: &ConvParams,
-        x: &B::Buffer,
-        weight: &B::Buffer,
-        bias: Option<&B::Buffer>,
-        state: &mut B::Buffer,
-        out: &mut B::Buffer,
-    ) -> Result<()> {
-        (**self).causal_conv1d_update(p, x, weight, bias, state, out)
+    fn causal_conv1d_update(&self, call: ConvUpdateCall<'_, B::Buffer>) -> Result<()> {
+        (**self).causal_conv1d_update(call)
     }
 
-    fn selective_scan(
-        &self,
-        p: &ScanParams,
-        inputs: &ScanInputs<'_, B::Buffer>,
-        state: StateIo<'_, B::Buffer>,
-        out: &mut B::Buffer,
-    ) -> Result<()> {
-        (**self).selective_scan(p, inputs, state, out)
+    fn selective_scan(&self, call: ScanCall<'_, B::Buffer>) -> Result<()> {
+        (**self).selective_scan(call)
     }
 
-    fn selective_state_update(
-        &self,
-        p: &StepParams,
-        inputs: &StepInputs<'_, B::Buffer>,
-        state: &mut B::Buffer,
-        out: &mut B::Buffer,
-    ) -> Result<()> {
-        (**self).selective_state_update(p, inputs, state, out)
+    fn selective_state_update(&self, call: StepCall<'_, B::Buffer>) -> Result<()> {
+        (**self).selective_state_update(call)
     }
 
-    fn elementwise(
-        &self,
-        p: &ElementwiseParams,
-        op: Elementwise,
-        a: &B::Buffer,
-        b: Option<&B::Buffer>,
-        out: &mut B::Buffer,
-    ) -> Result<()> {
-        (**self).elementwise(p, op, a, b, out)
+    fn elementwise(&self, call: ElementwiseCall<'_, B::Buffer>) -> Result<()> {
+        (**self).elementwise(call)
     }
 
-    fn argmax(&self, p: &ArgmaxParams, x: &B::Buffer, out: &mut B::Buffer) -> Result<()> {
-        (**self).argmax(p, x, out)
+    fn argmax(&self, call: ArgmaxCall<'_, B::Buffer>) -> Result<()> {
+        (**self).argmax(call)
     }
 
-    fn copy(&self, p: &CopyParams, src: &B::Buffer, dst: &mut B::Buffer) -> Result<()> {
-        (**self).copy(p, src, dst)
+    fn copy(&self, call: CopyCall<'_, B::Buffer>) -> Result<()> {
+        (**self).copy(call)
     }
 }

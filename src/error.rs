@@ -57,6 +57,28 @@ pub enum Error {
         why: String,
     },
 
+    /// A buffer of this shape cannot exist: its element count or byte size overflows, it
+    /// has more elements than the kernels can index (see
+    /// [`MAX_BUFFER_ELEMENTS`](crate::tensor::MAX_BUFFER_ELEMENTS)), or the memory for it
+    /// cannot be allocated. `dtype` is `None` where the shape alone is impossible.
+    #[error("{op}: buffer `{tensor}` of shape {shape:?} cannot be made: {why}")]
+    BufferSize {
+        op: &'static str,
+        tensor: &'static str,
+        dtype: Option<DType>,
+        shape: Vec<usize>,
+        why: String,
+    },
+
+    /// A buffer given to a [`Device`](crate::Device) belongs to another backend.
+    #[error("{op}: tensor `{tensor}` is a {got} buffer, but this device is {expected}")]
+    WrongDevice {
+        op: &'static str,
+        tensor: &'static str,
+        got: &'static str,
+        expected: &'static str,
+    },
+
     /// Host data passed to `upload` does not fill the requested shape exactly.
     #[error("upload: {len} elements given for shape {shape:?} ({expected} expected)")]
     UploadLen {

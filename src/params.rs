@@ -1,10 +1,12 @@
 //! Validated op parameters, shared with the GPU kernels.
 //!
-//! Each struct here is built only by the op's front door in [`crate::ops`] (they are
-//! `#[non_exhaustive]`, so code outside the crate can read but not forge them), which
-//! means a backend receiving one may trust every field. They are `#[repr(C)]` + `Pod`
-//! and consist of `u32`/`f32` only, so the same bytes are a WGSL uniform and a CUDA
-//! kernel argument.
+//! They are `#[repr(C)]` + `Pod` and consist of `u32`/`f32` only, so the same bytes are
+//! a WGSL uniform and a CUDA kernel argument. Being `Pod`, any value of them can be made
+//! anywhere (`bytemuck::Zeroable::zeroed()`, then set the public fields; the
+//! `#[non_exhaustive]` only stops struct literals): a parameter struct on its own proves
+//! nothing. What a backend trusts is a checked call ([`crate::ops::call`]), which only
+//! the op's front door in [`crate::ops`] builds, from these parameters *and* the buffers
+//! they were validated against. No backend method accepts a parameter struct alone.
 //!
 //! Keep in sync with `shaders/<op>.wgsl` and `kernels/<op>.cu` (each names its struct).
 

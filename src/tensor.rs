@@ -40,9 +40,59 @@ impl DType {
     }
 }
 
-/// Number of elements of a shape.
+/// Number of elements of a shape, saturating at `usize::MAX` when the product overflows
+/// (so that comparing it with a real length fails instead of wrapping to a small count).
+/// Use [`checked_numel`] or [`buffer_numel`] where an impossible shape must be refused.
 pub fn numel(shape: &[usize]) -> usize {
-    shape.iter().product()
+    checked_numel(shape).unwrap_or(usize::MAX)
+}
+
+/// Number of elements of a shape, or `None` when the product overflows `usize`. A
+/// shape with a zero dimension has 0 elements, however large the others are.
+pub fn checked_numel(shape: &[usize]) -> Option<usize> {
+    if shape.contains(&0) {
+        return Some(0);
+    }
+    shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d))
+}
+
+/// The largest element count of a buffer: the kernels of every backend index elements
+/// with 32-bit integers (the parameter structs are `u32`), so a buffer with more
+/// elements could never be used by an op. Refusing it at allocation keeps every buffer
+/// that exists indexable.
+pub const MAX_BUFFER_ELEMENTS: usize = u32::MAX as usize;
+
+/// The element count and byte size of a new buffer of `dtype` and `shape`, checked:
+/// an element count or byte size that overflows, or more than
+/// [`MAX_BUFFER_ELEMENTS`] elements, is an [`Error::BufferSize`](crate::Error::BufferSize)
+/// naming `op`, `tensor` and the shape. Every backend's `zeros`/`upload` and every
+/// reshape go through this.
+pub fn buffer_numel(
+    op: &'static str,
+    tensor: &'static str,
+    dtype: DType,
+    shape: &[usize],
+) -> crate::Result<(usize, usize)> {
+    let err = |why: String| crate::Error::BufferSize {
+        op,
+        tensor,
+        dtype: Some(dtype),
+        shape: shape.to_vec(),
+        why,
+    };
+    let n = checked_numel(shape).ok_or_else(|| err("its element count overflows usize".into()))?;
+    if n > MAX_BUFFER_ELEMENTS {
+        return Err(err(format!(
+            "{n} elements exceed the 32-bit indexing of the kernels (at most {MAX_BUFFER_ELEMENTS})"
+        )));
+    }
+    let bytes = n.checked_mul(dtype.size()).ok_or_else(|| {
+        err(format!(
+            "{n} elements of {} bytes overflow usize",
+            dtype.size()
+        ))
+    })?;
+    Ok((n, bytes))
 }
 
 /// Borrowed host data to upload, typed.
@@ -168,14 +218,25 @@ impl HostVec {
 }
 
 /// The new shape of a reshape, if it keeps the element count; the one check every
-/// backend's `DeviceBuffer::reshape` makes.
+/// backend's `DeviceBuffer::reshape` makes. A new shape whose element count overflows
+/// is an [`Error::BufferSize`](crate::Error::BufferSize), never a count that wrapped to
+/// match.
 pub fn reshaped(old: &[usize], new: &[usize]) -> crate::Result<Vec<usize>> {
-    if numel(new) != numel(old) {
+    let Some(n) = checked_numel(new) else {
+        return Err(crate::Error::BufferSize {
+            op: "reshape",
+            tensor: "shape",
+            dtype: None,
+            shape: new.to_vec(),
+            why: "its element count overflows usize".into(),
+        });
+    };
+    if n != numel(old) {
         return Err(crate::Error::Shape {
             op: "reshape",
             tensor: "buffer",
             got: old.to_vec(),
-            expected: format!("{} elements for {new:?}", numel(new)),
+            expected: format!("{n} elements for {new:?}"),
         });
     }
     Ok(new.to_vec())

@@ -18,9 +18,9 @@ use half::{bf16, f16};
 
 use crate::backend::{Backend, DeviceBuffer};
 use crate::error::{Error, Result};
-use crate::ops::{Elementwise, ScanInputs, StateIo, StepInputs};
+use crate::ops::call::*;
 use crate::params::*;
-use crate::tensor::{DType, HostSlice, HostVec, numel};
+use crate::tensor::{DType, HostSlice, HostVec, buffer_numel};
 
 /// A host buffer: typed data plus a logical shape.
 #[derive(Debug, Clone, PartialEq)]
@@ -219,6 +219,38 @@ impl CpuBackend {
     }
 }
 
+/// `n` copies of `v`, or the allocator's refusal (`vec!` would abort the process).
+fn filled<T: Copy>(n: usize, v: T) -> Result<Vec<T>, std::collections::TryReserveError> {
+    let mut out = Vec::new();
+    out.try_reserve_exact(n)?;
+    out.resize(n, v);
+    Ok(out)
+}
+
+/// A copy of `s`, or the allocator's refusal.
+fn copied<T: Copy>(s: &[T]) -> Result<Vec<T>, std::collections::TryReserveError> {
+    let mut out = Vec::new();
+    out.try_reserve_exact(s.len())?;
+    out.extend_from_slice(s);
+    Ok(out)
+}
+
+fn alloc_err(
+    op: &'static str,
+    dtype: DType,
+    shape: &[usize],
+    bytes: usize,
+    e: std::collections::TryReserveError,
+) -> Error {
+    Error::BufferSize {
+        op,
+        tensor: "buffer",
+        dtype: Some(dtype),
+        shape: shape.to_vec(),
+        why: format!("cannot allocate {bytes} bytes on the host: {e}"),
+    }
+}
+
 fn opt_f32(b: Option<&CpuBuffer>) -> Result<Option<&[f32]>> {
     b.map(CpuBuffer::f32).transpose()
 }
@@ -235,12 +267,13 @@ impl Backend for CpuBackend {
     }
 
     fn zeros(&self, dtype: DType, shape: &[usize]) -> Result<CpuBuffer> {
-        let n = numel(shape);
+        let (n, bytes) = buffer_numel("zeros", "buffer", dtype, shape)?;
+        let oom = |e| alloc_err("zeros", dtype, shape, bytes, e);
         let data = match dtype {
-            DType::F32 => HostVec::F32(vec![0.0; n]),
-            DType::F16 => HostVec::F16(vec![f16::ZERO; n]),
-            DType::BF16 => HostVec::BF16(vec![bf16::ZERO; n]),
-            DType::U32 => HostVec::U32(vec![0; n]),
+            DType::F32 => HostVec::F32(filled(n, 0.0).map_err(oom)?),
+            DType::F16 => HostVec::F16(filled(n, f16::ZERO).map_err(oom)?),
+            DType::BF16 => HostVec::BF16(filled(n, bf16::ZERO).map_err(oom)?),
+            DType::U32 => HostVec::U32(filled(n, 0).map_err(oom)?),
         };
         Ok(CpuBuffer {
             shape: shape.to_vec(),
@@ -249,18 +282,21 @@ impl Backend for CpuBackend {
     }
 
     fn upload(&self, data: HostSlice<'_>, shape: &[usize]) -> Result<CpuBuffer> {
-        if data.len() != numel(shape) {
+        let dtype = data.dtype();
+        let (n, bytes) = buffer_numel("upload", "data", dtype, shape)?;
+        if data.len() != n {
             return Err(Error::UploadLen {
                 len: data.len(),
                 shape: shape.to_vec(),
-                expected: numel(shape),
+                expected: n,
             });
         }
+        let oom = |e| alloc_err("upload", dtype, shape, bytes, e);
         let data = match data {
-            HostSlice::F32(s) => HostVec::F32(s.to_vec()),
-            HostSlice::F16(s) => HostVec::F16(s.to_vec()),
-            HostSlice::BF16(s) => HostVec::BF16(s.to_vec()),
-            HostSlice::U32(s) => HostVec::U32(s.to_vec()),
+            HostSlice::F32(s) => HostVec::F32(copied(s).map_err(oom)?),
+            HostSlice::F16(s) => HostVec::F16(copied(s).map_err(oom)?),
+            HostSlice::BF16(s) => HostVec::BF16(copied(s).map_err(oom)?),
+            HostSlice::U32(s) => HostVec::U32(copied(s).map_err(oom)?),
         };
         Ok(CpuBuffer {
             shape: shape.to_vec(),
@@ -289,51 +325,40 @@ impl Backend for CpuBackend {
         Ok(())
     }
 
-    fn embedding(
-        &self,
-        p: &EmbeddingParams,
-        ids: &CpuBuffer,
-        table: &CpuBuffer,
-        out: &mut CpuBuffer,
-    ) -> Result<()> {
+    fn embedding(&self, call: EmbeddingCall<'_, CpuBuffer>) -> Result<()> {
+        let EmbeddingCall { p, ids, table, out } = call;
         linalg::embedding(p, ids.u32()?, table.floats()?, out.f32_mut()?)
     }
 
-    fn matmul(
-        &self,
-        p: &MatmulParams,
-        x: &CpuBuffer,
-        w: &CpuBuffer,
-        bias: Option<&CpuBuffer>,
-        out: &mut CpuBuffer,
-    ) -> Result<()> {
+    fn matmul(&self, call: MatmulCall<'_, CpuBuffer>) -> Result<()> {
+        let MatmulCall { p, x, w, bias, out } = call;
         let bias = bias.map(CpuBuffer::floats).transpose()?;
         linalg::matmul(p, x.f32()?, w.floats()?, bias, out.f32_mut()?);
         Ok(())
     }
 
-    fn rms_norm(
-        &self,
-        p: &NormParams,
-        x: &CpuBuffer,
-        weight: &CpuBuffer,
-        residual: Option<&mut CpuBuffer>,
-        out: &mut CpuBuffer,
-    ) -> Result<()> {
+    fn rms_norm(&self, call: NormCall<'_, CpuBuffer>) -> Result<()> {
+        let NormCall {
+            p,
+            x,
+            weight,
+            residual,
+            out,
+        } = call;
         let residual = residual.map(CpuBuffer::f32_mut).transpose()?;
         norm::rms_norm(p, x.f32()?, weight.floats()?, residual, out.f32_mut()?);
         Ok(())
     }
 
-    fn causal_conv1d(
-        &self,
-        p: &ConvParams,
-        x: &CpuBuffer,
-        weight: &CpuBuffer,
-        bias: Option<&CpuBuffer>,
-        state: Option<&mut CpuBuffer>,
-        out: &mut CpuBuffer,
-    ) -> Result<()> {
+    fn causal_conv1d(&self, call: ConvCall<'_, CpuBuffer>) -> Result<()> {
+        let ConvCall {
+            p,
+            x,
+            weight,
+            bias,
+            state,
+            out,
+        } = call;
         let state = state.map(CpuBuffer::f32_mut).transpose()?;
         if self.precision == Precision::Fast && p.x_sd == 1 {
             conv::causal_conv1d_lanes(
@@ -357,15 +382,15 @@ impl Backend for CpuBackend {
         Ok(())
     }
 
-    fn causal_conv1d_update(
-        &self,
-        p: &ConvParams,
-        x: &CpuBuffer,
-        weight: &CpuBuffer,
-        bias: Option<&CpuBuffer>,
-        state: &mut CpuBuffer,
-        out: &mut CpuBuffer,
-    ) -> Result<()> {
+    fn causal_conv1d_update(&self, call: ConvUpdateCall<'_, CpuBuffer>) -> Result<()> {
+        let ConvUpdateCall {
+            p,
+            x,
+            weight,
+            bias,
+            state,
+            out,
+        } = call;
         let (x, w, b) = (x.f32()?, weight.f32()?, opt_f32(bias)?);
         let (state, out) = (state.f32_mut()?, out.f32_mut()?);
         match self.precision {
@@ -379,13 +404,13 @@ impl Backend for CpuBackend {
     /// delta, z, B, C and out share it) is widened to f32 copies, scanned by the same
     /// code, and `out` rounded once at the end: the reference the CUDA half-I/O kernels,
     /// which also compute in f32 and round only `out`, are tested against.
-    fn selective_scan(
-        &self,
-        p: &ScanParams,
-        i: &ScanInputs<'_, CpuBuffer>,
-        mut state: StateIo<'_, CpuBuffer>,
-        out: &mut CpuBuffer,
-    ) -> Result<()> {
+    fn selective_scan(&self, call: ScanCall<'_, CpuBuffer>) -> Result<()> {
+        let ScanCall {
+            p,
+            inputs: i,
+            mut state,
+            out,
+        } = call;
         let (u, delta, b, c) = (
             i.u.widened()?,
             i.delta.widened()?,
@@ -413,13 +438,13 @@ impl Backend for CpuBackend {
         out.store_f32(&wide)
     }
 
-    fn selective_state_update(
-        &self,
-        p: &StepParams,
-        i: &StepInputs<'_, CpuBuffer>,
-        state: &mut CpuBuffer,
-        out: &mut CpuBuffer,
-    ) -> Result<()> {
+    fn selective_state_update(&self, call: StepCall<'_, CpuBuffer>) -> Result<()> {
+        let StepCall {
+            p,
+            inputs: i,
+            state,
+            out,
+        } = call;
         let inputs = scan::StepSlices {
             x: i.x.f32()?,
             dt: i.dt.f32()?,
@@ -444,24 +469,26 @@ impl Backend for CpuBackend {
         Ok(())
     }
 
-    fn elementwise(
-        &self,
-        _p: &ElementwiseParams,
-        op: Elementwise,
-        a: &CpuBuffer,
-        b: Option<&CpuBuffer>,
-        out: &mut CpuBuffer,
-    ) -> Result<()> {
+    fn elementwise(&self, call: ElementwiseCall<'_, CpuBuffer>) -> Result<()> {
+        let ElementwiseCall {
+            p: _,
+            op,
+            a,
+            b,
+            out,
+        } = call;
         elementwise::elementwise(op, a.f32()?, opt_f32(b)?, out.f32_mut()?);
         Ok(())
     }
 
-    fn argmax(&self, p: &ArgmaxParams, x: &CpuBuffer, out: &mut CpuBuffer) -> Result<()> {
+    fn argmax(&self, call: ArgmaxCall<'_, CpuBuffer>) -> Result<()> {
+        let ArgmaxCall { p, x, out } = call;
         linalg::argmax(p, x.f32()?, out.u32_mut()?);
         Ok(())
     }
 
-    fn copy(&self, p: &CopyParams, src: &CpuBuffer, dst: &mut CpuBuffer) -> Result<()> {
+    fn copy(&self, call: CopyCall<'_, CpuBuffer>) -> Result<()> {
+        let CopyCall { p, src, dst } = call;
         let (s, d, n) = (p.src_offset as usize, p.dst_offset as usize, p.len as usize);
         match src.dtype() {
             DType::U32 => dst.u32_mut()?[d..d + n].copy_from_slice(&src.u32()?[s..s + n]),

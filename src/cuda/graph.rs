@@ -405,7 +405,7 @@ mod tests {
     //! instead under `MAMBA_GPU_REQUIRE=cuda`).
     use super::*;
     use crate::backend::{Backend, ReplayKey};
-    use crate::ops;
+    use crate::ops::{self, call::ReplayCall};
     use crate::tensor::{DType, HostSlice, HostVec};
 
     fn backend() -> Option<CudaBackend> {
@@ -435,8 +435,10 @@ mod tests {
         for round in 0..5u32 {
             let data: Vec<u32> = (0..4).map(|i| i * 10 + round).collect();
             ops::write(&be, HostSlice::U32(&data), &mut x).unwrap();
-            be.replay(&key, &mut || ops::copy(&be, &x, 0, &mut y, 0, 4))
-                .unwrap();
+            be.replay(ReplayCall::new(&key, &mut || {
+                ops::copy(&be, &x, 0, &mut y, 0, 4)
+            }))
+            .unwrap();
             assert_eq!(
                 be.download(&y).unwrap(),
                 HostVec::U32(data),
@@ -457,12 +459,12 @@ mod tests {
         let src = be.upload(HostSlice::F32(&[1.0, 2.0]), &[2]).unwrap();
         let mut out = be.zeros(DType::F32, &[2]).unwrap();
         for _ in 0..3 {
-            be.replay(&key, &mut || {
+            be.replay(ReplayCall::new(&key, &mut || {
                 let tmp = be.zeros(DType::F32, &[2])?;
                 ops::copy(&be, &src, 0, &mut out, 0, 2)?;
                 drop(tmp);
                 Ok(())
-            })
+            }))
             .unwrap();
             assert_eq!(be.download(&out).unwrap(), HostVec::F32(vec![1.0, 2.0]));
         }
@@ -481,7 +483,9 @@ mod tests {
         let src = be.zeros(DType::F32, &[2]).unwrap();
         let mut out = be.zeros(DType::F32, &[2]).unwrap();
         for _ in 0..3 {
-            let r = be.replay(&key, &mut || ops::copy(&be, &src, 0, &mut out, 1, 2));
+            let r = be.replay(ReplayCall::new(&key, &mut || {
+                ops::copy(&be, &src, 0, &mut out, 1, 2)
+            }));
             assert!(matches!(r, Err(Error::Arg { op: "copy", .. })), "{r:?}");
         }
         assert!(be.graphs_enabled());

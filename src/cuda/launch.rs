@@ -210,8 +210,8 @@ pub(super) fn selective_scan(
     // and bf16 storage is 16-bit words, the layout of the kernel's F16/BF16 structs);
     // A, D, delta_bias, state are f32 (`f32()` / ops). The one absent-z dummy is f32,
     // but the kernel never reads z unless has_z. `p` was built by ops::selective_scan
-    // from these buffers, so every index the kernel forms from p's sizes and strides is
-    // in bounds; D / z / delta_bias / state are read or written only when has_d /
+    // from these buffers (it came with them in one ScanCall, see crate::ops::call), so
+    // every index the kernel forms from p's sizes and strides is in bounds; D / z / delta_bias / state are read or written only when has_d /
     // has_z / has_delta_bias / state_mode say they were given. The 16-byte vector loads
     // and stores happen only where the kernel checked time stride 1 and channel/batch
     // strides that are multiples of 16 bytes, on allocations cudarc aligns to 256

@@ -32,11 +32,10 @@ use cudarc::cublas::CudaBlas;
 use cudarc::driver::{CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream};
 use half::{bf16, f16};
 
-use crate::backend::{Backend, DeviceBuffer, ReplayKey};
+use crate::backend::{Backend, DeviceBuffer};
 use crate::error::{Error, Result};
-use crate::ops::{Elementwise, ScanInputs, StateIo, StepInputs};
-use crate::params::*;
-use crate::tensor::{DType, HostSlice, HostVec, numel};
+use crate::ops::call::*;
+use crate::tensor::{DType, HostSlice, HostVec, buffer_numel};
 
 use self::nvrtc::{Image, KernelSource};
 
@@ -355,17 +354,18 @@ impl Backend for CudaBackend {
     }
 
     fn zeros(&self, dtype: DType, shape: &[usize]) -> Result<CudaBuffer> {
+        let (n, _) = buffer_numel("zeros", "buffer", dtype, shape)?;
         self.graphs.refuse_in_capture("allocation")?;
         Ok(CudaBuffer {
-            data: self.alloc_storage(dtype, numel(shape))?,
+            data: self.alloc_storage(dtype, n)?,
             dtype,
             shape: shape.to_vec(),
         })
     }
 
     fn upload(&self, data: HostSlice<'_>, shape: &[usize]) -> Result<CudaBuffer> {
+        let (n, _) = buffer_numel("upload", "data", data.dtype(), shape)?;
         self.graphs.refuse_in_capture("upload")?;
-        let n = numel(shape);
         if data.len() != n {
             return Err(Error::UploadLen {
                 len: data.len(),
@@ -450,7 +450,8 @@ impl Backend for CudaBackend {
             .map_err(|e| dev_err("deferred error", e))
     }
 
-    fn replay(&self, key: &ReplayKey, record: &mut dyn FnMut() -> Result<()>) -> Result<()> {
+    fn replay(&self, call: ReplayCall<'_, Self>) -> Result<()> {
+        let ReplayCall { key, record, .. } = call;
         self.replay_graph(key, record)
     }
 
@@ -458,98 +459,89 @@ impl Backend for CudaBackend {
         self.forget_graphs(id)
     }
 
-    fn embedding(
-        &self,
-        p: &EmbeddingParams,
-        ids: &CudaBuffer,
-        table: &CudaBuffer,
-        out: &mut CudaBuffer,
-    ) -> Result<()> {
+    fn embedding(&self, call: EmbeddingCall<'_, CudaBuffer>) -> Result<()> {
+        let EmbeddingCall { p, ids, table, out } = call;
         launch::embedding(self, p, ids, table, out)
     }
 
-    fn matmul(
-        &self,
-        p: &MatmulParams,
-        x: &CudaBuffer,
-        w: &CudaBuffer,
-        bias: Option<&CudaBuffer>,
-        out: &mut CudaBuffer,
-    ) -> Result<()> {
+    fn matmul(&self, call: MatmulCall<'_, CudaBuffer>) -> Result<()> {
+        let MatmulCall { p, x, w, bias, out } = call;
         launch::matmul(self, p, x, w, bias, out)
     }
 
-    fn rms_norm(
-        &self,
-        p: &NormParams,
-        x: &CudaBuffer,
-        weight: &CudaBuffer,
-        residual: Option<&mut CudaBuffer>,
-        out: &mut CudaBuffer,
-    ) -> Result<()> {
+    fn rms_norm(&self, call: NormCall<'_, CudaBuffer>) -> Result<()> {
+        let NormCall {
+            p,
+            x,
+            weight,
+            residual,
+            out,
+        } = call;
         launch::rms_norm(self, p, x, weight, residual, out)
     }
 
-    fn causal_conv1d(
-        &self,
-        p: &ConvParams,
-        x: &CudaBuffer,
-        weight: &CudaBuffer,
-        bias: Option<&CudaBuffer>,
-        state: Option<&mut CudaBuffer>,
-        out: &mut CudaBuffer,
-    ) -> Result<()> {
+    fn causal_conv1d(&self, call: ConvCall<'_, CudaBuffer>) -> Result<()> {
+        let ConvCall {
+            p,
+            x,
+            weight,
+            bias,
+            state,
+            out,
+        } = call;
         launch::causal_conv1d(self, p, x, weight, bias, state, out)
     }
 
-    fn causal_conv1d_update(
-        &self,
-        p: &ConvParams,
-        x: &CudaBuffer,
-        weight: &CudaBuffer,
-        bias: Option<&CudaBuffer>,
-        state: &mut CudaBuffer,
-        out: &mut CudaBuffer,
-    ) -> Result<()> {
+    fn causal_conv1d_update(&self, call: ConvUpdateCall<'_, CudaBuffer>) -> Result<()> {
+        let ConvUpdateCall {
+            p,
+            x,
+            weight,
+            bias,
+            state,
+            out,
+        } = call;
         launch::causal_conv1d_update(self, p, x, weight, bias, state, out)
     }
 
-    fn selective_scan(
-        &self,
-        p: &ScanParams,
-        inputs: &ScanInputs<'_, CudaBuffer>,
-        mut state: StateIo<'_, CudaBuffer>,
-        out: &mut CudaBuffer,
-    ) -> Result<()> {
+    fn selective_scan(&self, call: ScanCall<'_, CudaBuffer>) -> Result<()> {
+        let ScanCall {
+            p,
+            inputs,
+            mut state,
+            out,
+        } = call;
         launch::selective_scan(self, p, inputs, state.buffer(), out)
     }
 
-    fn selective_state_update(
-        &self,
-        p: &StepParams,
-        inputs: &StepInputs<'_, CudaBuffer>,
-        state: &mut CudaBuffer,
-        out: &mut CudaBuffer,
-    ) -> Result<()> {
+    fn selective_state_update(&self, call: StepCall<'_, CudaBuffer>) -> Result<()> {
+        let StepCall {
+            p,
+            inputs,
+            state,
+            out,
+        } = call;
         launch::selective_state_update(self, p, inputs, state, out)
     }
 
-    fn elementwise(
-        &self,
-        p: &ElementwiseParams,
-        _op: Elementwise,
-        a: &CudaBuffer,
-        b: Option<&CudaBuffer>,
-        out: &mut CudaBuffer,
-    ) -> Result<()> {
+    fn elementwise(&self, call: ElementwiseCall<'_, CudaBuffer>) -> Result<()> {
+        let ElementwiseCall {
+            p,
+            op: _,
+            a,
+            b,
+            out,
+        } = call;
         launch::elementwise(self, p, a, b, out)
     }
 
-    fn argmax(&self, p: &ArgmaxParams, x: &CudaBuffer, out: &mut CudaBuffer) -> Result<()> {
+    fn argmax(&self, call: ArgmaxCall<'_, CudaBuffer>) -> Result<()> {
+        let ArgmaxCall { p, x, out } = call;
         launch::argmax(self, p, x, out)
     }
 
-    fn copy(&self, p: &CopyParams, src: &CudaBuffer, dst: &mut CudaBuffer) -> Result<()> {
+    fn copy(&self, call: CopyCall<'_, CudaBuffer>) -> Result<()> {
+        let CopyCall { p, src, dst } = call;
         launch::copy(self, p, src, dst)
     }
 }

@@ -24,6 +24,7 @@ use super::state::{Dims, State, StepScratch, copy_slot};
 use super::weights::{LayerWeights, LoadOptions, Shard, Weights, load_weights};
 use crate::backend::{Backend, ReplayKey, unique_id};
 use crate::error::{Error, Result};
+use crate::ops::call::ReplayCall;
 use crate::ops::{self, Layout, ScanInputs, StateIo, StepInputs};
 use crate::tensor::{DType, HostSlice};
 
@@ -431,8 +432,9 @@ impl<B: Backend> MambaModel<B> {
             seen,
             ..
         } = state;
-        self.be
-            .replay(&key, &mut || self.forward_step(conv, ssm, scratch, batch))?;
+        self.be.replay(ReplayCall::new(&key, &mut || {
+            self.forward_step(conv, ssm, scratch, batch)
+        }))?;
         seen.iter_mut().for_each(|n| *n += 1);
         self.be.flush()
     }

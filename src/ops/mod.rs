@@ -4,12 +4,14 @@
 //! Every function here returns a typed [`Error`] naming the op, the tensor and the
 //! shapes when the input is wrong; none panics on input.
 
+pub mod call;
 mod check;
 
 use crate::backend::{Backend, DeviceBuffer};
 use crate::error::{Error, Result};
 use crate::params::*;
 use crate::tensor::{DType, HostSlice};
+pub use call::*;
 use check::*;
 
 /// Memory layout of the sequence tensors of the scan and the conv1d.
@@ -151,7 +153,12 @@ pub fn selective_scan<Bk: Backend>(
     out: &mut Bk::Buffer,
 ) -> Result<()> {
     let p = check_scan(inputs, &state, out)?;
-    be.selective_scan(&p, inputs, state, out)
+    be.selective_scan(ScanCall {
+        p: &p,
+        inputs,
+        state,
+        out,
+    })
 }
 
 /// One decode step: `selective_state_update_ref` of mamba_ssm. Updates `state`
@@ -163,7 +170,12 @@ pub fn selective_state_update<Bk: Backend>(
     out: &mut Bk::Buffer,
 ) -> Result<()> {
     let p = check_step(inputs, state, out)?;
-    be.selective_state_update(&p, inputs, state, out)
+    be.selective_state_update(StepCall {
+        p: &p,
+        inputs,
+        state,
+        out,
+    })
 }
 
 /// Causal depthwise conv1d over a sequence: `out[b,d,t] = act(bias[d] + Σ_k w[d,k] ·
@@ -210,8 +222,14 @@ pub fn causal_conv1d<Bk: Backend>(
         _pad0: 0,
         _pad1: 0,
     };
-    let st = state.buffer();
-    be.causal_conv1d(&p, x, weight, bias, st, out)
+    be.causal_conv1d(ConvCall {
+        p: &p,
+        x,
+        weight,
+        bias,
+        state: state.buffer(),
+        out,
+    })
 }
 
 /// One decode step of the causal conv1d: x, out `(batch, dim)`, state `(batch, dim, K-1)`
@@ -251,7 +269,14 @@ pub fn causal_conv1d_update<Bk: Backend>(
         _pad0: 0,
         _pad1: 0,
     };
-    be.causal_conv1d_update(&p, x, weight, bias, state, out)
+    be.causal_conv1d_update(ConvUpdateCall {
+        p: &p,
+        x,
+        weight,
+        bias,
+        state,
+        out,
+    })
 }
 
 /// `out = x · wᵀ (+ bias)`: x `(..., K)` f32, w `(N, K)` and bias `(N)` in f32/f16/bf16,
@@ -296,7 +321,14 @@ pub fn matmul<Bk: Backend>(
         check_numel(OP, name, t)?;
     }
     let [m, n, k] = u32s(OP, [m, n, k])?;
-    be.matmul(&MatmulParams { m, n, k, has_bias }, x, w, bias, out)
+    let p = MatmulParams { m, n, k, has_bias };
+    be.matmul(MatmulCall {
+        p: &p,
+        x,
+        w,
+        bias,
+        out,
+    })
 }
 
 /// RMSNorm over the last dim: `out = x / sqrt(mean(x²) + eps) · weight`. With a
@@ -345,7 +377,13 @@ pub fn rms_norm<Bk: Backend>(
         eps,
         has_residual: residual.is_some() as u32,
     };
-    be.rms_norm(&p, x, weight, residual, out)
+    be.rms_norm(NormCall {
+        p: &p,
+        x,
+        weight,
+        residual,
+        out,
+    })
 }
 
 /// Row gather: `out[i, :] = table[ids[i], :]` as f32. ids u32 of any shape, table
@@ -377,7 +415,12 @@ pub fn embedding<Bk: Backend>(
         dim: to_u32(OP, "table", table.shape()[1])?,
         _pad0: 0,
     };
-    be.embedding(&p, ids, table, out)
+    be.embedding(EmbeddingCall {
+        p: &p,
+        ids,
+        table,
+        out,
+    })
 }
 
 /// Elementwise op on f32 buffers of one shape. Binary ops need `b`; unary ones refuse it.
@@ -421,7 +464,13 @@ pub fn elementwise<Bk: Backend>(
         _pad0: 0,
         _pad1: 0,
     };
-    be.elementwise(&p, op, a, b, out)
+    be.elementwise(ElementwiseCall {
+        p: &p,
+        op,
+        a,
+        b,
+        out,
+    })
 }
 
 /// Row-wise argmax over the last dim (first index on ties, NaN never wins):
@@ -449,7 +498,7 @@ pub fn argmax<Bk: Backend>(be: &Bk, x: &Bk::Buffer, out: &mut Bk::Buffer) -> Res
         _pad0: 0,
         _pad1: 0,
     };
-    be.argmax(&p, x, out)
+    be.argmax(ArgmaxCall { p: &p, x, out })
 }
 
 /// Copies host `data` into the existing buffer `dst`, which must have the same dtype and
@@ -530,5 +579,5 @@ pub fn copy<Bk: Backend>(
         dst_offset: dst_offset as u32,
         _pad0: 0,
     };
-    be.copy(&p, src, dst)
+    be.copy(CopyCall { p: &p, src, dst })
 }

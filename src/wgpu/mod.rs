@@ -60,7 +60,7 @@ use wgpu::util::DeviceExt;
 
 use crate::backend::DeviceBuffer;
 use crate::error::{Error, Result};
-use crate::tensor::{DType, numel};
+use crate::tensor::{DType, buffer_numel};
 
 pub use replay::MAX_REPLAYS;
 
@@ -390,7 +390,9 @@ impl WgpuBackend {
                     if shader.trusted && !self.checked_shaders {
                         // SAFETY: `Shader::trusted` is set only for shaders whose every
                         // access is guarded by the bounds the host validated (ops.rs) and
-                        // encodes in the params, whose loops all terminate (bounds from the
+                        // encodes in the params (which reach a dispatch only inside a
+                        // checked call built by `ops` from the bound buffers:
+                        // `crate::ops::call`), whose loops all terminate (bounds from the
                         // params) and whose divisors are validated non-zero; the parity
                         // tests run these modules unchecked.
                         unsafe {
@@ -585,10 +587,11 @@ impl WgpuBackend {
             })
     }
 
+    /// A new buffer; its size was checked by the caller ([`buffer_numel`]).
     fn new_buffer(&self, dtype: DType, shape: &[usize], data: Option<&[u8]>) -> Result<WgpuBuffer> {
         self.replays.break_capture();
-        let bytes = numel(shape) * dtype.size();
-        let size = (bytes.div_ceil(4) * 4).max(4) as u64;
+        let (_, bytes) = buffer_numel("new_buffer", "buffer", dtype, shape)?;
+        let size = (bytes as u64).div_ceil(4).max(1) * 4;
         if size > self.limits.max_buffer_size {
             return Err(device_err(format!(
                 "a {dtype:?} buffer of shape {shape:?} ({size} bytes) exceeds the adapter's \

@@ -7,11 +7,11 @@ use super::kernels::{
 use super::{
     BACKEND, Bind, WgpuBackend, WgpuBuffer, Window, WindowParams, device_err, lock, wdtype,
 };
-use crate::backend::{Backend, ReplayKey};
+use crate::backend::Backend;
 use crate::error::{Error, Result};
-use crate::ops::{Elementwise, ScanInputs, StateIo, StepInputs};
+use crate::ops::call::*;
 use crate::params::*;
-use crate::tensor::{DType, HostSlice, HostVec, numel};
+use crate::tensor::{DType, HostSlice, HostVec, buffer_numel};
 
 impl Backend for WgpuBackend {
     type Buffer = WgpuBuffer;
@@ -27,15 +27,17 @@ impl Backend for WgpuBackend {
     }
 
     fn zeros(&self, dtype: DType, shape: &[usize]) -> Result<WgpuBuffer> {
+        buffer_numel("zeros", "buffer", dtype, shape)?;
         self.new_buffer(dtype, shape, None)
     }
 
     fn upload(&self, data: HostSlice<'_>, shape: &[usize]) -> Result<WgpuBuffer> {
-        if data.len() != numel(shape) {
+        let (n, _) = buffer_numel("upload", "data", data.dtype(), shape)?;
+        if data.len() != n {
             return Err(Error::UploadLen {
                 len: data.len(),
                 shape: shape.to_vec(),
-                expected: numel(shape),
+                expected: n,
             });
         }
         self.new_buffer(data.dtype(), shape, Some(data.as_bytes()))
@@ -109,7 +111,8 @@ impl Backend for WgpuBackend {
         self.submit(None)
     }
 
-    fn replay(&self, key: &ReplayKey, record: &mut dyn FnMut() -> Result<()>) -> Result<()> {
+    fn replay(&self, call: ReplayCall<'_, Self>) -> Result<()> {
+        let ReplayCall { key, record, .. } = call;
         self.replay_dispatches(key, record)
     }
 
@@ -117,13 +120,8 @@ impl Backend for WgpuBackend {
         self.forget(id)
     }
 
-    fn embedding(
-        &self,
-        p: &EmbeddingParams,
-        ids: &WgpuBuffer,
-        table: &WgpuBuffer,
-        out: &mut WgpuBuffer,
-    ) -> Result<()> {
+    fn embedding(&self, call: EmbeddingCall<'_, WgpuBuffer>) -> Result<()> {
+        let EmbeddingCall { p, ids, table, out } = call;
         let kernel = Kernel::Embedding { w: wdtype(table) };
         let windows = self.windows(table, p.rows, p.dim)?;
         let groups = self.grid((p.count * p.dim).div_ceil(64))?;
@@ -160,14 +158,8 @@ impl Backend for WgpuBackend {
         Ok(())
     }
 
-    fn matmul(
-        &self,
-        p: &MatmulParams,
-        x: &WgpuBuffer,
-        w: &WgpuBuffer,
-        bias: Option<&WgpuBuffer>,
-        out: &mut WgpuBuffer,
-    ) -> Result<()> {
+    fn matmul(&self, call: MatmulCall<'_, WgpuBuffer>) -> Result<()> {
+        let MatmulCall { p, x, w, bias, out } = call;
         let (wd, bd) = (wdtype(w), bias.map_or(WDtype::F32, wdtype));
         let decode = p.m <= DECODE_MAX_M;
         let kernel = if decode {
@@ -210,14 +202,14 @@ impl Backend for WgpuBackend {
         Ok(())
     }
 
-    fn rms_norm(
-        &self,
-        p: &NormParams,
-        x: &WgpuBuffer,
-        weight: &WgpuBuffer,
-        residual: Option<&mut WgpuBuffer>,
-        out: &mut WgpuBuffer,
-    ) -> Result<()> {
+    fn rms_norm(&self, call: NormCall<'_, WgpuBuffer>) -> Result<()> {
+        let NormCall {
+            p,
+            x,
+            weight,
+            residual,
+            out,
+        } = call;
         let res = match residual {
             Some(r) => self.whole("residual", r)?,
             None => Bind::Whole(&self.dummy_rw),
@@ -235,15 +227,15 @@ impl Backend for WgpuBackend {
         )
     }
 
-    fn causal_conv1d(
-        &self,
-        p: &ConvParams,
-        x: &WgpuBuffer,
-        weight: &WgpuBuffer,
-        bias: Option<&WgpuBuffer>,
-        state: Option<&mut WgpuBuffer>,
-        out: &mut WgpuBuffer,
-    ) -> Result<()> {
+    fn causal_conv1d(&self, call: ConvCall<'_, WgpuBuffer>) -> Result<()> {
+        let ConvCall {
+            p,
+            x,
+            weight,
+            bias,
+            state,
+            out,
+        } = call;
         let keep_state = state.is_some() && p.state_mode != STATE_NONE && p.width > 1;
         let st = match &state {
             Some(s) => self.whole("conv_state", s)?,
@@ -267,15 +259,15 @@ impl Backend for WgpuBackend {
         Ok(())
     }
 
-    fn causal_conv1d_update(
-        &self,
-        p: &ConvParams,
-        x: &WgpuBuffer,
-        weight: &WgpuBuffer,
-        bias: Option<&WgpuBuffer>,
-        state: &mut WgpuBuffer,
-        out: &mut WgpuBuffer,
-    ) -> Result<()> {
+    fn causal_conv1d_update(&self, call: ConvUpdateCall<'_, WgpuBuffer>) -> Result<()> {
+        let ConvUpdateCall {
+            p,
+            x,
+            weight,
+            bias,
+            state,
+            out,
+        } = call;
         self.dispatch(
             Kernel::CausalConv1dUpdate,
             &[
@@ -290,13 +282,13 @@ impl Backend for WgpuBackend {
         )
     }
 
-    fn selective_scan(
-        &self,
-        p: &ScanParams,
-        i: &ScanInputs<'_, WgpuBuffer>,
-        mut state: StateIo<'_, WgpuBuffer>,
-        out: &mut WgpuBuffer,
-    ) -> Result<()> {
+    fn selective_scan(&self, call: ScanCall<'_, WgpuBuffer>) -> Result<()> {
+        let ScanCall {
+            p,
+            inputs: i,
+            mut state,
+            out,
+        } = call;
         // The shaders read and write f32 sequence tensors. `ops` made u, delta, z, B, C
         // and out share one dtype, so checking `out` covers them all; half I/O is a typed
         // refusal here rather than f32 shaders reading 16-bit data.
@@ -379,13 +371,13 @@ impl Backend for WgpuBackend {
         Ok(())
     }
 
-    fn selective_state_update(
-        &self,
-        p: &StepParams,
-        i: &StepInputs<'_, WgpuBuffer>,
-        state: &mut WgpuBuffer,
-        out: &mut WgpuBuffer,
-    ) -> Result<()> {
+    fn selective_state_update(&self, call: StepCall<'_, WgpuBuffer>) -> Result<()> {
+        let StepCall {
+            p,
+            inputs: i,
+            state,
+            out,
+        } = call;
         self.dispatch(
             Kernel::SelectiveStateUpdate,
             &[
@@ -405,14 +397,14 @@ impl Backend for WgpuBackend {
         )
     }
 
-    fn elementwise(
-        &self,
-        p: &ElementwiseParams,
-        _op: Elementwise,
-        a: &WgpuBuffer,
-        b: Option<&WgpuBuffer>,
-        out: &mut WgpuBuffer,
-    ) -> Result<()> {
+    fn elementwise(&self, call: ElementwiseCall<'_, WgpuBuffer>) -> Result<()> {
+        let ElementwiseCall {
+            p,
+            op: _,
+            a,
+            b,
+            out,
+        } = call;
         self.dispatch(
             Kernel::Elementwise,
             &[
@@ -425,7 +417,8 @@ impl Backend for WgpuBackend {
         )
     }
 
-    fn argmax(&self, p: &ArgmaxParams, x: &WgpuBuffer, out: &mut WgpuBuffer) -> Result<()> {
+    fn argmax(&self, call: ArgmaxCall<'_, WgpuBuffer>) -> Result<()> {
+        let ArgmaxCall { p, x, out } = call;
         self.dispatch(
             Kernel::Argmax,
             &[
@@ -437,7 +430,8 @@ impl Backend for WgpuBackend {
         )
     }
 
-    fn copy(&self, p: &CopyParams, src: &WgpuBuffer, dst: &mut WgpuBuffer) -> Result<()> {
+    fn copy(&self, call: CopyCall<'_, WgpuBuffer>) -> Result<()> {
+        let CopyCall { p, src, dst } = call;
         self.dispatch(
             Kernel::Copy,
             &[
