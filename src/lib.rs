@@ -2,6 +2,7 @@
 
 pub mod backend;
 pub mod cpu;
+pub mod device;
 pub mod error;
 pub mod ops;
 pub mod params;
@@ -9,11 +10,16 @@ pub mod tensor;
 
 pub use backend::{Backend, DeviceBuffer};
 pub use cpu::{CpuBackend, CpuBuffer, Precision};
+pub use device::{Device, DeviceBuf, DeviceInfo, Skipped};
 pub use error::{Error, Result};
 pub use tensor::{DType, HostSlice, HostVec};
 pub mod model;
 
 #[cfg(feature = "cuda")]
 pub mod cuda;
+#[cfg(feature = "cuda")]
+pub use cuda::{CudaBackend, CudaBuffer};
 #[cfg(feature = "wgpu")]
 pub mod wgpu;
+#[cfg(feature = "wgpu")]
+pub use wgpu::{WgpuBackend, WgpuBuffer};

@@ -1,0 +1,308 @@
+//! The [`Device`](super::Device) dispatch of each op: the checked call for
+//! [`DeviceBuf`]s becomes the same call for the inner backend's buffers, or an
+//! [`Error::WrongDevice`] naming the op and the tensor when a buffer is another
+//! backend's.
+//!
+//! Sound for the reason the checked calls are (see [`crate::ops::call`]): the parameters
+//! were checked against these very buffers, whose shapes a `DeviceBuf` reports from the
+//! inner buffer; only the wrapper around each buffer is removed.
+
+use super::DeviceBuf;
+use crate::backend::Backend;
+use crate::cpu::{CpuBackend, CpuBuffer};
+use crate::error::{Error, Result};
+use crate::ops::call::*;
+use crate::ops::{ScanInputs, StateIo, StepInputs};
+
+/// An inner backend of a [`Device`](super::Device): which `DeviceBuf` variant holds its
+/// buffers.
+pub(super) trait Inner: Backend {
+    const NAME: &'static str;
+    fn get(buf: &DeviceBuf) -> Option<&Self::Buffer>;
+    fn get_mut(buf: &mut DeviceBuf) -> Option<&mut Self::Buffer>;
+}
+
+macro_rules! inner {
+    ($backend:ty, $buffer:ty, $variant:ident, $name:literal) => {
+        impl Inner for $backend {
+            const NAME: &'static str = $name;
+            fn get(buf: &DeviceBuf) -> Option<&$buffer> {
+                match buf {
+                    DeviceBuf::$variant(b) => Some(b),
+                    #[allow(unreachable_patterns)]
+                    _ => None,
+                }
+            }
+            fn get_mut(buf: &mut DeviceBuf) -> Option<&mut $buffer> {
+                match buf {
+                    DeviceBuf::$variant(b) => Some(b),
+                    #[allow(unreachable_patterns)]
+                    _ => None,
+                }
+            }
+        }
+
+        impl From<$buffer> for DeviceBuf {
+            fn from(b: $buffer) -> Self {
+                DeviceBuf::$variant(b)
+            }
+        }
+    };
+}
+
+inner!(CpuBackend, CpuBuffer, Cpu, "cpu");
+#[cfg(feature = "wgpu")]
+inner!(
+    crate::wgpu::WgpuBackend,
+    crate::wgpu::WgpuBuffer,
+    Wgpu,
+    "wgpu"
+);
+#[cfg(feature = "cuda")]
+inner!(
+    crate::cuda::CudaBackend,
+    crate::cuda::CudaBuffer,
+    Cuda,
+    "cuda"
+);
+
+fn wrong<Bk: Inner>(op: &'static str, tensor: &'static str, buf: &DeviceBuf) -> Error {
+    Error::WrongDevice {
+        op,
+        tensor,
+        got: buf.backend(),
+        expected: Bk::NAME,
+    }
+}
+
+/// The inner buffer of `buf`, which must belong to the backend of `_be`.
+pub(super) fn inner<'a, Bk: Inner>(
+    _be: &Bk,
+    op: &'static str,
+    tensor: &'static str,
+    buf: &'a DeviceBuf,
+) -> Result<&'a Bk::Buffer> {
+    get::<Bk>(op, tensor, buf)
+}
+
+/// [`inner`], mutably.
+pub(super) fn inner_mut<'a, Bk: Inner>(
+    _be: &Bk,
+    op: &'static str,
+    tensor: &'static str,
+    buf: &'a mut DeviceBuf,
+) -> Result<&'a mut Bk::Buffer> {
+    get_mut::<Bk>(op, tensor, buf)
+}
+
+fn get<'a, Bk: Inner>(
+    op: &'static str,
+    tensor: &'static str,
+    buf: &'a DeviceBuf,
+) -> Result<&'a Bk::Buffer> {
+    Bk::get(buf).ok_or_else(|| wrong::<Bk>(op, tensor, buf))
+}
+
+fn get_mut<'a, Bk: Inner>(
+    op: &'static str,
+    tensor: &'static str,
+    buf: &'a mut DeviceBuf,
+) -> Result<&'a mut Bk::Buffer> {
+    let err = wrong::<Bk>(op, tensor, buf);
+    Bk::get_mut(buf).ok_or(err)
+}
+
+fn opt<'a, Bk: Inner>(
+    op: &'static str,
+    tensor: &'static str,
+    buf: Option<&'a DeviceBuf>,
+) -> Result<Option<&'a Bk::Buffer>> {
+    buf.map(|b| get::<Bk>(op, tensor, b)).transpose()
+}
+
+fn opt_mut<'a, Bk: Inner>(
+    op: &'static str,
+    tensor: &'static str,
+    buf: Option<&'a mut DeviceBuf>,
+) -> Result<Option<&'a mut Bk::Buffer>> {
+    buf.map(|b| get_mut::<Bk>(op, tensor, b)).transpose()
+}
+
+pub(super) fn embedding<Bk: Inner>(be: &Bk, call: EmbeddingCall<'_, DeviceBuf>) -> Result<()> {
+    const OP: &str = "embedding";
+    let EmbeddingCall { p, ids, table, out } = call;
+    be.embedding(EmbeddingCall {
+        p,
+        ids: get::<Bk>(OP, "ids", ids)?,
+        table: get::<Bk>(OP, "table", table)?,
+        out: get_mut::<Bk>(OP, "out", out)?,
+    })
+}
+
+pub(super) fn matmul<Bk: Inner>(be: &Bk, call: MatmulCall<'_, DeviceBuf>) -> Result<()> {
+    const OP: &str = "matmul";
+    let MatmulCall { p, x, w, bias, out } = call;
+    be.matmul(MatmulCall {
+        p,
+        x: get::<Bk>(OP, "x", x)?,
+        w: get::<Bk>(OP, "w", w)?,
+        bias: opt::<Bk>(OP, "bias", bias)?,
+        out: get_mut::<Bk>(OP, "out", out)?,
+    })
+}
+
+pub(super) fn rms_norm<Bk: Inner>(be: &Bk, call: NormCall<'_, DeviceBuf>) -> Result<()> {
+    const OP: &str = "rms_norm";
+    let NormCall {
+        p,
+        x,
+        weight,
+        residual,
+        out,
+    } = call;
+    be.rms_norm(NormCall {
+        p,
+        x: get::<Bk>(OP, "x", x)?,
+        weight: get::<Bk>(OP, "weight", weight)?,
+        residual: opt_mut::<Bk>(OP, "residual", residual)?,
+        out: get_mut::<Bk>(OP, "out", out)?,
+    })
+}
+
+pub(super) fn causal_conv1d<Bk: Inner>(be: &Bk, call: ConvCall<'_, DeviceBuf>) -> Result<()> {
+    const OP: &str = "causal_conv1d";
+    let ConvCall {
+        p,
+        x,
+        weight,
+        bias,
+        state,
+        out,
+    } = call;
+    be.causal_conv1d(ConvCall {
+        p,
+        x: get::<Bk>(OP, "x", x)?,
+        weight: get::<Bk>(OP, "weight", weight)?,
+        bias: opt::<Bk>(OP, "bias", bias)?,
+        state: opt_mut::<Bk>(OP, "conv_state", state)?,
+        out: get_mut::<Bk>(OP, "out", out)?,
+    })
+}
+
+pub(super) fn causal_conv1d_update<Bk: Inner>(
+    be: &Bk,
+    call: ConvUpdateCall<'_, DeviceBuf>,
+) -> Result<()> {
+    const OP: &str = "causal_conv1d_update";
+    let ConvUpdateCall {
+        p,
+        x,
+        weight,
+        bias,
+        state,
+        out,
+    } = call;
+    be.causal_conv1d_update(ConvUpdateCall {
+        p,
+        x: get::<Bk>(OP, "x", x)?,
+        weight: get::<Bk>(OP, "weight", weight)?,
+        bias: opt::<Bk>(OP, "bias", bias)?,
+        state: get_mut::<Bk>(OP, "conv_state", state)?,
+        out: get_mut::<Bk>(OP, "out", out)?,
+    })
+}
+
+pub(super) fn selective_scan<Bk: Inner>(be: &Bk, call: ScanCall<'_, DeviceBuf>) -> Result<()> {
+    const OP: &str = "selective_scan";
+    let ScanCall {
+        p,
+        inputs: i,
+        state,
+        out,
+    } = call;
+    let inputs = ScanInputs {
+        u: get::<Bk>(OP, "u", i.u)?,
+        delta: get::<Bk>(OP, "delta", i.delta)?,
+        a: get::<Bk>(OP, "A", i.a)?,
+        b: get::<Bk>(OP, "B", i.b)?,
+        c: get::<Bk>(OP, "C", i.c)?,
+        d: opt::<Bk>(OP, "D", i.d)?,
+        z: opt::<Bk>(OP, "z", i.z)?,
+        delta_bias: opt::<Bk>(OP, "delta_bias", i.delta_bias)?,
+        delta_softplus: i.delta_softplus,
+        layout: i.layout,
+    };
+    let state = match state {
+        StateIo::None => StateIo::None,
+        StateIo::Final(s) => StateIo::Final(get_mut::<Bk>(OP, "state", s)?),
+        StateIo::Carry(s) => StateIo::Carry(get_mut::<Bk>(OP, "state", s)?),
+    };
+    be.selective_scan(ScanCall {
+        p,
+        inputs: &inputs,
+        state,
+        out: get_mut::<Bk>(OP, "out", out)?,
+    })
+}
+
+pub(super) fn selective_state_update<Bk: Inner>(
+    be: &Bk,
+    call: StepCall<'_, DeviceBuf>,
+) -> Result<()> {
+    const OP: &str = "selective_state_update";
+    let StepCall {
+        p,
+        inputs: i,
+        state,
+        out,
+    } = call;
+    let inputs = StepInputs {
+        x: get::<Bk>(OP, "x", i.x)?,
+        dt: get::<Bk>(OP, "dt", i.dt)?,
+        a: get::<Bk>(OP, "A", i.a)?,
+        b: get::<Bk>(OP, "B", i.b)?,
+        c: get::<Bk>(OP, "C", i.c)?,
+        d: opt::<Bk>(OP, "D", i.d)?,
+        z: opt::<Bk>(OP, "z", i.z)?,
+        dt_bias: opt::<Bk>(OP, "dt_bias", i.dt_bias)?,
+        dt_softplus: i.dt_softplus,
+    };
+    be.selective_state_update(StepCall {
+        p,
+        inputs: &inputs,
+        state: get_mut::<Bk>(OP, "state", state)?,
+        out: get_mut::<Bk>(OP, "out", out)?,
+    })
+}
+
+pub(super) fn elementwise<Bk: Inner>(be: &Bk, call: ElementwiseCall<'_, DeviceBuf>) -> Result<()> {
+    const OP: &str = "elementwise";
+    let ElementwiseCall { p, op, a, b, out } = call;
+    be.elementwise(ElementwiseCall {
+        p,
+        op,
+        a: get::<Bk>(OP, "a", a)?,
+        b: opt::<Bk>(OP, "b", b)?,
+        out: get_mut::<Bk>(OP, "out", out)?,
+    })
+}
+
+pub(super) fn argmax<Bk: Inner>(be: &Bk, call: ArgmaxCall<'_, DeviceBuf>) -> Result<()> {
+    const OP: &str = "argmax";
+    let ArgmaxCall { p, x, out } = call;
+    be.argmax(ArgmaxCall {
+        p,
+        x: get::<Bk>(OP, "x", x)?,
+        out: get_mut::<Bk>(OP, "out", out)?,
+    })
+}
+
+pub(super) fn copy<Bk: Inner>(be: &Bk, call: CopyCall<'_, DeviceBuf>) -> Result<()> {
+    const OP: &str = "copy";
+    let CopyCall { p, src, dst } = call;
+    be.copy(CopyCall {
+        p,
+        src: get::<Bk>(OP, "src", src)?,
+        dst: get_mut::<Bk>(OP, "dst", dst)?,
+    })
+}
