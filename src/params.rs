@@ -6,7 +6,8 @@
 //! and consist of `u32`/`f32` only, so the same bytes are a WGSL uniform and a CUDA
 //! kernel argument.
 //!
-//! Keep in sync with `shaders/<op>.wgsl` and `kernels/<op>.cu` (each names its struct).
+//! The kernels declare each struct once, field for field: WGSL in `shaders/common.wgsl`,
+//! CUDA C in `kernels/common.cuh`.
 
 use bytemuck::{Pod, Zeroable};
 
@@ -17,7 +18,7 @@ pub const STATE_FINAL: u32 = 1;
 /// Read the initial state from the buffer, overwrite it with the final state.
 pub const STATE_CARRY: u32 = 2;
 
-/// Selective scan. Keep in sync with `shaders/selective_scan.wgsl`, `kernels/selective_scan.cu`.
+/// Selective scan.
 ///
 /// Element strides describe where `u[b, d, t]` lives for u, delta, z and out (they share
 /// one layout), and where `B[b, g, n, t]` / `C[b, g, n, t]` live; time-invariant B/C are
@@ -57,7 +58,7 @@ pub struct ScanParams {
     pub _pad1: u32,
 }
 
-/// Single-step state update (decode). Keep in sync with `shaders/selective_state_update.wgsl`.
+/// Single-step state update (decode).
 ///
 /// state (batch, dim, dstate), x / dt / z / out (batch, dim), B / C (batch, groups, dstate).
 #[repr(C)]
@@ -78,7 +79,7 @@ pub struct StepParams {
     pub _pad2: u32,
 }
 
-/// Causal depthwise conv1d over a sequence. Keep in sync with `shaders/causal_conv1d.wgsl`.
+/// Causal depthwise conv1d over a sequence.
 ///
 /// x / out element `[b, d, t]` at `b*x_sb + d*x_sd + t*x_st`; weight (dim, width);
 /// conv_state (batch, dim, width-1) holds the last width-1 inputs, oldest first.
@@ -101,7 +102,7 @@ pub struct ConvParams {
     pub _pad1: u32,
 }
 
-/// `out[m, n] = Σ_k x[m, k] · w[n, k] (+ bias[n])`. Keep in sync with `shaders/matmul.wgsl`.
+/// `out[m, n] = Σ_k x[m, k] · w[n, k] (+ bias[n])`.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Pod, Zeroable)]
 #[non_exhaustive]
@@ -113,7 +114,6 @@ pub struct MatmulParams {
 }
 
 /// RMSNorm over the last dim, optionally adding `x` into a residual first.
-/// Keep in sync with `shaders/rms_norm.wgsl`.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Pod, Zeroable)]
 #[non_exhaustive]
@@ -124,7 +124,7 @@ pub struct NormParams {
     pub has_residual: u32,
 }
 
-/// Row gather: `out[i, :] = table[ids[i], :]`. Keep in sync with `shaders/embedding.wgsl`.
+/// Row gather: `out[i, :] = table[ids[i], :]`.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Pod, Zeroable)]
 #[non_exhaustive]
@@ -135,7 +135,7 @@ pub struct EmbeddingParams {
     pub _pad0: u32,
 }
 
-/// Elementwise ops over `len` elements. Keep in sync with `shaders/elementwise.wgsl`.
+/// Elementwise ops over `len` elements.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Pod, Zeroable)]
 #[non_exhaustive]
@@ -148,7 +148,6 @@ pub struct ElementwiseParams {
 }
 
 /// Row-wise argmax: `out[r] = argmax_j x[r, j]` (first index on ties).
-/// Keep in sync with `shaders/argmax.wgsl`.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Pod, Zeroable)]
 #[non_exhaustive]
@@ -160,7 +159,6 @@ pub struct ArgmaxParams {
 }
 
 /// Copy of `len` elements from `src[src_offset..]` to `dst[dst_offset..]`.
-/// Keep in sync with `shaders/copy.wgsl`.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Pod, Zeroable)]
 #[non_exhaustive]
