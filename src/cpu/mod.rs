@@ -5,12 +5,17 @@
 //! Each op lives in a file named like its shader (`shaders/<op>.wgsl`) and CUDA kernel
 //! (`kernels/<op>.cu`), with the same loop structure where the hardware allows.
 
-mod conv;
+mod argmax;
+mod causal_conv1d;
+mod common;
+mod copy;
 mod elementwise;
-mod linalg;
-mod norm;
-mod scan;
+mod embedding;
+mod matmul;
+mod rms_norm;
 mod scan_lanes;
+mod selective_scan;
+mod selective_state_update;
 
 use std::borrow::Cow;
 
@@ -205,16 +210,16 @@ impl CpuBackend {
     fn scan_f32(
         &self,
         p: &ScanParams,
-        inputs: &scan::ScanSlices<'_>,
+        inputs: &selective_scan::ScanSlices<'_>,
         state: Option<&mut [f32]>,
         out: &mut [f32],
     ) {
         match self.precision {
-            Precision::Exact => scan::selective_scan::<f64>(p, inputs, state, out),
+            Precision::Exact => selective_scan::selective_scan::<f64>(p, inputs, state, out),
             Precision::Fast if scan_lanes::applies(p) => {
                 scan_lanes::selective_scan(p, inputs, state, out)
             }
-            Precision::Fast => scan::selective_scan::<f32>(p, inputs, state, out),
+            Precision::Fast => selective_scan::selective_scan::<f32>(p, inputs, state, out),
         }
     }
 }
@@ -296,7 +301,7 @@ impl Backend for CpuBackend {
         table: &CpuBuffer,
         out: &mut CpuBuffer,
     ) -> Result<()> {
-        linalg::embedding(p, ids.u32()?, table.floats()?, out.f32_mut()?)
+        embedding::embedding(p, ids.u32()?, table.floats()?, out.f32_mut()?)
     }
 
     fn matmul(
@@ -308,7 +313,7 @@ impl Backend for CpuBackend {
         out: &mut CpuBuffer,
     ) -> Result<()> {
         let bias = bias.map(CpuBuffer::floats).transpose()?;
-        linalg::matmul(p, x.f32()?, w.floats()?, bias, out.f32_mut()?);
+        matmul::matmul(p, x.f32()?, w.floats()?, bias, out.f32_mut()?);
         Ok(())
     }
 
@@ -321,7 +326,7 @@ impl Backend for CpuBackend {
         out: &mut CpuBuffer,
     ) -> Result<()> {
         let residual = residual.map(CpuBuffer::f32_mut).transpose()?;
-        norm::rms_norm(p, x.f32()?, weight.floats()?, residual, out.f32_mut()?);
+        rms_norm::rms_norm(p, x.f32()?, weight.floats()?, residual, out.f32_mut()?);
         Ok(())
     }
 
@@ -336,7 +341,7 @@ impl Backend for CpuBackend {
     ) -> Result<()> {
         let state = state.map(CpuBuffer::f32_mut).transpose()?;
         if self.precision == Precision::Fast && p.x_sd == 1 {
-            conv::causal_conv1d_lanes(
+            causal_conv1d::causal_conv1d_lanes(
                 p,
                 x.f32()?,
                 weight.f32()?,
@@ -346,7 +351,7 @@ impl Backend for CpuBackend {
             );
             return Ok(());
         }
-        conv::causal_conv1d(
+        causal_conv1d::causal_conv1d(
             p,
             x.f32()?,
             weight.f32()?,
@@ -369,8 +374,8 @@ impl Backend for CpuBackend {
         let (x, w, b) = (x.f32()?, weight.f32()?, opt_f32(bias)?);
         let (state, out) = (state.f32_mut()?, out.f32_mut()?);
         match self.precision {
-            Precision::Exact => conv::causal_conv1d_update::<f64>(p, x, w, b, state, out),
-            Precision::Fast => conv::causal_conv1d_update::<f32>(p, x, w, b, state, out),
+            Precision::Exact => causal_conv1d::causal_conv1d_update::<f64>(p, x, w, b, state, out),
+            Precision::Fast => causal_conv1d::causal_conv1d_update::<f32>(p, x, w, b, state, out),
         }
         Ok(())
     }
@@ -393,7 +398,7 @@ impl Backend for CpuBackend {
             i.c.widened()?,
         );
         let z = i.z.map(CpuBuffer::widened).transpose()?;
-        let inputs = scan::ScanSlices {
+        let inputs = selective_scan::ScanSlices {
             u: &u,
             delta: &delta,
             a: i.a.f32()?,
@@ -420,7 +425,7 @@ impl Backend for CpuBackend {
         state: &mut CpuBuffer,
         out: &mut CpuBuffer,
     ) -> Result<()> {
-        let inputs = scan::StepSlices {
+        let inputs = selective_state_update::StepSlices {
             x: i.x.f32()?,
             dt: i.dt.f32()?,
             a: i.a.f32()?,
@@ -432,13 +437,13 @@ impl Backend for CpuBackend {
         };
         match self.precision {
             Precision::Exact => {
-                scan::selective_state_update::<f64>(p, &inputs, state.f32_mut()?, out.f32_mut()?)
+                selective_state_update::selective_state_update::<f64>(p, &inputs, state.f32_mut()?, out.f32_mut()?)
             }
             Precision::Fast if scan_lanes::step_applies(p) => {
                 scan_lanes::selective_state_update(p, &inputs, state.f32_mut()?, out.f32_mut()?)
             }
             Precision::Fast => {
-                scan::selective_state_update::<f32>(p, &inputs, state.f32_mut()?, out.f32_mut()?)
+                selective_state_update::selective_state_update::<f32>(p, &inputs, state.f32_mut()?, out.f32_mut()?)
             }
         }
         Ok(())
@@ -457,16 +462,11 @@ impl Backend for CpuBackend {
     }
 
     fn argmax(&self, p: &ArgmaxParams, x: &CpuBuffer, out: &mut CpuBuffer) -> Result<()> {
-        linalg::argmax(p, x.f32()?, out.u32_mut()?);
+        argmax::argmax(p, x.f32()?, out.u32_mut()?);
         Ok(())
     }
 
     fn copy(&self, p: &CopyParams, src: &CpuBuffer, dst: &mut CpuBuffer) -> Result<()> {
-        let (s, d, n) = (p.src_offset as usize, p.dst_offset as usize, p.len as usize);
-        match src.dtype() {
-            DType::U32 => dst.u32_mut()?[d..d + n].copy_from_slice(&src.u32()?[s..s + n]),
-            _ => dst.f32_mut()?[d..d + n].copy_from_slice(&src.f32()?[s..s + n]),
-        }
-        Ok(())
+        copy::copy(p, src, dst)
     }
 }
