@@ -6,4 +6,7 @@ mod common;
 
 use mamba_gpu::{CpuBackend, Precision};
 
-op_suite_tests!(CpuBackend, Some(CpuBackend::with_precision(Precision::Fast)));
+op_suite_tests!(
+    CpuBackend,
+    Some(CpuBackend::with_precision(Precision::Fast))
+);

@@ -62,7 +62,11 @@ fn every_kernel_file_is_embedded() {
         );
     }
     let header = std::fs::read_to_string(dir.join("common.cuh")).expect("read common.cuh");
-    assert_eq!(header, nvrtc::COMMON_HEADER.source, "common.cuh: embedded copy is stale");
+    assert_eq!(
+        header,
+        nvrtc::COMMON_HEADER.source,
+        "common.cuh: embedded copy is stale"
+    );
 }
 
 #[test]
@@ -81,7 +85,11 @@ fn all_kernels_compile_for_sm80_and_sm90() {
             .filter(|e| e.source().name == k.name)
             .map(|e| e.entry())
             .collect();
-        assert!(!entries.is_empty(), "{}.cu: no Kernel loads from it", k.name);
+        assert!(
+            !entries.is_empty(),
+            "{}.cu: no Kernel loads from it",
+            k.name
+        );
         for &cc in ARCHS {
             // CUBIN (what the backend loads) ...
             match nvrtc::compile(k, cc, true) {

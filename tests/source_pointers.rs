@@ -30,7 +30,9 @@ fn pointers(comment: &str) -> Vec<(String, Option<String>)> {
             let start = from + at;
             from = start + root.len();
             // Only a path that starts a word (not `../../shaders/` or `wgpu/src/`).
-            if start > 0 && (bytes[start - 1].is_ascii_alphanumeric() || b"/._".contains(&bytes[start - 1])) {
+            if start > 0
+                && (bytes[start - 1].is_ascii_alphanumeric() || b"/._".contains(&bytes[start - 1]))
+            {
                 continue;
             }
             let rest = &comment[start..];
@@ -86,13 +88,17 @@ fn pointers_in_comments_name_existing_files() {
         }
     }
     eprintln!("{checked} pointers checked in {} files", all.len());
-    assert!(checked > 20, "only {checked} pointers found: is the scan broken?");
+    assert!(
+        checked > 20,
+        "only {checked} pointers found: is the scan broken?"
+    );
     assert!(stale.is_empty(), "stale pointers:\n{}", stale.join("\n"));
 }
 
 #[test]
 fn pointer_scanner_finds_paths_and_items() {
-    let got = pointers("// Mirrors src/cpu/argmax.rs::argmax and kernels/copy.cu; not ../../shaders/x");
+    let got =
+        pointers("// Mirrors src/cpu/argmax.rs::argmax and kernels/copy.cu; not ../../shaders/x");
     assert_eq!(
         got,
         vec![

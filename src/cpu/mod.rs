@@ -19,6 +19,9 @@ mod selective_state_update;
 
 use std::borrow::Cow;
 
+use self::selective_scan::selective_scan;
+use self::selective_state_update::selective_state_update;
+
 use half::{bf16, f16};
 
 use crate::backend::{Backend, DeviceBuffer};
@@ -215,11 +218,11 @@ impl CpuBackend {
         out: &mut [f32],
     ) {
         match self.precision {
-            Precision::Exact => selective_scan::selective_scan::<f64>(p, inputs, state, out),
+            Precision::Exact => selective_scan::<f64>(p, inputs, state, out),
             Precision::Fast if scan_lanes::applies(p) => {
                 scan_lanes::selective_scan(p, inputs, state, out)
             }
-            Precision::Fast => selective_scan::selective_scan::<f32>(p, inputs, state, out),
+            Precision::Fast => selective_scan::<f32>(p, inputs, state, out),
         }
     }
 }
@@ -437,13 +440,13 @@ impl Backend for CpuBackend {
         };
         match self.precision {
             Precision::Exact => {
-                selective_state_update::selective_state_update::<f64>(p, &inputs, state.f32_mut()?, out.f32_mut()?)
+                selective_state_update::<f64>(p, &inputs, state.f32_mut()?, out.f32_mut()?)
             }
             Precision::Fast if scan_lanes::step_applies(p) => {
                 scan_lanes::selective_state_update(p, &inputs, state.f32_mut()?, out.f32_mut()?)
             }
             Precision::Fast => {
-                selective_state_update::selective_state_update::<f32>(p, &inputs, state.f32_mut()?, out.f32_mut()?)
+                selective_state_update::<f32>(p, &inputs, state.f32_mut()?, out.f32_mut()?)
             }
         }
         Ok(())

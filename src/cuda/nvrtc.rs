@@ -118,7 +118,9 @@ pub enum Kernel {
     /// The small-m matmul, instantiated on the weight type.
     MatmulRows(Float),
     /// f16 / bf16 weights widened to f32 before a cuBLAS GEMM (there is no f32 widen).
-    Widen { bf16: bool },
+    Widen {
+        bf16: bool,
+    },
     /// The bias broadcast into out before an accumulating cuBLAS GEMM.
     BiasRows,
 }
@@ -332,7 +334,8 @@ pub fn compile(k: &KernelSource, (major, minor): (i32, i32), cubin: bool) -> Res
     let name = CString::new(file.clone()).map_err(|_| fail("bad file name".into()))?;
     let header = CString::new(COMMON_HEADER.source)
         .map_err(|_| fail("common.cuh contains a NUL byte".into()))?;
-    let header_name = CString::new(COMMON_HEADER.name).map_err(|_| fail("bad header name".into()))?;
+    let header_name =
+        CString::new(COMMON_HEADER.name).map_err(|_| fail("bad header name".into()))?;
     let headers = [header.as_ptr()];
     let include_names = [header_name.as_ptr()];
     let mut raw = std::mem::MaybeUninit::uninit();
