@@ -340,6 +340,61 @@ impl Kernel {
 mod tests {
     use super::*;
 
+    #[test]
+    fn every_module_joins_without_include_lines_and_each_file_once() {
+        for &name in SHADERS {
+            let src = shader_source(name).unwrap();
+            assert!(!src.contains(INCLUDE), "{name}: include left");
+            for (path, _) in FILES {
+                let n = src
+                    .matches(&format!("// ---- shaders/{path} ----\n"))
+                    .count();
+                assert!(n <= 1, "{name}: {path} joined {n} times");
+            }
+            // Everything declared in common.wgsl reaches every module.
+            assert!(
+                src.contains("struct ScanParams {"),
+                "{name}: common.wgsl missing"
+            );
+        }
+        // Both scan halves bring the one body.
+        for half in ["selective_scan/shared.wgsl", "selective_scan/subgroup.wgsl"] {
+            assert!(
+                shader_source(half)
+                    .unwrap()
+                    .contains("fn selective_scan(inv: ScanInvocation)")
+            );
+        }
+        assert!(
+            shader_source("nope.wgsl")
+                .unwrap_err()
+                .contains("shaders/nope.wgsl")
+        );
+    }
+
+    #[test]
+    fn every_kernel_names_a_module() {
+        let size = ScanSize {
+            channels: 1,
+            max_dstate: 1,
+        };
+        let w = WDtype::F32;
+        for k in [
+            Kernel::SelectiveScan(size),
+            Kernel::SelectiveScanSubgroup(size),
+            Kernel::SelectiveStateUpdate,
+            Kernel::CausalConv1d,
+            Kernel::Matmul { w, bias: w },
+            Kernel::RmsNorm { w },
+            Kernel::Embedding { w },
+            Kernel::Elementwise,
+            Kernel::Argmax,
+            Kernel::Copy,
+        ] {
+            assert!(SHADERS.contains(&k.shader().name), "{k:?}");
+        }
+    }
+
     const WEBGPU_DEFAULT: ScanLimits = ScanLimits {
         invocations: 256,
         workgroup_bytes: 16 * 1024,
