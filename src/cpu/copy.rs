@@ -2,6 +2,7 @@
 //! `shaders/copy.wgsl` and `kernels/copy.cu`.
 
 use super::CpuBuffer;
+use crate::backend::DeviceBuffer;
 use crate::error::Result;
 use crate::params::CopyParams;
 use crate::tensor::DType;
