@@ -1,13 +1,10 @@
 // Row-wise argmax of f32 into u32: the first index of the largest value; NaN never
-// wins; a row with nothing above -inf gives 0. CPU mirror: src/cpu/linalg.rs::argmax.
+// wins; a row with nothing above -inf gives 0. CPU mirror: src/cpu/argmax.rs::argmax.
 // Launched from src/cuda/launch.rs. One block per row: each thread scans a strided
 // slice in ascending order (strict >, so it keeps its first maximum), then a warp
 // shuffle and a shared-memory step reduce (value, index) pairs, ties to the lower index.
 
-// Keep in sync with src/params.rs::ArgmaxParams.
-struct ArgmaxParams {
-    unsigned int rows, cols, _pad0, _pad1;
-};
+#include "common.cuh"
 
 #define THREADS 256
 #define NONE 0xffffffffu

@@ -1,5 +1,5 @@
 // Causal depthwise conv1d, f32: over a sequence and one decode step.
-// CPU mirror: src/cpu/conv.rs (causal_conv1d, causal_conv1d_update).
+// CPU mirror: src/cpu/causal_conv1d.rs (causal_conv1d, causal_conv1d_update).
 // Launched from src/cuda/launch.rs.
 //
 // Sequence: `causal_conv1d` runs one thread per output element, with the fastest thread
@@ -9,20 +9,7 @@
 // then shifts the sequence into it: launched after the conv on the same stream, so the
 // conv has read the old state before it is overwritten.
 
-// Keep in sync with src/params.rs::ConvParams.
-struct ConvParams {
-    unsigned int batch, dim, len, width;
-    unsigned int x_sb, x_sd, x_st;
-    unsigned int has_bias, silu;
-    unsigned int state_mode;  // 0 none, 1 final, 2 carry (params.rs STATE_*)
-    unsigned int _pad0, _pad1;
-};
-
-#define STATE_CARRY 2u
-
-__device__ __forceinline__ float silu_f(float x) {
-    return x / (1.f + expf(-x));
-}
+#include "common.cuh"
 
 extern "C" __global__ void causal_conv1d(
     ConvParams p,

@@ -1,10 +1,7 @@
 // Copy of `len` 4-byte elements (f32 or u32) between buffers at element offsets.
-// CPU mirror: the `copy` method of src/cpu/mod.rs. Launched from src/cuda/launch.rs.
+// CPU mirror: src/cpu/copy.rs::copy. Launched from src/cuda/launch.rs.
 
-// Keep in sync with src/params.rs::CopyParams.
-struct CopyParams {
-    unsigned int len, src_offset, dst_offset, _pad0;
-};
+#include "common.cuh"
 
 extern "C" __global__ void copy(CopyParams p, const unsigned int* __restrict__ src,
                                 unsigned int* __restrict__ dst) {

@@ -1,5 +1,5 @@
 // out[m, n] = sum_k x[m, k] * w[n, k] (+ bias[n]); x, out f32; w, bias f32/f16/bf16.
-// CPU mirror: src/cpu/linalg.rs::matmul. Launched from src/cuda/launch.rs.
+// CPU mirror: src/cpu/matmul.rs::matmul. Launched from src/cuda/launch.rs.
 //
 // Large m goes through cuBLAS SGEMM (f32 weights directly; f16/bf16 weights are first
 // widened to f32 by `widen_*` into a scratch buffer, then `bias_rows` pre-fills out
@@ -8,36 +8,19 @@
 // vectors, and converted in registers. One warp per output column n, up to MAXM rows
 // of x per block (blockIdx.y tiles larger m); f32 accumulation, warp-shuffle reduction.
 
-// Keep in sync with src/params.rs::MatmulParams.
-struct MatmulParams {
-    unsigned int m, n, k, has_bias;
-};
+#include "common.cuh"
 
 #define MAXM 8
 #define WARPS 8
-
-__device__ __forceinline__ float f16_to_f32(unsigned short h) {
-    float f;
-    asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h));
-    return f;
-}
-__device__ __forceinline__ float bf16_to_f32(unsigned short h) {
-    return __uint_as_float(((unsigned int)h) << 16);
-}
-struct F16 { unsigned short bits; };
-struct BF16 { unsigned short bits; };
-__device__ __forceinline__ float load(const float* t, size_t i) { return t[i]; }
-__device__ __forceinline__ float load(const F16* t, size_t i) { return f16_to_f32(t[i].bits); }
-__device__ __forceinline__ float load(const BF16* t, size_t i) { return bf16_to_f32(t[i].bits); }
 
 // The bias may have another float type than the weight: BIAS_F32 / BIAS_F16 / BIAS_BF16.
 #define BIAS_F32 0u
 #define BIAS_F16 1u
 #define BIAS_BF16 2u
 __device__ __forceinline__ float load_bias(const void* b, unsigned int kind, size_t i) {
-    if (kind == BIAS_F16) return load(static_cast<const F16*>(b), i);
-    if (kind == BIAS_BF16) return load(static_cast<const BF16*>(b), i);
-    return load(static_cast<const float*>(b), i);
+    if (kind == BIAS_F16) return ld(static_cast<const F16*>(b), i);
+    if (kind == BIAS_BF16) return ld(static_cast<const BF16*>(b), i);
+    return ld(static_cast<const float*>(b), i);
 }
 
 // Eight consecutive weights starting at an index that is a multiple of 8 (16 bytes for
@@ -102,7 +85,7 @@ __device__ void matmul_rows_impl(const MatmulParams& p, unsigned int bias_kind,
         }
     }
     for (size_t k = kv + lane; k < K; k += 32) {
-        const float wv = load(wr, k);
+        const float wv = ld(wr, k);
 #pragma unroll
         for (int r = 0; r < MAXM; ++r)
             if (r < (int)mm) acc[r] = fmaf(xr[r * K + k], wv, acc[r]);
@@ -139,7 +122,7 @@ matmul_rows_bf16(MatmulParams p, unsigned int bias_kind, const float* x, const B
 template <typename W>
 __device__ void widen_impl(unsigned int len, const W* __restrict__ src, float* __restrict__ dst) {
     const unsigned int i = blockIdx.x * blockDim.x + threadIdx.x;
-    if (i < len) dst[i] = load(src, i);
+    if (i < len) dst[i] = ld(src, i);
 }
 extern "C" __global__ void widen_f16(unsigned int len, const F16* src, float* dst) {
     widen_impl(len, src, dst);

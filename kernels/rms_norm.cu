@@ -1,31 +1,11 @@
 // RMSNorm over the last dim with an optional fused residual add; weight f32/f16/bf16.
-// CPU mirror: src/cpu/norm.rs::rms_norm. Launched from src/cuda/launch.rs.
+// CPU mirror: src/cpu/rms_norm.rs::rms_norm. Launched from src/cuda/launch.rs.
 //
 // One block per row. With a residual: r = residual + x is stored back first, then
 // out = r * rsqrt(mean(r^2) + eps) * w. Each thread keeps its elements of the row in
 // a register pass and a second pass re-reads them (the row is L1/L2 resident).
 
-// Keep in sync with src/params.rs::NormParams.
-struct NormParams {
-    unsigned int rows, dim;
-    float eps;
-    unsigned int has_residual;
-};
-
-// f16 / bf16 bits -> f32 without cuda_fp16.h (NVRTC needs no include path).
-__device__ __forceinline__ float load_w(const float* w, unsigned int i) { return w[i]; }
-__device__ __forceinline__ float f16_to_f32(unsigned short h) {
-    float f;
-    asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h));
-    return f;
-}
-__device__ __forceinline__ float bf16_to_f32(unsigned short h) {
-    return __uint_as_float(((unsigned int)h) << 16);
-}
-struct F16 { unsigned short bits; };
-struct BF16 { unsigned short bits; };
-__device__ __forceinline__ float load_w(const F16* w, unsigned int i) { return f16_to_f32(w[i].bits); }
-__device__ __forceinline__ float load_w(const BF16* w, unsigned int i) { return bf16_to_f32(w[i].bits); }
+#include "common.cuh"
 
 #define THREADS 256
 
@@ -54,7 +34,7 @@ __device__ void rms_norm_impl(const NormParams& p, const float* __restrict__ x,
     const float inv = rsqrtf(tot / (float)p.dim + p.eps);
     const float* src = p.has_residual ? residual : x;
     for (unsigned int i = threadIdx.x; i < p.dim; i += THREADS)
-        out[off + i] = (src[off + i] * inv) * load_w(w, i);
+        out[off + i] = (src[off + i] * inv) * ld(w, i);
 }
 
 extern "C" __global__ void __launch_bounds__(THREADS)

@@ -1,13 +1,13 @@
 // Selective scan (Mamba-1 forward): f32, f16 or bf16 I/O, f32 math.
-// CPU mirror: src/cpu/scan.rs::selective_scan. Launched from src/cuda/launch.rs.
+// CPU mirror: src/cpu/selective_scan.rs::selective_scan. Launched from src/cuda/launch.rs.
 //
 // Entry points selective_scan_f32 / _f16 / _bf16 instantiate one template on the I/O
 // element type T of u, delta, z, B, C and out (ops/check.rs makes them share it). A, D,
 // delta_bias and the state stay float. Every value is widened to f32 as it is loaded and
 // only `out` is rounded back to T (to nearest-even), so the half variants do the same
 // arithmetic as the f32 one on half the bytes of the sequence tensors, which bound the
-// scan. No CUDA headers: NVRTC from pip ships none, so conversions are inline PTX `cvt`
-// (f16) and bit operations (bf16), as in embedding.cu.
+// scan. The conversions are
+// those of common.cuh.
 //
 // Per batch b, channel d, state n, time t:
 //   dt  = softplus?(delta[b,d,t] + delta_bias[d])
@@ -36,16 +36,7 @@
 //     the per-(channel, state) carry, which lives in shared memory.
 //   * D skip and the z gate are fused; only `out` (and the final state) is written.
 
-// Keep in sync with src/params.rs::ScanParams.
-struct ScanParams {
-    unsigned int batch, dim, len, dstate;
-    unsigned int x_sb, x_sd, x_st;
-    unsigned int b_sb, b_sg, b_sn, b_st, b_group_dim;
-    unsigned int c_sb, c_sg, c_sn, c_st, c_group_dim;
-    unsigned int has_d, has_z, has_delta_bias, delta_softplus;
-    unsigned int state_mode;  // 0 none, 1 final, 2 carry (params.rs STATE_*)
-    unsigned int _pad0, _pad1;
-};
+#include "common.cuh"
 
 #define NT 64                 // threads per channel (along time)
 #define NW (NT / 32)          // warps per channel
@@ -53,57 +44,13 @@ struct ScanParams {
 #define CHUNK (NT * ITEMS)    // time steps per chunk
 #define CPB 4                 // channels per block
 #define NS 8                  // states staged in shared memory at a time
-#define LOG2E 1.4426950408889634f
 
-#define STATE_FINAL 1u
-#define STATE_CARRY 2u
-
-__device__ __forceinline__ float softplus_f(float x) {
-    // PyTorch's softplus: linear above the threshold 20.
-    return x > 20.f ? x : log1pf(expf(x));
-}
-
-__device__ __forceinline__ float silu_f(float x) {
-    return x / (1.f + expf(-x));
-}
-
-// The 16-bit I/O types: raw bits (f16 IEEE half, bf16 the top half of an f32).
-struct F16 { unsigned short bits; };
-struct BF16 { unsigned short bits; };
-
-__device__ __forceinline__ float to_f32(float v) { return v; }
-__device__ __forceinline__ float to_f32(F16 v) {
-    float f;
-    asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(v.bits));
-    return f;
-}
-__device__ __forceinline__ float to_f32(BF16 v) {
-    return __uint_as_float(((unsigned int)v.bits) << 16);
-}
 __device__ __forceinline__ float f16_lo(unsigned int w) {
     return to_f32(F16{(unsigned short)(w & 0xffffu)});
 }
 __device__ __forceinline__ float f16_hi(unsigned int w) {
     return to_f32(F16{(unsigned short)(w >> 16)});
 }
-
-__device__ __forceinline__ unsigned short f32_to_f16_bits(float f) {
-    unsigned short h;
-    asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(f));
-    return h;
-}
-// Round to nearest-even in integer arithmetic (cvt.rn.bf16.f32 needs sm_80; this runs
-// anywhere). NaN stays NaN (quietened); overflow rounds to infinity as it should.
-__device__ __forceinline__ unsigned short f32_to_bf16_bits(float f) {
-    unsigned int x = __float_as_uint(f);
-    if ((x & 0x7fffffffu) > 0x7f800000u) return (unsigned short)((x >> 16) | 0x40u);
-    x += 0x7fffu + ((x >> 16) & 1u);
-    return (unsigned short)(x >> 16);
-}
-
-// One element, widened to f32.
-template <typename T>
-__device__ __forceinline__ float ld(const T* __restrict__ p, size_t i) { return to_f32(p[i]); }
 
 // One element, rounded to the I/O type.
 __device__ __forceinline__ void st1(float* p, size_t i, float v) { p[i] = v; }

@@ -1,5 +1,5 @@
 // One decode step of the selective state space, f32. CPU mirror:
-// src/cpu/scan.rs::selective_state_update. Launched from src/cuda/launch.rs.
+// src/cpu/selective_state_update.rs::selective_state_update. Launched from src/cuda/launch.rs.
 //
 // One thread per (batch, channel): it reads the channel's N states (float4 when N is a
 // multiple of 4), updates them in registers, writes them back in place and writes
@@ -7,22 +7,7 @@
 // B/C (batch, G, N) are the same for every channel of a group, so they are served by
 // L1 to the threads of a warp.
 
-// Keep in sync with src/params.rs::StepParams.
-struct StepParams {
-    unsigned int batch, dim, dstate, group_dim, groups;
-    unsigned int has_d, has_z, has_dt_bias, dt_softplus;
-    unsigned int _pad0, _pad1, _pad2;
-};
-
-#define LOG2E 1.4426950408889634f
-
-__device__ __forceinline__ float softplus_f(float x) {
-    return x > 20.f ? x : log1pf(expf(x));
-}
-
-__device__ __forceinline__ float silu_f(float x) {
-    return x / (1.f + expf(-x));
-}
+#include "common.cuh"
 
 extern "C" __global__ void selective_state_update(
     StepParams p,

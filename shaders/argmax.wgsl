@@ -1,15 +1,9 @@
 // Row-wise argmax (first index on ties, NaN never wins). Mirrors
-// src/cpu/linalg.rs::argmax. One workgroup of 256 invocations per row: each scans a
+// src/cpu/argmax.rs::argmax. One workgroup of 256 invocations per row: each scans a
 // strided slice keeping (best value, smallest index), then a tree reduction in
 // workgroup memory. A row with nothing above -inf gives 0, as on the CPU.
 
-// Keep in sync with src/params.rs::ArgmaxParams.
-struct ArgmaxParams {
-    rows: u32,
-    cols: u32,
-    _pad0: u32,
-    _pad1: u32,
-}
+//#include "common.wgsl"
 
 const NONE: u32 = 0xffffffffu;
 
@@ -37,7 +31,7 @@ fn argmax(
     @builtin(workgroup_id) wg: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
 ) {
-    let row = wg.y * nwg.x + wg.x;
+    let row = flat_workgroup(wg, nwg);
     if row >= p.rows { // uniform per workgroup
         return;
     }

@@ -1,4 +1,4 @@
-// Causal depthwise conv1d. Mirrors src/cpu/conv.rs: `causal_conv1d` (one invocation per
+// Causal depthwise conv1d. Mirrors src/cpu/causal_conv1d.rs: `causal_conv1d` (one invocation per
 // output element [b, d, t]), `causal_conv1d_state` (run after it in the same pass: one
 // invocation per (b, d) writes the final conv state, so no invocation of the first entry
 // point can read a state slot after it was overwritten) and `causal_conv1d_update` (one
@@ -7,24 +7,7 @@
 // The extended input of a channel is ext = state ++ x (K-1 past values, then the
 // sequence); out[t] = act(bias + Σ_j w[j] · ext[t + j]).
 
-// Keep in sync with src/params.rs::ConvParams.
-struct ConvParams {
-    batch: u32,
-    dim: u32,
-    len: u32,
-    width: u32,
-    x_sb: u32,
-    x_sd: u32,
-    x_st: u32,
-    has_bias: u32,
-    silu: u32,
-    state_mode: u32,
-    _pad0: u32,
-    _pad1: u32,
-}
-
-// Keep in sync with src/params.rs (STATE_NONE / STATE_FINAL / STATE_CARRY).
-const STATE_CARRY: u32 = 2u;
+//#include "common.wgsl"
 
 @group(0) @binding(0) var<uniform> p: ConvParams;
 @group(0) @binding(1) var<storage, read> x: array<f32>;            // [b, d, t] via x_sb/x_sd/x_st ((batch, dim) for the update)
@@ -32,10 +15,6 @@ const STATE_CARRY: u32 = 2u;
 @group(0) @binding(3) var<storage, read> bias: array<f32>;         // (dim), read if has_bias
 @group(0) @binding(4) var<storage, read_write> conv_state: array<f32>; // (batch, dim, K-1), oldest first
 @group(0) @binding(5) var<storage, read_write> out: array<f32>;    // like x
-
-fn silu(v: f32) -> f32 {
-    return v / (1.0 + exp(-v));
-}
 
 fn activate(acc: f32) -> f32 {
     if p.silu != 0u {
@@ -51,14 +30,9 @@ fn start_acc(d: u32) -> f32 {
     return 0.0;
 }
 
-// Flat invocation index of a 2-d dispatch grid of 64-wide workgroups.
-fn flat(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
-    return gid.y * nwg.x * 64u + gid.x;
-}
-
 @compute @workgroup_size(64)
 fn causal_conv1d(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = flat(gid, nwg);
+    let i = flat_invocation(gid, nwg, 64u);
     if i >= p.batch * p.dim * p.len {
         return;
     }
@@ -85,7 +59,7 @@ fn causal_conv1d(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wor
 
 @compute @workgroup_size(64)
 fn causal_conv1d_state(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let bd = flat(gid, nwg);
+    let bd = flat_invocation(gid, nwg, 64u);
     if bd >= p.batch * p.dim {
         return;
     }
@@ -108,7 +82,7 @@ fn causal_conv1d_state(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(n
 
 @compute @workgroup_size(64)
 fn causal_conv1d_update(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let bd = flat(gid, nwg);
+    let bd = flat_invocation(gid, nwg, 64u);
     if bd >= p.batch * p.dim {
         return;
     }

@@ -1,4 +1,4 @@
-// out[m, n] = Σ_k x[m, k] · w[n, k] (+ bias[n]). Mirrors src/cpu/linalg.rs::matmul.
+// out[m, n] = Σ_k x[m, k] · w[n, k] (+ bias[n]). Mirrors src/cpu/matmul.rs::matmul.
 //
 // Two entry points:
 //   * `matmul`: tiled, for M > 4. A workgroup of 16×16 invocations computes a 64×64
@@ -10,33 +10,18 @@
 //     memory.
 //
 // Weights and bias are bound as raw 32-bit words and decoded by `load_w` / `load_bias`
-// according to the pipeline-overridable W_DTYPE / BIAS_DTYPE: f32, or f16 / bf16 packed
-// two per word (element 2i in the low half). Half-precision weights thus stay half in
-// memory on every adapter, without requiring shader-f16.
+// according to the pipeline-overridable W_DTYPE / BIAS_DTYPE (see `decode` in
+// common.wgsl).
 //
 // Large weights: the host may bind only a window of w (rows row0 .. row0+rows, starting
 // w_off elements into the bound range) and dispatch once per window; see
-// src/wgpu/mod.rs (`WindowParams`).
+// src/wgpu/window.rs (`WindowParams`).
 
-// Keep in sync with src/params.rs::MatmulParams.
-struct MatmulParams {
-    m: u32,
-    n: u32,
-    k: u32,
-    has_bias: u32,
-}
+//#include "common.wgsl"
 
-// Keep in sync with src/wgpu/mod.rs::WindowParams.
-struct WindowParams {
-    row0: u32,  // first weight row (output column) of this dispatch
-    rows: u32,  // weight rows in this dispatch
-    w_off: u32, // element offset of row row0 inside the bound window of w
-    last: u32,  // unused here
-}
-
-// Keep in sync with src/wgpu/kernels.rs (WDtype codes).
-override W_DTYPE: u32 = 0u;    // 0 f32, 1 f16, 2 bf16
-override BIAS_DTYPE: u32 = 0u; // 0 f32, 1 f16, 2 bf16
+// How w and bias are stored (DTYPE_* of common.wgsl), set by the host per pipeline.
+override W_DTYPE: u32 = DTYPE_F32;
+override BIAS_DTYPE: u32 = DTYPE_F32;
 
 @group(0) @binding(0) var<uniform> p: MatmulParams;
 @group(0) @binding(1) var<storage, read> x: array<f32>;         // (M, K)
@@ -45,34 +30,16 @@ override BIAS_DTYPE: u32 = 0u; // 0 f32, 1 f16, 2 bf16
 @group(0) @binding(4) var<storage, read_write> out: array<f32>; // (M, N)
 @group(0) @binding(5) var<uniform> win: WindowParams;
 
-fn decode(words_at: u32, i: u32, dtype: u32) -> f32 {
-    // `words_at` is the word holding element i (i >> 1 for half types).
-    if dtype == 0u {
-        return bitcast<f32>(words_at);
-    }
-    let bits = select(words_at & 0xffffu, words_at >> 16u, (i & 1u) == 1u);
-    if dtype == 1u {
-        return unpack2x16float(bits).x;
-    }
-    return bitcast<f32>(bits << 16u);
-}
-
 // Element i of the bound weight window.
 fn load_w(i: u32) -> f32 {
-    if W_DTYPE == 0u {
-        return bitcast<f32>(w[i]);
-    }
-    return decode(w[i >> 1u], i, W_DTYPE);
+    return decode(w[word_of(i, W_DTYPE)], i, W_DTYPE);
 }
 
 fn load_bias(i: u32) -> f32 {
     if p.has_bias == 0u {
         return 0.0;
     }
-    if BIAS_DTYPE == 0u {
-        return bitcast<f32>(bias[i]);
-    }
-    return decode(bias[i >> 1u], i, BIAS_DTYPE);
+    return decode(bias[word_of(i, BIAS_DTYPE)], i, BIAS_DTYPE);
 }
 
 const TILE: u32 = 64u;
@@ -147,7 +114,7 @@ fn matmul(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wg: 
 
 const DEC_ROWS: u32 = 8u;   // weight rows per workgroup
 const DEC_LANES: u32 = 32u; // invocations per weight row
-const MAX_M: u32 = 4u;      // keep in sync with src/wgpu/mod.rs (DECODE_MAX_M)
+const MAX_M: u32 = 4u;      // src/wgpu/kernels.rs, DECODE_MAX_M
 
 var<workgroup> red: array<f32, 1024>; // [MAX_M][256] partial sums
 
@@ -159,7 +126,7 @@ fn matmul_decode(
 ) {
     let lane = lid % DEC_LANES;
     let slot = lid / DEC_LANES;
-    let r = (wg.y * nwg.x + wg.x) * DEC_ROWS + slot; // weight row relative to win.row0
+    let r = flat_workgroup(wg, nwg) * DEC_ROWS + slot; // weight row relative to win.row0
     let live = r < win.rows;
     var acc: array<f32, MAX_M>;
     for (var i = 0u; i < MAX_M; i++) {

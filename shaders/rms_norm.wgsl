@@ -1,18 +1,12 @@
-// RMSNorm with an optional fused residual add. Mirrors src/cpu/norm.rs::rms_norm:
+// RMSNorm with an optional fused residual add. Mirrors src/cpu/rms_norm.rs::rms_norm:
 // per row, r = residual + x (stored back) or r = x; out = r / sqrt(mean(r²) + eps) · w.
 // One workgroup of 256 invocations per row; the sum of squares is reduced in workgroup
 // memory. The weight is decoded according to W_DTYPE (see matmul.wgsl).
 
-// Keep in sync with src/params.rs::NormParams.
-struct NormParams {
-    rows: u32,
-    dim: u32,
-    eps: f32,
-    has_residual: u32,
-}
+//#include "common.wgsl"
 
-// Keep in sync with src/wgpu/kernels.rs (WDtype codes).
-override W_DTYPE: u32 = 0u; // 0 f32, 1 f16, 2 bf16
+// How the weight is stored (DTYPE_* of common.wgsl), set by the host per pipeline.
+override W_DTYPE: u32 = DTYPE_F32;
 
 @group(0) @binding(0) var<uniform> p: NormParams;
 @group(0) @binding(1) var<storage, read> x: array<f32>;               // (rows, dim)
@@ -21,15 +15,7 @@ override W_DTYPE: u32 = 0u; // 0 f32, 1 f16, 2 bf16
 @group(0) @binding(4) var<storage, read_write> out: array<f32>;       // (rows, dim)
 
 fn load_w(i: u32) -> f32 {
-    if W_DTYPE == 0u {
-        return bitcast<f32>(weight[i]);
-    }
-    let word = weight[i >> 1u];
-    let bits = select(word & 0xffffu, word >> 16u, (i & 1u) == 1u);
-    if W_DTYPE == 1u {
-        return unpack2x16float(bits).x;
-    }
-    return bitcast<f32>(bits << 16u);
+    return decode(weight[word_of(i, W_DTYPE)], i, W_DTYPE);
 }
 
 var<workgroup> red: array<f32, 256>;
@@ -40,7 +26,7 @@ fn rms_norm(
     @builtin(workgroup_id) wg: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
 ) {
-    let row = wg.y * nwg.x + wg.x;
+    let row = flat_workgroup(wg, nwg);
     if row >= p.rows { // uniform per workgroup
         return;
     }

@@ -1,6 +1,8 @@
-// Selective scan, shared-memory path. Mirrors src/cpu/scan.rs::selective_scan (same
-// recurrence, same names); `selective_scan_subgroup.wgsl` is the same kernel with the
-// cross-invocation scan done by subgroup shuffles.
+// Selective scan. Mirrors src/cpu/selective_scan.rs::selective_scan (same recurrence,
+// same names). This file is the body; the scan across the invocations of a channel comes
+// from one of two interchangeable halves, which include it:
+//   * selective_scan/shared.wgsl: a Blelloch scan in workgroup memory (every adapter);
+//   * selective_scan/subgroup.wgsl: subgroup shuffles (adapters with subgroups).
 //
 // Work decomposition
 //   * A workgroup owns one batch row `b` (workgroup_id.y) and CH consecutive channels
@@ -8,54 +10,31 @@
 //   * The sequence is walked in chunks of CHUNK = LANES * ITEMS time steps. Each
 //     invocation owns ITEMS consecutive steps of the chunk and keeps u, Δ, the pairs
 //     (exp(Δ·A), Δ·B·u) and the partial outputs y in registers.
-//   * For every state n: each invocation composes its ITEMS pairs sequentially, the
-//     LANES aggregates of a row are scanned with a work-efficient Blelloch scan in
-//     workgroup memory under (a1,b1)∘(a2,b2) = (a1·a2, a2·b1 + b2), and the root of the
-//     down-sweep is seeded with (1, h_carry) so that the exclusive prefix of invocation j
-//     *is* the state entering its first step. The invocations then replay their steps,
-//     accumulating y += C·h. The running state per (channel, n) is carried across chunks
-//     in workgroup memory; the (batch, dim, L, N) state never reaches global memory.
+//   * For every state n: each invocation composes its ITEMS pairs sequentially into one
+//     aggregate; the half's `row_scan` scans the LANES aggregates of a row under
+//     (a1,b1)∘(a2,b2) = (a1·a2, a2·b1 + b2), seeded with the running state carried from
+//     the previous chunk, and returns the state entering the invocation's first step.
+//     The invocations then replay their steps, accumulating y += C·h, and the row's last
+//     invocation carries its final h into the next chunk. The running state per
+//     (channel, n) lives in workgroup memory (`carry`, laid out by the half's
+//     `carry_slot`); the (batch, dim, L, N) state never reaches global memory.
 //   * After the last n: out = (y + D·u) · silu(z).
 // Any L (chunks loop), time-invariant / input-dependent / grouped B and C and both
 // layouts are expressed by the strides in ScanParams.
+//
+// What a half provides: `struct ScanInvocation` (the entry point's builtins, at least
+// `lid` and `wg`), `CARRY_COPIES`, `carry_slot(row, n, chunk)` and
+// `row_scan(inv, row, lane, n, chunk, agg_a, agg_b) -> f32`, with its own workgroup
+// arrays. Its workgroup memory per channel is `ScanSize::words_per_channel` in
+// src/wgpu/kernels.rs.
 
-// Keep in sync with src/params.rs::ScanParams.
-struct ScanParams {
-    batch: u32,
-    dim: u32,
-    len: u32,
-    dstate: u32,
-    x_sb: u32,
-    x_sd: u32,
-    x_st: u32,
-    b_sb: u32,
-    b_sg: u32,
-    b_sn: u32,
-    b_st: u32,
-    b_group_dim: u32,
-    c_sb: u32,
-    c_sg: u32,
-    c_sn: u32,
-    c_st: u32,
-    c_group_dim: u32,
-    has_d: u32,
-    has_z: u32,
-    has_delta_bias: u32,
-    delta_softplus: u32,
-    state_mode: u32,
-    _pad0: u32,
-    _pad1: u32,
-}
-
-// Keep in sync with src/params.rs (STATE_NONE / STATE_FINAL / STATE_CARRY).
-const STATE_NONE: u32 = 0u;
-const STATE_CARRY: u32 = 2u;
+//#include "common.wgsl"
 
 // Sized per adapter and dstate by the host (src/wgpu/kernels.rs, ScanSize): CH channels
 // per workgroup, MAX_N ≥ dstate states carried per channel in workgroup memory.
 override CH: u32 = 4u;
 override MAX_N: u32 = 16u;
-// Keep in sync with src/wgpu/kernels.rs (SCAN_LANES, SCAN_CHUNK).
+// src/wgpu/kernels.rs, SCAN_LANES and SCAN_CHUNK.
 const LANES: u32 = 64u;    // invocations per channel
 const ITEMS: u32 = 4u;     // consecutive time steps per invocation
 const CHUNK: u32 = 256u;   // LANES * ITEMS time steps per chunk
@@ -72,61 +51,23 @@ const CHUNK: u32 = 256u;   // LANES * ITEMS time steps per chunk
 @group(0) @binding(9) var<storage, read_write> ssm_state: array<f32>; // (batch, dim, N), if state_mode != 0
 @group(0) @binding(10) var<storage, read_write> out: array<f32>;  // (batch, dim, L) via x_sb/x_sd/x_st
 
-var<workgroup> scan_a: array<f32, CH * LANES>; // pairs being scanned (a part)
-var<workgroup> scan_b: array<f32, CH * LANES>; // (b part)
-var<workgroup> carry: array<f32, CH * MAX_N>;  // running states, touched only by each row's root
-
-// log(1 + y), accurate for small y (WGSL has no log1p).
-fn log1p_(y: f32) -> f32 {
-    let w = 1.0 + y;
-    if w == 1.0 {
-        return y;
-    }
-    return log(w) * (y / (w - 1.0));
-}
-
-// PyTorch's softplus (beta 1, threshold 20).
-fn softplus(x: f32) -> f32 {
-    if x > 20.0 {
-        return x;
-    }
-    return log1p_(exp(x));
-}
-
-// exp(x) of the decay factor exp(Δ·A) (x ≤ 0). A state with a long memory (|x| ≪ 1)
-// multiplies ~1/|x| of these factors, so a systematic error of the hardware exp (seen:
-// ~½ ulp low on llvmpipe) accumulates into the state; near 0 the Taylor series is exact
-// to < x⁵/120 and rounds once, without bias.
-fn exp_decay(x: f32) -> f32 {
-    if abs(x) < 0.0625 {
-        return fma(x, fma(x, fma(x, fma(x, 1.0 / 24.0, 1.0 / 6.0), 0.5), 1.0), 1.0);
-    }
-    return exp(x);
-}
-
-fn silu(x: f32) -> f32 {
-    return x / (1.0 + exp(-x));
-}
+// Running states, CARRY_COPIES × CH × MAX_N: written only by each row's last invocation.
+var<workgroup> carry: array<f32, CARRY_COPIES * CH * MAX_N>;
 
 @compute @workgroup_size(CH * LANES)
-fn selective_scan(
-    @builtin(local_invocation_index) lid: u32,
-    @builtin(workgroup_id) wg: vec3<u32>,
-) {
-    let row = lid / LANES;
-    let lane = lid % LANES;
-    let d_raw = wg.x * CH + row;
+fn selective_scan(inv: ScanInvocation) {
+    let row = inv.lid / LANES;
+    let lane = inv.lid % LANES;
+    let d_raw = inv.wg.x * CH + row;
     let valid = d_raw < p.dim;
     let d = min(d_raw, p.dim - 1u); // idle rows mirror the last channel and write nothing
-    let b = wg.y;
+    let b = inv.wg.y;
     let n_state = p.dstate;
     let is_root = lane == LANES - 1u;
     let x_base = b * p.x_sb + d * p.x_sd;
     let b_base = b * p.b_sb + (d / p.b_group_dim) * p.b_sg;
     let c_base = b * p.c_sb + (d / p.c_group_dim) * p.c_sg;
     let h_base = (b * p.dim + d) * n_state;
-    let carry_base = row * MAX_N;
-    let s = row * LANES + lane;
 
     if is_root {
         for (var n = 0u; n < n_state; n++) {
@@ -134,7 +75,7 @@ fn selective_scan(
             if p.state_mode == STATE_CARRY {
                 h0 = ssm_state[h_base + n];
             }
-            carry[carry_base + n] = h0;
+            carry[carry_slot(row, n, 0u)] = h0;
         }
     }
     var bias = 0.0;
@@ -167,7 +108,7 @@ fn selective_scan(
         }
         for (var n = 0u; n < n_state; n++) {
             let a_dn = mat_a[d * n_state + n];
-            // This invocation's steps, composed: (agg_a, agg_b).
+            // This invocation's steps, composed: (agg_a, agg_b). Past the end: (1, 0).
             var agg_a = 1.0;
             var agg_b = 0.0;
             for (var i = 0u; i < ITEMS; i++) {
@@ -181,52 +122,17 @@ fn selective_scan(
                 agg_a = agg_a * pa[i];
                 agg_b = pa[i] * agg_b + pb[i];
             }
-            workgroupBarrier(); // the previous state's readers are done with scan_a/b
-            scan_a[s] = agg_a;
-            scan_b[s] = agg_b;
-            // Up-sweep: node bi becomes left(ai) ∘ right(bi).
-            for (var off = 1u; off < LANES; off = off * 2u) {
-                workgroupBarrier();
-                if lane < LANES / (2u * off) {
-                    let ai = row * LANES + off * (2u * lane + 1u) - 1u;
-                    let bi = row * LANES + off * (2u * lane + 2u) - 1u;
-                    scan_b[bi] = scan_a[bi] * scan_b[ai] + scan_b[bi];
-                    scan_a[bi] = scan_a[ai] * scan_a[bi];
-                }
-            }
-            workgroupBarrier();
-            // The root holds the chunk's total: advance the carry, seed the down-sweep.
-            if is_root {
-                let h0 = carry[carry_base + n];
-                carry[carry_base + n] = scan_a[s] * h0 + scan_b[s];
-                scan_a[s] = 1.0;
-                scan_b[s] = h0;
-            }
-            // Down-sweep: left child gets the parent's prefix P, right child P ∘ left.
-            for (var off = LANES / 2u; off > 0u; off = off / 2u) {
-                workgroupBarrier();
-                if lane < LANES / (2u * off) {
-                    let ai = row * LANES + off * (2u * lane + 1u) - 1u;
-                    let bi = row * LANES + off * (2u * lane + 2u) - 1u;
-                    let la = scan_a[ai];
-                    let lb = scan_b[ai];
-                    let qa = scan_a[bi];
-                    let qb = scan_b[bi];
-                    scan_a[ai] = qa;
-                    scan_b[ai] = qb;
-                    scan_a[bi] = qa * la;
-                    scan_b[bi] = la * qb + lb;
-                }
-            }
-            workgroupBarrier();
             // Replay this invocation's steps from the state entering them.
-            var h = scan_b[s];
+            var h = row_scan(inv, row, lane, n, chunk, agg_a, agg_b);
             for (var i = 0u; i < ITEMS; i++) {
                 let t = t0 + i;
                 h = pa[i] * h + pb[i];
                 if t < p.len {
                     y[i] = y[i] + mat_c[c_base + n * p.c_sn + t * p.c_st] * h;
                 }
+            }
+            if is_root {
+                carry[carry_slot(row, n, chunk + 1u)] = h;
             }
         }
         if valid {
@@ -246,9 +152,10 @@ fn selective_scan(
             }
         }
     }
+    // The root wrote every carry it reads here itself.
     if valid && is_root && p.state_mode != STATE_NONE {
         for (var n = 0u; n < n_state; n++) {
-            ssm_state[h_base + n] = carry[carry_base + n];
+            ssm_state[h_base + n] = carry[carry_slot(row, n, n_chunks)];
         }
     }
 }

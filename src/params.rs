@@ -8,7 +8,8 @@
 //! the op's front door in [`crate::ops`] builds, from these parameters *and* the buffers
 //! they were validated against. No backend method accepts a parameter struct alone.
 //!
-//! Keep in sync with `shaders/<op>.wgsl` and `kernels/<op>.cu` (each names its struct).
+//! The kernels declare each struct once, field for field: WGSL in `shaders/common.wgsl`,
+//! CUDA C in `kernels/common.cuh`.
 
 use bytemuck::{Pod, Zeroable};
 
@@ -19,7 +20,7 @@ pub const STATE_FINAL: u32 = 1;
 /// Read the initial state from the buffer, overwrite it with the final state.
 pub const STATE_CARRY: u32 = 2;
 
-/// Selective scan. Keep in sync with `shaders/selective_scan.wgsl`, `kernels/selective_scan.cu`.
+/// Selective scan.
 ///
 /// Element strides describe where `u[b, d, t]` lives for u, delta, z and out (they share
 /// one layout), and where `B[b, g, n, t]` / `C[b, g, n, t]` live; time-invariant B/C are
@@ -59,7 +60,7 @@ pub struct ScanParams {
     pub _pad1: u32,
 }
 
-/// Single-step state update (decode). Keep in sync with `shaders/selective_state_update.wgsl`.
+/// Single-step state update (decode).
 ///
 /// state (batch, dim, dstate), x / dt / z / out (batch, dim), B / C (batch, groups, dstate).
 #[repr(C)]
@@ -80,7 +81,7 @@ pub struct StepParams {
     pub _pad2: u32,
 }
 
-/// Causal depthwise conv1d over a sequence. Keep in sync with `shaders/causal_conv1d.wgsl`.
+/// Causal depthwise conv1d over a sequence.
 ///
 /// x / out element `[b, d, t]` at `b*x_sb + d*x_sd + t*x_st`; weight (dim, width);
 /// conv_state (batch, dim, width-1) holds the last width-1 inputs, oldest first.
@@ -103,7 +104,7 @@ pub struct ConvParams {
     pub _pad1: u32,
 }
 
-/// `out[m, n] = Σ_k x[m, k] · w[n, k] (+ bias[n])`. Keep in sync with `shaders/matmul.wgsl`.
+/// `out[m, n] = Σ_k x[m, k] · w[n, k] (+ bias[n])`.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Pod, Zeroable)]
 #[non_exhaustive]
@@ -115,7 +116,6 @@ pub struct MatmulParams {
 }
 
 /// RMSNorm over the last dim, optionally adding `x` into a residual first.
-/// Keep in sync with `shaders/rms_norm.wgsl`.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Pod, Zeroable)]
 #[non_exhaustive]
@@ -126,7 +126,7 @@ pub struct NormParams {
     pub has_residual: u32,
 }
 
-/// Row gather: `out[i, :] = table[ids[i], :]`. Keep in sync with `shaders/embedding.wgsl`.
+/// Row gather: `out[i, :] = table[ids[i], :]`.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Pod, Zeroable)]
 #[non_exhaustive]
@@ -137,7 +137,7 @@ pub struct EmbeddingParams {
     pub _pad0: u32,
 }
 
-/// Elementwise ops over `len` elements. Keep in sync with `shaders/elementwise.wgsl`.
+/// Elementwise ops over `len` elements.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Pod, Zeroable)]
 #[non_exhaustive]
@@ -150,7 +150,6 @@ pub struct ElementwiseParams {
 }
 
 /// Row-wise argmax: `out[r] = argmax_j x[r, j]` (first index on ties).
-/// Keep in sync with `shaders/argmax.wgsl`.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Pod, Zeroable)]
 #[non_exhaustive]
@@ -162,7 +161,6 @@ pub struct ArgmaxParams {
 }
 
 /// Copy of `len` elements from `src[src_offset..]` to `dst[dst_offset..]`.
-/// Keep in sync with `shaders/copy.wgsl`.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Pod, Zeroable)]
 #[non_exhaustive]

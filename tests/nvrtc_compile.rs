@@ -9,53 +9,10 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use mamba_gpu::cuda::nvrtc::{self, Image, KERNELS};
+use mamba_gpu::cuda::nvrtc::{self, Image, KERNELS, Kernel};
 
 /// The architectures checked: A100 (sm_80) and H100/H200 (sm_90).
 const ARCHS: &[(i32, i32)] = &[(8, 0), (9, 0)];
-
-/// Kernel entry points each file must export (what src/cuda/launch.rs loads).
-const ENTRY_POINTS: &[(&str, &[&str])] = &[
-    (
-        "selective_scan",
-        &[
-            "selective_scan_f32",
-            "selective_scan_f16",
-            "selective_scan_bf16",
-        ],
-    ),
-    ("selective_state_update", &["selective_state_update"]),
-    (
-        "causal_conv1d",
-        &[
-            "causal_conv1d",
-            "causal_conv1d_state",
-            "causal_conv1d_update",
-        ],
-    ),
-    (
-        "rms_norm",
-        &["rms_norm_f32", "rms_norm_f16", "rms_norm_bf16"],
-    ),
-    (
-        "embedding",
-        &["embedding_f32", "embedding_f16", "embedding_bf16"],
-    ),
-    ("elementwise", &["elementwise"]),
-    ("argmax", &["argmax"]),
-    ("copy", &["copy"]),
-    (
-        "matmul",
-        &[
-            "matmul_rows_f32",
-            "matmul_rows_f16",
-            "matmul_rows_bf16",
-            "widen_f16",
-            "widen_bf16",
-            "bias_rows",
-        ],
-    ),
-];
 
 /// Returns false (after saying so loudly) when NVRTC cannot be loaded and that is allowed.
 fn nvrtc_or_skip(test: &str) -> bool {
@@ -99,11 +56,17 @@ fn every_kernel_file_is_embedded() {
         let disk = std::fs::read_to_string(dir.join(format!("{}.cu", k.name))).expect("read");
         assert_eq!(disk, k.source, "{}.cu: embedded copy is stale", k.name);
         assert!(
-            k.source.contains("Keep in sync with src/params.rs"),
-            "{}.cu: its param struct needs the 'Keep in sync with src/params.rs' note",
+            k.source.contains("#include \"common.cuh\""),
+            "{}.cu: must take its param struct from common.cuh",
             k.name
         );
     }
+    let header = std::fs::read_to_string(dir.join("common.cuh")).expect("read common.cuh");
+    assert_eq!(
+        header,
+        nvrtc::COMMON_HEADER.source,
+        "common.cuh: embedded copy is stale"
+    );
 }
 
 #[test]
@@ -116,11 +79,17 @@ fn all_kernels_compile_for_sm80_and_sm90() {
     eprintln!("NVRTC {}.{}; supported sm_{archs:?}", version.0, version.1);
     let mut failures = Vec::new();
     for k in KERNELS {
-        let entries = ENTRY_POINTS
+        // The entry points the backend loads from this file (src/cuda/nvrtc.rs, Kernel).
+        let entries: Vec<&str> = Kernel::ALL
             .iter()
-            .find(|(n, _)| *n == k.name)
-            .map(|(_, e)| *e)
-            .unwrap_or_else(|| panic!("{}: no entry points listed in this test", k.name));
+            .filter(|e| e.source().name == k.name)
+            .map(|e| e.entry())
+            .collect();
+        assert!(
+            !entries.is_empty(),
+            "{}.cu: no Kernel loads from it",
+            k.name
+        );
         for &cc in ARCHS {
             // CUBIN (what the backend loads) ...
             match nvrtc::compile(k, cc, true) {
@@ -144,7 +113,7 @@ fn all_kernels_compile_for_sm80_and_sm90() {
             // ... and PTX, to check the exported entry points by name.
             match nvrtc::compile(k, cc, false) {
                 Ok(Image::Ptx(ptx)) => {
-                    for e in entries {
+                    for e in &entries {
                         if !ptx.contains(&format!(".entry {e}(")) {
                             failures.push(format!(
                                 "{}.cu compute_{}{}: entry point `{e}` missing",

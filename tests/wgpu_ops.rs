@@ -71,27 +71,7 @@ fn be_small_binding() -> Option<&'static WgpuBackend> {
     .as_ref()
 }
 
-#[test]
-fn scan_matches_cpu() {
-    let Some(be) = be() else { return };
-    let t = std::time::Instant::now();
-    let n = ops_suite::scan(be);
-    eprintln!(
-        "scan ({} path): {n} cases in {:.1?}",
-        if be.uses_subgroup_scan() {
-            "subgroup"
-        } else {
-            "shared"
-        },
-        t.elapsed()
-    );
-}
-
-#[test]
-fn scan_layouts_and_bc_kinds() {
-    let Some(be) = be() else { return };
-    ops_suite::scan_layouts_and_bc_kinds(be);
-}
+op_suite_tests!(gpu WgpuBackend, be());
 
 #[test]
 fn scan_shared_memory_path_matches_cpu() {
@@ -199,48 +179,6 @@ fn scan_too_large_for_workgroup_memory_is_an_error() {
     }
 }
 
-/// L > 10⁶ in one call (3,907 chunks walked by one workgroup per channel block).
-#[test]
-fn scan_million_steps() {
-    let Some(be) = be() else { return };
-    let t = std::time::Instant::now();
-    ops_suite::scan_million_steps(be);
-    eprintln!(
-        "scan L = 1,000,001: {:.1?} (with the CPU reference)",
-        t.elapsed()
-    );
-}
-
-#[test]
-fn scan_split_sequence_carries_state() {
-    let Some(be) = be() else { return };
-    ops_suite::scan_split_sequence_carries_state(be);
-}
-
-#[test]
-fn step_matches_cpu() {
-    let Some(be) = be() else { return };
-    ops_suite::step(be);
-}
-
-#[test]
-fn conv_matches_cpu() {
-    let Some(be) = be() else { return };
-    ops_suite::conv(be);
-}
-
-#[test]
-fn conv_update_matches_cpu() {
-    let Some(be) = be() else { return };
-    ops_suite::conv_update(be);
-}
-
-#[test]
-fn matmul_matches_cpu() {
-    let Some(be) = be() else { return };
-    ops_suite::matmul(be);
-}
-
 /// Weights larger than the (forced, 4 KiB) binding limit are bound in row windows, for
 /// the decode and the tiled matmul and for the embedding; activations stay below it.
 #[test]
@@ -261,67 +199,12 @@ fn big_weights_are_windowed() {
     }
 }
 
-#[test]
-fn rms_norm_matches_cpu() {
-    let Some(be) = be() else { return };
-    ops_suite::rms_norm(be);
-}
-
-#[test]
-fn embedding_matches_cpu() {
-    let Some(be) = be() else { return };
-    ops_suite::embedding(be);
-}
-
-#[test]
-fn embedding_out_of_range_ids_write_zeros() {
-    let Some(be) = be() else { return };
-    ops_suite::embedding_out_of_range_ids_write_zeros(be);
-}
-
-#[test]
-fn elementwise_matches_cpu() {
-    let Some(be) = be() else { return };
-    ops_suite::elementwise(be);
-}
-
-#[test]
-fn argmax_matches_cpu() {
-    let Some(be) = be() else { return };
-    ops_suite::argmax(be);
-}
-
-#[test]
-fn argmax_ties_and_nan() {
-    let Some(be) = be() else { return };
-    ops_suite::argmax_ties_and_nan(be);
-}
-
-#[test]
-fn copy_matches_cpu() {
-    let Some(be) = be() else { return };
-    ops_suite::copy(be);
-}
-
-#[test]
-fn upload_download_roundtrip() {
-    let Some(be) = be() else { return };
-    ops_suite::upload_download_roundtrip(be);
-}
-
 /// `ops::write` into existing buffers: dtypes (odd half lengths padded), ordering with
 /// the recorded (not yet submitted) ops around it, errors.
 #[test]
 fn write_into_existing_buffers() {
     let Some(be) = be() else { return };
     check_write(be);
-}
-
-/// Many ops recorded into one encoder before one submit.
-#[test]
-fn recorded_ops_flush_once() {
-    let Some(be) = be() else { return };
-    ops_suite::recorded_ops_flush_once(be);
 }
 
 /// The mamba_ssm fixtures (`tests/fixtures/`), through the default backend.

@@ -1,6 +1,6 @@
 //! Elementwise ops. Mirrors `shaders/elementwise.wgsl`.
 
-use super::scan::{silu, softplus};
+use super::common::{silu, softplus};
 use crate::ops::Elementwise;
 
 pub(crate) fn elementwise(op: Elementwise, a: &[f32], b: Option<&[f32]>, out: &mut [f32]) {

@@ -5,14 +5,22 @@
 //! Each op lives in a file named like its shader (`shaders/<op>.wgsl`) and CUDA kernel
 //! (`kernels/<op>.cu`), with the same loop structure where the hardware allows.
 
-mod conv;
+mod argmax;
+mod causal_conv1d;
+mod common;
+mod copy;
 mod elementwise;
-mod linalg;
-mod norm;
-mod scan;
+mod embedding;
+mod matmul;
+mod rms_norm;
 mod scan_lanes;
+mod selective_scan;
+mod selective_state_update;
 
 use std::borrow::Cow;
+
+use self::selective_scan::selective_scan;
+use self::selective_state_update::selective_state_update;
 
 use half::{bf16, f16};
 
@@ -205,16 +213,16 @@ impl CpuBackend {
     fn scan_f32(
         &self,
         p: &ScanParams,
-        inputs: &scan::ScanSlices<'_>,
+        inputs: &selective_scan::ScanSlices<'_>,
         state: Option<&mut [f32]>,
         out: &mut [f32],
     ) {
         match self.precision {
-            Precision::Exact => scan::selective_scan::<f64>(p, inputs, state, out),
+            Precision::Exact => selective_scan::<f64>(p, inputs, state, out),
             Precision::Fast if scan_lanes::applies(p) => {
                 scan_lanes::selective_scan(p, inputs, state, out)
             }
-            Precision::Fast => scan::selective_scan::<f32>(p, inputs, state, out),
+            Precision::Fast => selective_scan::<f32>(p, inputs, state, out),
         }
     }
 }
@@ -327,13 +335,13 @@ impl Backend for CpuBackend {
 
     fn embedding(&self, call: EmbeddingCall<'_, CpuBuffer>) -> Result<()> {
         let EmbeddingCall { p, ids, table, out } = call;
-        linalg::embedding(p, ids.u32()?, table.floats()?, out.f32_mut()?)
+        embedding::embedding(p, ids.u32()?, table.floats()?, out.f32_mut()?)
     }
 
     fn matmul(&self, call: MatmulCall<'_, CpuBuffer>) -> Result<()> {
         let MatmulCall { p, x, w, bias, out } = call;
         let bias = bias.map(CpuBuffer::floats).transpose()?;
-        linalg::matmul(p, x.f32()?, w.floats()?, bias, out.f32_mut()?);
+        matmul::matmul(p, x.f32()?, w.floats()?, bias, out.f32_mut()?);
         Ok(())
     }
 
@@ -346,7 +354,7 @@ impl Backend for CpuBackend {
             out,
         } = call;
         let residual = residual.map(CpuBuffer::f32_mut).transpose()?;
-        norm::rms_norm(p, x.f32()?, weight.floats()?, residual, out.f32_mut()?);
+        rms_norm::rms_norm(p, x.f32()?, weight.floats()?, residual, out.f32_mut()?);
         Ok(())
     }
 
@@ -361,7 +369,7 @@ impl Backend for CpuBackend {
         } = call;
         let state = state.map(CpuBuffer::f32_mut).transpose()?;
         if self.precision == Precision::Fast && p.x_sd == 1 {
-            conv::causal_conv1d_lanes(
+            causal_conv1d::causal_conv1d_lanes(
                 p,
                 x.f32()?,
                 weight.f32()?,
@@ -371,7 +379,7 @@ impl Backend for CpuBackend {
             );
             return Ok(());
         }
-        conv::causal_conv1d(
+        causal_conv1d::causal_conv1d(
             p,
             x.f32()?,
             weight.f32()?,
@@ -394,8 +402,8 @@ impl Backend for CpuBackend {
         let (x, w, b) = (x.f32()?, weight.f32()?, opt_f32(bias)?);
         let (state, out) = (state.f32_mut()?, out.f32_mut()?);
         match self.precision {
-            Precision::Exact => conv::causal_conv1d_update::<f64>(p, x, w, b, state, out),
-            Precision::Fast => conv::causal_conv1d_update::<f32>(p, x, w, b, state, out),
+            Precision::Exact => causal_conv1d::causal_conv1d_update::<f64>(p, x, w, b, state, out),
+            Precision::Fast => causal_conv1d::causal_conv1d_update::<f32>(p, x, w, b, state, out),
         }
         Ok(())
     }
@@ -418,7 +426,7 @@ impl Backend for CpuBackend {
             i.c.widened()?,
         );
         let z = i.z.map(CpuBuffer::widened).transpose()?;
-        let inputs = scan::ScanSlices {
+        let inputs = selective_scan::ScanSlices {
             u: &u,
             delta: &delta,
             a: i.a.f32()?,
@@ -445,7 +453,7 @@ impl Backend for CpuBackend {
             state,
             out,
         } = call;
-        let inputs = scan::StepSlices {
+        let inputs = selective_state_update::StepSlices {
             x: i.x.f32()?,
             dt: i.dt.f32()?,
             a: i.a.f32()?,
@@ -457,13 +465,13 @@ impl Backend for CpuBackend {
         };
         match self.precision {
             Precision::Exact => {
-                scan::selective_state_update::<f64>(p, &inputs, state.f32_mut()?, out.f32_mut()?)
+                selective_state_update::<f64>(p, &inputs, state.f32_mut()?, out.f32_mut()?)
             }
             Precision::Fast if scan_lanes::step_applies(p) => {
                 scan_lanes::selective_state_update(p, &inputs, state.f32_mut()?, out.f32_mut()?)
             }
             Precision::Fast => {
-                scan::selective_state_update::<f32>(p, &inputs, state.f32_mut()?, out.f32_mut()?)
+                selective_state_update::<f32>(p, &inputs, state.f32_mut()?, out.f32_mut()?)
             }
         }
         Ok(())
@@ -483,17 +491,12 @@ impl Backend for CpuBackend {
 
     fn argmax(&self, call: ArgmaxCall<'_, CpuBuffer>) -> Result<()> {
         let ArgmaxCall { p, x, out } = call;
-        linalg::argmax(p, x.f32()?, out.u32_mut()?);
+        argmax::argmax(p, x.f32()?, out.u32_mut()?);
         Ok(())
     }
 
     fn copy(&self, call: CopyCall<'_, CpuBuffer>) -> Result<()> {
         let CopyCall { p, src, dst } = call;
-        let (s, d, n) = (p.src_offset as usize, p.dst_offset as usize, p.len as usize);
-        match src.dtype() {
-            DType::U32 => dst.u32_mut()?[d..d + n].copy_from_slice(&src.u32()?[s..s + n]),
-            _ => dst.f32_mut()?[d..d + n].copy_from_slice(&src.f32()?[s..s + n]),
-        }
-        Ok(())
+        copy::copy(p, src, dst)
     }
 }

@@ -4,11 +4,14 @@
 //! Scanning one channel at a time leaves `y = Σₙ C·h` a serial chain and only `exp`
 //! vectorised; eight channels that share one B/C group share B and C at each step, so
 //! every operation of the recurrence becomes one vector operation. Same arithmetic as
-//! `scan.rs` in [`Precision::Fast`](crate::cpu::Precision::Fast), only reordered.
+//! `selective_scan.rs` / `selective_state_update.rs` in
+//! [`Precision::Fast`](crate::cpu::Precision::Fast), only reordered.
 
 use rayon::prelude::*;
 
-use super::scan::{ScanSlices, StepSlices, fast_exp, fast_ln1p_exp};
+use super::common::{fast_exp, fast_ln1p_exp};
+use super::selective_scan::ScanSlices;
+use super::selective_state_update::StepSlices;
 use crate::params::{STATE_CARRY, STATE_NONE, ScanParams, StepParams};
 
 /// Channels per block.

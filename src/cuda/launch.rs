@@ -11,10 +11,7 @@
 use cudarc::cublas::{Gemm, GemmConfig, sys::cublasOperation_t};
 use cudarc::driver::{CudaSlice, DeviceRepr, LaunchArgs, LaunchConfig, PushKernelArg};
 
-use super::nvrtc::{
-    ARGMAX, CAUSAL_CONV1D, COPY, ELEMENTWISE, EMBEDDING, MATMUL, RMS_NORM, SELECTIVE_SCAN,
-    SELECTIVE_STATE_UPDATE,
-};
+use super::nvrtc::{Float, Kernel};
 use super::{CudaBackend, CudaBuffer, Storage, dev_err};
 use crate::error::{Error, Result};
 use crate::ops::{ScanInputs, StepInputs};
@@ -22,8 +19,8 @@ use crate::params::*;
 use crate::tensor::DType;
 
 // SAFETY (all seven): `#[repr(C)]` structs of u32/f32 only, no padding, no pointers;
-// the kernels declare the same fields in the same order (each .cu file's
-// "Keep in sync with src/params.rs" struct), so the bytes mean the same on both sides.
+// the kernels declare the same fields in the same order (kernels/common.cuh), so the
+// bytes mean the same on both sides.
 unsafe impl DeviceRepr for ScanParams {}
 unsafe impl DeviceRepr for StepParams {}
 unsafe impl DeviceRepr for ConvParams {}
@@ -77,21 +74,6 @@ fn push_opt<'a>(a: &mut LaunchArgs<'a>, b: Option<&'a CudaBuffer>, dummy: &'a Cu
     }
 }
 
-/// Kernel-name suffix of a weight dtype.
-fn weight_kernel(op: &'static str, dtype: DType, names: [&'static str; 3]) -> Result<&'static str> {
-    match dtype {
-        DType::F32 => Ok(names[0]),
-        DType::F16 => Ok(names[1]),
-        DType::BF16 => Ok(names[2]),
-        DType::U32 => Err(Error::DType {
-            op,
-            tensor: "weight",
-            got: dtype,
-            expected: "f32, f16 or bf16",
-        }),
-    }
-}
-
 // ---------------------------------------------------------------------------------------
 // Selective scan and state update.
 
@@ -105,22 +87,6 @@ const SCAN_STATIC_SMEM: u32 =
     2 * SCAN_NS * (SCAN_NT * SCAN_ITEMS) * 4 + 2 * 2 * SCAN_CPB * (SCAN_NT / 32) * 4;
 /// Static + dynamic shared memory a block may use without an opt-in.
 const SMEM_LIMIT: u32 = 48 * 1024;
-
-/// The scan entry point for an I/O dtype (the dtype of `out`, which `ops` made u,
-/// delta, z, B and C share).
-fn scan_kernel(io: DType) -> Result<&'static str> {
-    match io {
-        DType::F32 => Ok("selective_scan_f32"),
-        DType::F16 => Ok("selective_scan_f16"),
-        DType::BF16 => Ok("selective_scan_bf16"),
-        DType::U32 => Err(Error::DType {
-            op: "selective_scan",
-            tensor: "out",
-            got: io,
-            expected: "f32, f16 or bf16",
-        }),
-    }
-}
 
 /// Pushes a sequence tensor of the scan, refusing one whose dtype is not the I/O dtype:
 /// unreachable after `ops`, but it is what makes the kernel's element type right.
@@ -171,8 +137,9 @@ pub(super) fn selective_scan(
         });
     }
     let io = out.dtype;
-    let name = scan_kernel(io)?;
-    let f = be.function(&SELECTIVE_SCAN, name)?;
+    let kernel = Kernel::SelectiveScan(Float::of("selective_scan", "out", io)?);
+    let name = kernel.entry();
+    let f = be.function(kernel)?;
     let cfg = LaunchConfig {
         grid_dim: (p.dim.div_ceil(SCAN_CPB), p.batch, 1),
         block_dim: (SCAN_NT, SCAN_CPB, 1),
@@ -205,7 +172,7 @@ pub(super) fn selective_scan(
     // SAFETY: selective_scan_<io>(ScanParams p, const T* u, const T* delta,
     // const float* A, const T* B, const T* C, const float* D, const T* z,
     // const float* delta_bias, float* state, T* out): 11 arguments in that order, with
-    // T = float / F16 / BF16 the entry point `scan_kernel` chose from out's dtype, and
+    // T = float / F16 / BF16 the entry point chosen from out's dtype, and
     // u, delta, B, C, z pushed only after `push_io` checked they have that dtype (f16
     // and bf16 storage is 16-bit words, the layout of the kernel's F16/BF16 structs);
     // A, D, delta_bias, state are f32 (`f32()` / ops). The one absent-z dummy is f32,
@@ -229,7 +196,7 @@ pub(super) fn selective_state_update(
     state: &mut CudaBuffer,
     out: &mut CudaBuffer,
 ) -> Result<()> {
-    let f = be.function(&SELECTIVE_STATE_UPDATE, "selective_state_update")?;
+    let f = be.function(Kernel::SelectiveStateUpdate)?;
     let mut a = be.cur().launch_builder(&f);
     a.arg(p);
     for t in [i.x, i.dt, i.a, i.b, i.c] {
@@ -263,7 +230,7 @@ pub(super) fn causal_conv1d(
     state: Option<&mut CudaBuffer>,
     out: &mut CudaBuffer,
 ) -> Result<()> {
-    let f = be.function(&CAUSAL_CONV1D, "causal_conv1d")?;
+    let f = be.function(Kernel::CausalConv1d)?;
     {
         let mut a = be.cur().launch_builder(&f);
         a.arg(p);
@@ -281,7 +248,7 @@ pub(super) fn causal_conv1d(
             .map_err(launch_err("causal_conv1d"))?;
     }
     if let Some(s) = state.filter(|_| p.state_mode != STATE_NONE) {
-        let f = be.function(&CAUSAL_CONV1D, "causal_conv1d_state")?;
+        let f = be.function(Kernel::CausalConv1dState)?;
         let mut a = be.cur().launch_builder(&f);
         a.arg(p);
         a.arg(x.f32()?);
@@ -305,7 +272,7 @@ pub(super) fn causal_conv1d_update(
     state: &mut CudaBuffer,
     out: &mut CudaBuffer,
 ) -> Result<()> {
-    let f = be.function(&CAUSAL_CONV1D, "causal_conv1d_update")?;
+    let f = be.function(Kernel::CausalConv1dUpdate)?;
     let mut a = be.cur().launch_builder(&f);
     a.arg(p);
     a.arg(x.f32()?);
@@ -359,7 +326,7 @@ pub(super) fn matmul(
     let (m, n, k) = (dims(p.m)?, dims(p.n)?, dims(p.k)?);
     if p.has_bias != 0 {
         let b = bias.ok_or_else(|| dev_err("matmul", "has_bias without a bias buffer"))?;
-        let f = be.function(&MATMUL, "bias_rows")?;
+        let f = be.function(Kernel::BiasRows)?;
         let mut a = be.cur().launch_builder(&f);
         a.arg(p);
         a.arg(&kind);
@@ -395,8 +362,11 @@ pub(super) fn matmul(
             // reads it; both run on this stream in order.
             let mut scratch = unsafe { be.cur().alloc::<f32>(len as usize) }
                 .map_err(|e| dev_err("cuMemAlloc", e))?;
-            let name = weight_kernel("matmul", dt, ["", "widen_f16", "widen_bf16"])?;
-            let f = be.function(&MATMUL, name)?;
+            let kernel = Kernel::Widen {
+                bf16: Float::of("matmul", "weight", dt)? == Float::BF16,
+            };
+            let name = kernel.entry();
+            let f = be.function(kernel)?;
             let mut a = be.cur().launch_builder(&f);
             a.arg(&len);
             push(&mut a, w);
@@ -440,12 +410,9 @@ fn matmul_rows(
             why: format!("{} rows need cuBLAS (libcublas not found)", p.m),
         });
     }
-    let name = weight_kernel(
-        "matmul",
-        w.dtype,
-        ["matmul_rows_f32", "matmul_rows_f16", "matmul_rows_bf16"],
-    )?;
-    let f = be.function(&MATMUL, name)?;
+    let kernel = Kernel::MatmulRows(Float::of("matmul", "weight", w.dtype)?);
+    let name = kernel.entry();
+    let f = be.function(kernel)?;
     let cfg = LaunchConfig {
         grid_dim: (p.n.div_ceil(MM_WARPS), m_blocks, 1),
         block_dim: (MM_WARPS * 32, 1, 1),
@@ -479,12 +446,9 @@ pub(super) fn rms_norm(
     residual: Option<&mut CudaBuffer>,
     out: &mut CudaBuffer,
 ) -> Result<()> {
-    let name = weight_kernel(
-        "rms_norm",
-        weight.dtype,
-        ["rms_norm_f32", "rms_norm_f16", "rms_norm_bf16"],
-    )?;
-    let f = be.function(&RMS_NORM, name)?;
+    let kernel = Kernel::RmsNorm(Float::of("rms_norm", "weight", weight.dtype)?);
+    let name = kernel.entry();
+    let f = be.function(kernel)?;
     let cfg = LaunchConfig {
         grid_dim: (p.rows, 1, 1),
         block_dim: (THREADS, 1, 1),
@@ -519,12 +483,9 @@ pub(super) fn embedding(
     table: &CudaBuffer,
     out: &mut CudaBuffer,
 ) -> Result<()> {
-    let name = weight_kernel(
-        "embedding",
-        table.dtype,
-        ["embedding_f32", "embedding_f16", "embedding_bf16"],
-    )?;
-    let f = be.function(&EMBEDDING, name)?;
+    let kernel = Kernel::Embedding(Float::of("embedding", "table", table.dtype)?);
+    let name = kernel.entry();
+    let f = be.function(kernel)?;
     let mut a = be.cur().launch_builder(&f);
     a.arg(p);
     a.arg(ids.u32()?);
@@ -545,7 +506,7 @@ pub(super) fn elementwise(
     y: Option<&CudaBuffer>,
     out: &mut CudaBuffer,
 ) -> Result<()> {
-    let f = be.function(&ELEMENTWISE, "elementwise")?;
+    let f = be.function(Kernel::Elementwise)?;
     let mut a = be.cur().launch_builder(&f);
     a.arg(p);
     a.arg(x.f32()?);
@@ -571,7 +532,7 @@ pub(super) fn argmax(
     x: &CudaBuffer,
     out: &mut CudaBuffer,
 ) -> Result<()> {
-    let f = be.function(&ARGMAX, "argmax")?;
+    let f = be.function(Kernel::Argmax)?;
     let cfg = LaunchConfig {
         grid_dim: (p.rows, 1, 1),
         block_dim: (THREADS, 1, 1),
@@ -594,7 +555,7 @@ pub(super) fn copy(
     src: &CudaBuffer,
     dst: &mut CudaBuffer,
 ) -> Result<()> {
-    let f = be.function(&COPY, "copy")?;
+    let f = be.function(Kernel::Copy)?;
     let mut a = be.cur().launch_builder(&f);
     a.arg(p);
     push(&mut a, src);

@@ -37,7 +37,7 @@ use crate::error::{Error, Result};
 use crate::ops::call::*;
 use crate::tensor::{DType, HostSlice, HostVec, buffer_numel};
 
-use self::nvrtc::{Image, KernelSource};
+use self::nvrtc::{Image, Kernel, KernelSource};
 
 const BACKEND: &str = "cuda";
 
@@ -303,11 +303,8 @@ impl CudaBackend {
     }
 
     /// A kernel entry point, compiling its file on first use.
-    pub(crate) fn function(
-        &self,
-        k: &'static KernelSource,
-        name: &'static str,
-    ) -> Result<CudaFunction> {
+    pub(crate) fn function(&self, kernel: Kernel) -> Result<CudaFunction> {
+        let (k, name) = (kernel.source(), kernel.entry());
         let key = (k.name, name);
         if let Some(f) = self
             .functions

@@ -8,6 +8,11 @@
 //! than the NVRTC), the source is compiled to PTX for the newest virtual architecture
 //! NVRTC supports, and the driver JIT-compiles it.
 //!
+//! Every file starts with `#include "common.cuh"`: [`COMMON_HEADER`] is handed to NVRTC
+//! as that header with each program (NVRTC itself reads no files), so the structs and
+//! helpers the kernels share are declared once, and a C++ compiler given `-I kernels`
+//! sees the same text.
+//!
 //! The functions here need only `libnvrtc` (no GPU, no driver), so
 //! `tests/nvrtc_compile.rs` runs them on machines without a GPU.
 
@@ -18,6 +23,7 @@ use std::sync::{Mutex, OnceLock};
 use cudarc::nvrtc::{result as nv, sys};
 
 use crate::error::{Error, Result};
+use crate::tensor::DType;
 
 /// One kernel file of `kernels/`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -36,6 +42,12 @@ macro_rules! kernel {
         }
     };
 }
+
+/// `kernels/common.cuh`, the header every kernel file includes.
+pub const COMMON_HEADER: KernelSource = KernelSource {
+    name: "common.cuh",
+    source: include_str!("../../kernels/common.cuh"),
+};
 
 pub const SELECTIVE_SCAN: KernelSource = kernel!("selective_scan");
 pub const SELECTIVE_STATE_UPDATE: KernelSource = kernel!("selective_state_update");
@@ -59,6 +71,133 @@ pub const KERNELS: &[KernelSource] = &[
     COPY,
     MATMUL,
 ];
+
+/// The element type a kernel template was instantiated for (the `_f32` / `_f16` /
+/// `_bf16` suffix of its entry point).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Float {
+    F32,
+    F16,
+    BF16,
+}
+
+impl Float {
+    /// The instance for a tensor's dtype, or the typed error naming the op and tensor.
+    pub fn of(op: &'static str, tensor: &'static str, dtype: DType) -> Result<Float> {
+        match dtype {
+            DType::F32 => Ok(Float::F32),
+            DType::F16 => Ok(Float::F16),
+            DType::BF16 => Ok(Float::BF16),
+            DType::U32 => Err(Error::DType {
+                op,
+                tensor,
+                got: dtype,
+                expected: "f32, f16 or bf16",
+            }),
+        }
+    }
+}
+
+/// One CUDA kernel entry point: named like the CPU function and the shader entry point
+/// (plus the element-type suffix of a template instance), in the file of its op.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kernel {
+    /// Instantiated on the I/O type of u, delta, B, C, z and out.
+    SelectiveScan(Float),
+    SelectiveStateUpdate,
+    CausalConv1d,
+    CausalConv1dState,
+    CausalConv1dUpdate,
+    /// Instantiated on the weight type.
+    RmsNorm(Float),
+    /// Instantiated on the table type.
+    Embedding(Float),
+    Elementwise,
+    Argmax,
+    Copy,
+    /// The small-m matmul, instantiated on the weight type.
+    MatmulRows(Float),
+    /// f16 / bf16 weights widened to f32 before a cuBLAS GEMM (there is no f32 widen).
+    Widen {
+        bf16: bool,
+    },
+    /// The bias broadcast into out before an accumulating cuBLAS GEMM.
+    BiasRows,
+}
+
+impl Kernel {
+    /// Every entry point the backend loads.
+    pub const ALL: &'static [Kernel] = &[
+        Kernel::SelectiveScan(Float::F32),
+        Kernel::SelectiveScan(Float::F16),
+        Kernel::SelectiveScan(Float::BF16),
+        Kernel::SelectiveStateUpdate,
+        Kernel::CausalConv1d,
+        Kernel::CausalConv1dState,
+        Kernel::CausalConv1dUpdate,
+        Kernel::RmsNorm(Float::F32),
+        Kernel::RmsNorm(Float::F16),
+        Kernel::RmsNorm(Float::BF16),
+        Kernel::Embedding(Float::F32),
+        Kernel::Embedding(Float::F16),
+        Kernel::Embedding(Float::BF16),
+        Kernel::Elementwise,
+        Kernel::Argmax,
+        Kernel::Copy,
+        Kernel::MatmulRows(Float::F32),
+        Kernel::MatmulRows(Float::F16),
+        Kernel::MatmulRows(Float::BF16),
+        Kernel::Widen { bf16: false },
+        Kernel::Widen { bf16: true },
+        Kernel::BiasRows,
+    ];
+
+    /// The file that defines it.
+    pub fn source(self) -> &'static KernelSource {
+        match self {
+            Kernel::SelectiveScan(_) => &SELECTIVE_SCAN,
+            Kernel::SelectiveStateUpdate => &SELECTIVE_STATE_UPDATE,
+            Kernel::CausalConv1d | Kernel::CausalConv1dState | Kernel::CausalConv1dUpdate => {
+                &CAUSAL_CONV1D
+            }
+            Kernel::RmsNorm(_) => &RMS_NORM,
+            Kernel::Embedding(_) => &EMBEDDING,
+            Kernel::Elementwise => &ELEMENTWISE,
+            Kernel::Argmax => &ARGMAX,
+            Kernel::Copy => &COPY,
+            Kernel::MatmulRows(_) | Kernel::Widen { .. } | Kernel::BiasRows => &MATMUL,
+        }
+    }
+
+    /// Its `extern "C"` name.
+    pub fn entry(self) -> &'static str {
+        use Float::{BF16, F16, F32};
+        match self {
+            Kernel::SelectiveScan(F32) => "selective_scan_f32",
+            Kernel::SelectiveScan(F16) => "selective_scan_f16",
+            Kernel::SelectiveScan(BF16) => "selective_scan_bf16",
+            Kernel::SelectiveStateUpdate => "selective_state_update",
+            Kernel::CausalConv1d => "causal_conv1d",
+            Kernel::CausalConv1dState => "causal_conv1d_state",
+            Kernel::CausalConv1dUpdate => "causal_conv1d_update",
+            Kernel::RmsNorm(F32) => "rms_norm_f32",
+            Kernel::RmsNorm(F16) => "rms_norm_f16",
+            Kernel::RmsNorm(BF16) => "rms_norm_bf16",
+            Kernel::Embedding(F32) => "embedding_f32",
+            Kernel::Embedding(F16) => "embedding_f16",
+            Kernel::Embedding(BF16) => "embedding_bf16",
+            Kernel::Elementwise => "elementwise",
+            Kernel::Argmax => "argmax",
+            Kernel::Copy => "copy",
+            Kernel::MatmulRows(F32) => "matmul_rows_f32",
+            Kernel::MatmulRows(F16) => "matmul_rows_f16",
+            Kernel::MatmulRows(BF16) => "matmul_rows_bf16",
+            Kernel::Widen { bf16: false } => "widen_f16",
+            Kernel::Widen { bf16: true } => "widen_bf16",
+            Kernel::BiasRows => "bias_rows",
+        }
+    }
+}
 
 /// What NVRTC produced.
 #[derive(Debug, Clone)]
@@ -147,6 +286,8 @@ struct Program {
     // NVRTC may keep pointers into these until the program is destroyed.
     _src: CString,
     _name: CString,
+    _header: CString,
+    _header_name: CString,
 }
 
 impl Drop for Program {
@@ -191,10 +332,34 @@ pub fn compile(k: &KernelSource, (major, minor): (i32, i32), cubin: bool) -> Res
     };
     let src = CString::new(k.source).map_err(|_| fail("source contains a NUL byte".into()))?;
     let name = CString::new(file.clone()).map_err(|_| fail("bad file name".into()))?;
+    let header = CString::new(COMMON_HEADER.source)
+        .map_err(|_| fail("common.cuh contains a NUL byte".into()))?;
+    let header_name =
+        CString::new(COMMON_HEADER.name).map_err(|_| fail("bad header name".into()))?;
+    let headers = [header.as_ptr()];
+    let include_names = [header_name.as_ptr()];
+    let mut raw = std::mem::MaybeUninit::uninit();
+    // SAFETY: every pointer is a NUL-terminated string that outlives the program (kept
+    // in `Program` below); the header arrays hold exactly the 1 entry announced.
+    unsafe {
+        sys::nvrtcCreateProgram(
+            raw.as_mut_ptr(),
+            src.as_ptr(),
+            name.as_ptr(),
+            1,
+            headers.as_ptr(),
+            include_names.as_ptr(),
+        )
+    }
+    .result()
+    .map_err(|e| fail(format!("nvrtcCreateProgram: {:?}", e.0)))?;
     let prog = Program {
-        prog: nv::create_program(&src, Some(&name)).map_err(|e| fail(format!("{:?}", e.0)))?,
+        // SAFETY: nvrtcCreateProgram succeeded, so it wrote the program handle.
+        prog: unsafe { raw.assume_init() },
         _src: src,
         _name: name,
+        _header: header,
+        _header_name: header_name,
     };
     // SAFETY: `prog.prog` is a live program created above.
     if let Err(e) = unsafe { nv::compile_program(prog.prog, &opts) } {

@@ -1,6 +1,8 @@
 //! The kernels: one [`Kernel`] per shader entry point (and weight dtype), each with its
-//! explicit binding list. Shader files are embedded with `include_str!`, compiled once,
-//! and their pipelines cached by [`Kernel`].
+//! explicit binding list, and the include step that joins a shader module from the
+//! files of `shaders/` ([`shader_source`]). Files are embedded with `include_str!` (no
+//! file system at run time, so wasm32 works alike), each module is compiled once and
+//! its pipelines are cached by [`Kernel`].
 
 use crate::tensor::DType;
 
@@ -41,8 +43,8 @@ pub(crate) struct ScanLimits {
 }
 
 impl ScanSize {
-    /// 32-bit words of workgroup memory one channel needs (the declarations in the two
-    /// scan shaders).
+    /// 32-bit words of workgroup memory one channel needs: `carry` of
+    /// `selective_scan.wgsl` (CARRY_COPIES × MAX_N) and the row scan's arrays of the half.
     fn words_per_channel(max_dstate: u32, subgroup: bool) -> u32 {
         if subgroup {
             2 * SCAN_MAX_WARPS + 2 * max_dstate // tot_a, tot_b; carry (two parities)
@@ -111,7 +113,7 @@ impl WDtype {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) enum Kernel {
     SelectiveScan(ScanSize),
-    /// The same scan with subgroup shuffles (`selective_scan_subgroup.wgsl`).
+    /// The same scan with the subgroup row scan (`selective_scan/subgroup.wgsl`).
     SelectiveScanSubgroup(ScanSize),
     SelectiveStateUpdate,
     CausalConv1d,
@@ -146,13 +148,99 @@ pub(crate) enum Slot {
 
 use Slot::{Read as R, ReadWrite as W, Uniform as U};
 
-/// A shader file.
+/// One shader module, named by the file of `shaders/` it is joined from.
 pub(crate) struct Shader {
     pub name: &'static str,
-    pub source: &'static str,
     /// Hot shader audited for in-bounds accesses and terminating loops: created without
     /// wgpu's runtime checks (see `WgpuOptions::checked_shaders`).
     pub trusted: bool,
+}
+
+macro_rules! files {
+    ($($path:literal),* $(,)?) => {
+        &[$(($path, include_str!(concat!("../../shaders/", $path)))),*]
+    };
+}
+
+/// Every file of `shaders/`, by its path there (what an include line names).
+const FILES: &[(&str, &str)] = files!(
+    "common.wgsl",
+    "argmax.wgsl",
+    "causal_conv1d.wgsl",
+    "copy.wgsl",
+    "elementwise.wgsl",
+    "embedding.wgsl",
+    "matmul.wgsl",
+    "rms_norm.wgsl",
+    "selective_scan.wgsl",
+    "selective_scan/shared.wgsl",
+    "selective_scan/subgroup.wgsl",
+    "selective_state_update.wgsl",
+);
+
+/// The shader modules the backend builds (the files it starts joining from); every
+/// [`Kernel`] uses one of them. For tests that translate or reflect every shader.
+#[doc(hidden)]
+pub const SHADERS: &[&str] = &[
+    "argmax.wgsl",
+    "causal_conv1d.wgsl",
+    "copy.wgsl",
+    "elementwise.wgsl",
+    "embedding.wgsl",
+    "matmul.wgsl",
+    "rms_norm.wgsl",
+    "selective_scan/shared.wgsl",
+    "selective_scan/subgroup.wgsl",
+    "selective_state_update.wgsl",
+];
+
+/// What an include line looks like: `//#include "common.wgsl"` (a comment to WGSL
+/// tools, so every file still reads as WGSL).
+const INCLUDE: &str = "//#include ";
+
+/// The WGSL of one shader module: the file `root` of `shaders/` with every
+/// `//#include "<path>"` line replaced by that file (paths relative to `shaders/`),
+/// recursively, each file at most once per module (WGSL declarations may come in any
+/// order, so where a file lands does not matter). This is the one function that builds
+/// shader sources: the backend compiles what it returns, and the naga tests validate and
+/// translate the same text.
+#[doc(hidden)]
+pub fn shader_source(root: &str) -> Result<String, String> {
+    fn file(path: &str) -> Result<&'static str, String> {
+        FILES
+            .iter()
+            .find(|(p, _)| *p == path)
+            .map(|(_, src)| *src)
+            .ok_or_else(|| format!("no shader file shaders/{path}"))
+    }
+    fn join(path: &str, done: &mut Vec<String>, out: &mut String) -> Result<(), String> {
+        if done.iter().any(|d| d == path) {
+            return Ok(());
+        }
+        done.push(path.to_string());
+        out.push_str(&format!("// ---- shaders/{path} ----\n"));
+        for line in file(path)?.lines() {
+            match line.trim().strip_prefix(INCLUDE) {
+                Some(arg) => {
+                    let inner = arg
+                        .trim()
+                        .strip_prefix('"')
+                        .and_then(|a| a.strip_suffix('"'))
+                        .ok_or_else(|| format!("shaders/{path}: bad include line `{line}`"))?;
+                    join(inner, done, out)?;
+                    out.push_str(&format!("// ---- shaders/{path}, continued ----\n"));
+                }
+                None => {
+                    out.push_str(line);
+                    out.push('\n');
+                }
+            }
+        }
+        Ok(())
+    }
+    let mut out = String::new();
+    join(root, &mut Vec::new(), &mut out)?;
+    Ok(out)
 }
 
 macro_rules! shader {
@@ -162,7 +250,6 @@ macro_rules! shader {
     ($name:literal, $trusted:literal) => {
         Shader {
             name: $name,
-            source: include_str!(concat!("../../shaders/", $name)),
             trusted: $trusted,
         }
     };
@@ -171,8 +258,8 @@ macro_rules! shader {
 impl Kernel {
     pub(crate) fn shader(self) -> Shader {
         match self {
-            Kernel::SelectiveScan(_) => shader!("selective_scan.wgsl", true),
-            Kernel::SelectiveScanSubgroup(_) => shader!("selective_scan_subgroup.wgsl", true),
+            Kernel::SelectiveScan(_) => shader!("selective_scan/shared.wgsl", true),
+            Kernel::SelectiveScanSubgroup(_) => shader!("selective_scan/subgroup.wgsl", true),
             Kernel::SelectiveStateUpdate => shader!("selective_state_update.wgsl"),
             Kernel::CausalConv1d | Kernel::CausalConv1dState | Kernel::CausalConv1dUpdate => {
                 shader!("causal_conv1d.wgsl")
@@ -252,6 +339,64 @@ impl Kernel {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_module_joins_without_include_lines_and_each_file_once() {
+        for &name in SHADERS {
+            let src = shader_source(name).unwrap();
+            assert!(
+                !src.lines().any(|l| l.trim().starts_with(INCLUDE)),
+                "{name}: include left"
+            );
+            for (path, _) in FILES {
+                let n = src
+                    .matches(&format!("// ---- shaders/{path} ----\n"))
+                    .count();
+                assert!(n <= 1, "{name}: {path} joined {n} times");
+            }
+            // Everything declared in common.wgsl reaches every module.
+            assert!(
+                src.contains("struct ScanParams {"),
+                "{name}: common.wgsl missing"
+            );
+        }
+        // Both scan halves bring the one body.
+        for half in ["selective_scan/shared.wgsl", "selective_scan/subgroup.wgsl"] {
+            assert!(
+                shader_source(half)
+                    .unwrap()
+                    .contains("fn selective_scan(inv: ScanInvocation)")
+            );
+        }
+        assert!(
+            shader_source("nope.wgsl")
+                .unwrap_err()
+                .contains("shaders/nope.wgsl")
+        );
+    }
+
+    #[test]
+    fn every_kernel_names_a_module() {
+        let size = ScanSize {
+            channels: 1,
+            max_dstate: 1,
+        };
+        let w = WDtype::F32;
+        for k in [
+            Kernel::SelectiveScan(size),
+            Kernel::SelectiveScanSubgroup(size),
+            Kernel::SelectiveStateUpdate,
+            Kernel::CausalConv1d,
+            Kernel::Matmul { w, bias: w },
+            Kernel::RmsNorm { w },
+            Kernel::Embedding { w },
+            Kernel::Elementwise,
+            Kernel::Argmax,
+            Kernel::Copy,
+        ] {
+            assert!(SHADERS.contains(&k.shader().name), "{k:?}");
+        }
+    }
 
     const WEBGPU_DEFAULT: ScanLimits = ScanLimits {
         invocations: 256,

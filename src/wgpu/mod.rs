@@ -27,10 +27,10 @@
 //! * **Errors, not panics.** wgpu validation errors are routed to a handler that records
 //!   them; the next op, `flush` or `download` returns them as [`Error::Device`].
 //!
-//! The selective scan has two variants, chosen when the backend is created: a
-//! shared-memory Blelloch scan (`selective_scan.wgsl`) everywhere, and a subgroup-shuffle
-//! scan (`selective_scan_subgroup.wgsl`) where the adapter has `Features::SUBGROUP` with
-//! subgroup sizes the kernel supports. Its workgroups are sized per adapter and dstate
+//! The selective scan (`selective_scan.wgsl`) has two row-scan halves, chosen when the
+//! backend is created: a shared-memory Blelloch scan (`selective_scan/shared.wgsl`)
+//! everywhere, and a subgroup-shuffle scan (`selective_scan/subgroup.wgsl`) where the
+//! adapter has `Features::SUBGROUP` with subgroup sizes the kernel supports. Its workgroups are sized per adapter and dstate
 //! through override constants (`kernels::ScanSize::fit`): up to 4 channels of 64
 //! invocations, fewer where `max_compute_invocations_per_workgroup` or the workgroup
 //! memory needed to carry dstate states per channel demands it, and a typed error when
@@ -48,6 +48,8 @@
 //! op binds and dispatches).
 
 mod kernels;
+#[doc(hidden)]
+pub use kernels::{SHADERS, shader_source};
 mod ops;
 mod replay;
 mod window;
@@ -378,6 +380,7 @@ impl WgpuBackend {
             return Ok(Arc::clone(p));
         }
         let shader = kernel.shader();
+        let source = kernels::shader_source(shader.name).map_err(device_err)?;
         let module = {
             let mut modules = lock(&self.modules);
             modules
@@ -385,7 +388,7 @@ impl WgpuBackend {
                 .or_insert_with(|| {
                     let desc = wgpu::ShaderModuleDescriptor {
                         label: Some(shader.name),
-                        source: wgpu::ShaderSource::Wgsl(shader.source.into()),
+                        source: wgpu::ShaderSource::Wgsl(source.into()),
                     };
                     if shader.trusted && !self.checked_shaders {
                         // SAFETY: `Shader::trusted` is set only for shaders whose every

@@ -8,7 +8,7 @@ use super::{WgpuBackend, WgpuBuffer, device_err};
 use crate::error::Result;
 
 /// The window of rows of a large weight bound for one dispatch.
-/// Keep in sync with `WindowParams` in `shaders/matmul.wgsl` and `shaders/embedding.wgsl`.
+/// Declared for the shaders as `WindowParams` in `shaders/common.wgsl`.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Pod, Zeroable)]
 pub(super) struct WindowParams {

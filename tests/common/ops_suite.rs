@@ -507,3 +507,48 @@ pub fn recorded_ops_flush_once<B: Backend>(be: &B) {
     let want: Vec<f32> = av.iter().map(|v| v * 21.0).collect();
     assert_close("20 recorded adds", &down(be, &x), &want, Tol::F32);
 }
+
+/// One `#[test]` per check of this suite, for the backend `$be` evaluates to (an
+/// `Option` of the backend or of a reference to it; `None` skips, after the getter said
+/// why). Every backend's op test file invokes this, so a check added to the list runs on
+/// every backend: `op_suite_tests!(WgpuBackend, be());`. The second list holds what only
+/// the GPU backends do (the CPU reference reports bad ids instead of writing zeros).
+#[macro_export]
+macro_rules! op_suite_tests {
+    ($ty:ty, $be:expr) => {
+        $crate::op_suite_tests!(@tests $ty, $be;
+            scan_matches_cpu => scan,
+            scan_layouts_and_bc_kinds => scan_layouts_and_bc_kinds,
+            scan_million_steps => scan_million_steps,
+            scan_split_sequence_carries_state => scan_split_sequence_carries_state,
+            step_matches_cpu => step,
+            conv_matches_cpu => conv,
+            conv_update_matches_cpu => conv_update,
+            matmul_matches_cpu => matmul,
+            rms_norm_matches_cpu => rms_norm,
+            embedding_matches_cpu => embedding,
+            elementwise_matches_cpu => elementwise,
+            argmax_matches_cpu => argmax,
+            argmax_ties_and_nan => argmax_ties_and_nan,
+            copy_matches_cpu => copy,
+            upload_download_roundtrip => upload_download_roundtrip,
+            recorded_ops_flush_once => recorded_ops_flush_once,
+        );
+    };
+    (gpu $ty:ty, $be:expr) => {
+        $crate::op_suite_tests!($ty, $be);
+        $crate::op_suite_tests!(@tests $ty, $be;
+            embedding_out_of_range_ids_write_zeros => embedding_out_of_range_ids_write_zeros,
+        );
+    };
+    (@tests $ty:ty, $be:expr; $($test:ident => $check:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $test() {
+                let Some(be) = $be else { return };
+                let be: &$ty = ::std::borrow::Borrow::borrow(&be);
+                let _ = $crate::common::ops_suite::$check(be);
+            }
+        )*
+    };
+}

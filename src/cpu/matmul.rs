@@ -1,11 +1,10 @@
-//! Matmul, embedding (row gather) and argmax.
-//! Mirrors `shaders/matmul.wgsl`, `shaders/embedding.wgsl`, `shaders/argmax.wgsl`.
+//! Matmul: a matrix-vector product for decode, a cache-blocked GEMM for prefill.
+//! Mirrors `shaders/matmul.wgsl` and `kernels/matmul.cu`.
 
 use rayon::prelude::*;
 
 use super::Floats;
-use crate::error::{Error, Result};
-use crate::params::{ArgmaxParams, EmbeddingParams, MatmulParams};
+use crate::params::MatmulParams;
 
 /// Below this many rows of x the matmul is a matrix-vector product bound by reading W
 /// (decode); from it on, a cache-blocked GEMM bound by arithmetic (prefill).
@@ -273,43 +272,6 @@ fn gemm_f32(m: usize, n: usize, k: usize, x: &[f32], w: Floats<'_>, out: &mut [f
             false,
             gemm::Parallelism::Rayon(0),
         );
-    }
-}
-
-/// `out[i, :] = table[ids[i], :]`; an id past the table is an error.
-pub(crate) fn embedding(
-    p: &EmbeddingParams,
-    ids: &[u32],
-    table: Floats<'_>,
-    out: &mut [f32],
-) -> Result<()> {
-    let dim = p.dim as usize;
-    for (i, (&id, o)) in ids.iter().zip(out.chunks_exact_mut(dim)).enumerate() {
-        if id >= p.rows {
-            return Err(Error::Index {
-                op: "embedding",
-                index: id as u64,
-                position: i,
-                rows: p.rows as usize,
-            });
-        }
-        table.read_into(id as usize * dim, o);
-    }
-    Ok(())
-}
-
-/// Index of the largest value of each row; the first on ties; NaN is skipped.
-pub(crate) fn argmax(p: &ArgmaxParams, x: &[f32], out: &mut [u32]) {
-    for (row, o) in x.chunks_exact(p.cols as usize).zip(out.iter_mut()) {
-        let mut best = 0usize;
-        let mut best_v = f32::NEG_INFINITY;
-        for (j, &v) in row.iter().enumerate() {
-            if v > best_v {
-                best = j;
-                best_v = v;
-            }
-        }
-        *o = best as u32;
     }
 }
 

@@ -5,7 +5,7 @@ use rayon::prelude::*;
 
 use crate::params::{ConvParams, STATE_CARRY, STATE_NONE};
 
-use super::scan::{Real, silu, silu_t};
+use super::common::{Real, silu, silu_t};
 
 /// `out[b,d,t] = act(bias[d] + Σ_k w[d,k]·x[b,d,t-(K-1)+k])`; inputs before t = 0 come
 /// from the conv state when carried, else are zero. The state, if kept, receives the
@@ -240,7 +240,7 @@ impl ConvBlock<'_> {
             }
             if self.silu {
                 for o in r.iter_mut() {
-                    *o /= 1.0 + super::scan::fast_exp(-*o);
+                    *o /= 1.0 + super::common::fast_exp(-*o);
                 }
             }
         }
