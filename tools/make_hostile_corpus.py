@@ -100,7 +100,10 @@ class Corpus:
             if os.path.exists(src):
                 shutil.copy(src, os.path.join(d, f))
         if not os.path.exists(os.path.join(base, "tokenizer.json")):
-            shutil.copy(os.path.join(DEMO, "tokenizer.json"), os.path.join(d, "tokenizer.json"))
+            # The fixtures have no tokenizer (and a smaller vocabulary than the demo's):
+            # the sweep prompts them with ids (tools/hostile_sweep.sh reads ARGS).
+            with open(os.path.join(d, "ARGS"), "w") as fh:
+                fh.write("--prompt-ids 1,2,3\n")
         over = dict(files or {})
         if config is not None:
             over["config.json"] = config

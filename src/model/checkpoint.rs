@@ -152,7 +152,7 @@ pub(crate) fn parse_index(bytes: &[u8], file: &str) -> Result<BTreeMap<String, S
         let f = v
             .as_str()
             .ok_or_else(|| corrupt(format!("`weight_map[{k}]` is not a file name")))?;
-        if f.contains('/') || f.contains('\\') || f.starts_with('.') {
+        if f.is_empty() || f.contains('/') || f.contains('\\') || f.starts_with('.') {
             return Err(corrupt(format!(
                 "shard name `{f}` is not a plain file name"
             )));
