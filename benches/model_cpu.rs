@@ -29,6 +29,7 @@ fn model(bytes: &[u8], wd: WeightDType) -> MambaModel<CpuBackend> {
         &LoadOptions {
             weight_dtype: wd,
             progress: false,
+            ..LoadOptions::default()
         },
     )
     .expect("model")

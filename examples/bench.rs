@@ -93,6 +93,7 @@ fn model_table<B: Backend>(be: &B, args: &Args) -> Result<()> {
         let opts = LoadOptions {
             weight_dtype: wd,
             progress: false,
+            ..LoadOptions::default()
         };
         let model = MambaModel::from_bytes(be, shape.config_json().as_bytes(), &[&bytes], &opts)?;
         drop(bytes);

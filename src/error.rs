@@ -178,6 +178,27 @@ pub enum Error {
         got: String,
     },
 
+    /// A checkpoint tensor holds NaN or an infinity (or, for `A_log`, a value whose
+    /// `-exp` is not finite). Such weights make every later logit NaN, which a sampler
+    /// would silently turn into token 0; [`crate::model::LoadOptions::allow_non_finite`]
+    /// loads them anyway.
+    #[error("{file}: tensor `{tensor}` is not finite: {why}")]
+    NonFiniteWeight {
+        file: String,
+        tensor: String,
+        why: String,
+    },
+
+    /// A config value does not fit the checkpoint it comes with (for example more
+    /// layers than the checkpoint's header holds); checked before anything
+    /// proportional to the config is allocated.
+    #[error("{file}: config key `{key}` does not fit the checkpoint: {why}")]
+    ConfigCheckpoint {
+        file: String,
+        key: &'static str,
+        why: String,
+    },
+
     /// A weight storage dtype the backend does not support was requested.
     #[error("backend `{backend}` cannot store weights as {dtype:?}")]
     WeightDTypeUnsupported { backend: &'static str, dtype: DType },

@@ -116,6 +116,7 @@ fn half_checkpoints_and_half_storage() {
         let opts = LoadOptions {
             weight_dtype: wd,
             progress: false,
+            ..LoadOptions::default()
         };
         let m = MambaModel::from_bytes(
             CpuBackend::new(),

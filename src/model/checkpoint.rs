@@ -5,7 +5,7 @@
 #[cfg(not(target_arch = "wasm32"))]
 use std::collections::BTreeMap;
 
-use safetensors::{SafeTensorError, SafeTensors};
+use safetensors::{Dtype, SafeTensorError, SafeTensors};
 
 use crate::error::{Error, Result};
 
@@ -29,10 +29,7 @@ pub(crate) fn with_mapped_dir<T>(
         (single.display().to_string(), vec![single], None)
     } else {
         let label = index.display().to_string();
-        let bytes = std::fs::read(&index).map_err(|source| Error::Io {
-            file: label.clone(),
-            source,
-        })?;
+        let bytes = read_small(&index, MAX_JSON_BYTES)?;
         let map = parse_index(&bytes, &label)?;
         let mut files: Vec<String> = map.values().cloned().collect();
         files.sort();
@@ -46,30 +43,95 @@ pub(crate) fn with_mapped_dir<T>(
     let mut maps = Vec::with_capacity(files.len());
     for path in &files {
         let file = path.display().to_string();
+        let len = regular_file(path)?;
         let fh = std::fs::File::open(path).map_err(|source| Error::Io {
             file: file.clone(),
             source,
         })?;
-        // SAFETY: the map is read-only and lives until the upload is done; a checkpoint
-        // modified by another process while it is being loaded is not supported (as
-        // with every memory-mapped loader).
-        let map = unsafe { memmap2::Mmap::map(&fh) }.map_err(|source| Error::Io {
-            file: file.clone(),
-            source,
-        })?;
+        // An empty file is not mapped (a zero-length mapping is an error on some
+        // systems); it is reported as truncated by the parser like any short file.
+        let map = if len == 0 {
+            None
+        } else {
+            // SAFETY: the map is read-only and lives until the upload is done; a
+            // checkpoint modified by another process while it is being loaded is not
+            // supported (as with every memory-mapped loader).
+            Some(
+                unsafe { memmap2::Mmap::map(&fh) }.map_err(|source| Error::Io {
+                    file: file.clone(),
+                    source,
+                })?,
+            )
+        };
         maps.push((file, map));
     }
     let shards: Vec<Shard<'_>> = maps
         .iter()
         .map(|(file, m)| Shard {
             file: file.clone(),
-            bytes: &m[..],
+            bytes: m.as_deref().unwrap_or(&[]),
         })
         .collect();
     if let Some(declared) = declared {
         check_index(&declared, &shards, dir)?;
     }
     f(&label, &shards)
+}
+
+/// The most bytes read from a JSON file (config.json, the sharded index): real ones
+/// are a few kB to a few MB; anything larger is refused before it is read into memory.
+#[cfg(not(target_arch = "wasm32"))]
+pub(crate) const MAX_JSON_BYTES: u64 = 64 << 20;
+
+/// The length of `path`, which must be a regular file: a directory (or a FIFO, which
+/// would block `open` forever) in place of a model file gets a message saying so, not
+/// the OS's "No such device" from mapping a directory.
+#[cfg(not(target_arch = "wasm32"))]
+pub(crate) fn regular_file(path: &std::path::Path) -> Result<u64> {
+    let file = || path.display().to_string();
+    let meta = std::fs::metadata(path).map_err(|source| Error::Io {
+        file: file(),
+        source,
+    })?;
+    if meta.is_dir() {
+        return Err(Error::Io {
+            file: file(),
+            source: std::io::Error::new(
+                std::io::ErrorKind::IsADirectory,
+                "is a directory, expected a file",
+            ),
+        });
+    }
+    if !meta.is_file() {
+        return Err(Error::Io {
+            file: file(),
+            source: std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "is not a regular file (a device, FIFO or socket)",
+            ),
+        });
+    }
+    Ok(meta.len())
+}
+
+/// Reads a whole regular file of at most `max` bytes.
+#[cfg(not(target_arch = "wasm32"))]
+pub(crate) fn read_small(path: &std::path::Path, max: u64) -> Result<Vec<u8>> {
+    let len = regular_file(path)?;
+    let file = || path.display().to_string();
+    if len > max {
+        return Err(Error::Io {
+            file: file(),
+            source: std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("{len} bytes, more than the {max} accepted for this file"),
+            ),
+        });
+    }
+    std::fs::read(path).map_err(|source| Error::Io {
+        file: file(),
+        source,
+    })
 }
 
 /// `weight_map` of a sharded index: tensor name → shard file name.
@@ -90,7 +152,7 @@ pub(crate) fn parse_index(bytes: &[u8], file: &str) -> Result<BTreeMap<String, S
         let f = v
             .as_str()
             .ok_or_else(|| corrupt(format!("`weight_map[{k}]` is not a file name")))?;
-        if f.contains('/') || f.contains('\\') || f.starts_with('.') {
+        if f.is_empty() || f.contains('/') || f.contains('\\') || f.starts_with('.') {
             return Err(corrupt(format!(
                 "shard name `{f}` is not a plain file name"
             )));
@@ -130,6 +192,84 @@ pub(crate) fn parse_shard<'a>(s: &Shard<'a>) -> Result<SafeTensors<'a>> {
     SafeTensors::deserialize(s.bytes).map_err(|e| classify(&s.file, s.bytes, e))
 }
 
+/// The header JSON of a safetensors blob, when its length field fits the blob.
+fn header_json(bytes: &[u8]) -> Option<serde_json::Map<String, serde_json::Value>> {
+    let n = usize::try_from(u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?)).ok()?;
+    let header = bytes.get(8..8usize.checked_add(n)?)?;
+    match serde_json::from_slice(header).ok()? {
+        serde_json::Value::Object(m) => Some(m),
+        _ => None,
+    }
+}
+
+/// The first tensor entry of the header that is malformed, and what is wrong with it:
+/// safetensors reports some of these without the tensor's name ("invalid shape, data
+/// type, or offset for tensor"), and an error must say which tensor to look at.
+fn explain_header(bytes: &[u8]) -> Option<String> {
+    let header = header_json(bytes)?;
+    for (name, info) in &header {
+        if name == "__metadata__" {
+            continue;
+        }
+        let bad = |why: String| Some(format!("tensor `{name}`: {why}"));
+        let Some(o) = info.as_object() else {
+            return bad(format!("header entry is {info}, not an object"));
+        };
+        let dtype = match o
+            .get("dtype")
+            .map(|d| serde_json::from_value::<Dtype>(d.clone()))
+        {
+            Some(Ok(d)) => d,
+            Some(Err(_)) => return bad(format!("unknown dtype {}", o["dtype"])),
+            None => return bad("no `dtype`".into()),
+        };
+        let shape: Vec<usize> = match o.get("shape").map(|s| serde_json::from_value(s.clone())) {
+            Some(Ok(s)) => s,
+            _ => {
+                return bad(format!(
+                    "`shape` {:?} is not a list of sizes",
+                    o.get("shape")
+                ));
+            }
+        };
+        let offsets: [usize; 2] = match o
+            .get("data_offsets")
+            .map(|s| serde_json::from_value(s.clone()))
+        {
+            Some(Ok(s)) => s,
+            _ => {
+                return bad(format!(
+                    "`data_offsets` {:?} is not a [begin, end] pair",
+                    o.get("data_offsets")
+                ));
+            }
+        };
+        let bits = shape
+            .iter()
+            .try_fold(1usize, |a, &d| a.checked_mul(d))
+            .and_then(|n| n.checked_mul(dtype.bitsize()));
+        let Some(bits) = bits else {
+            return bad(format!(
+                "shape {shape:?} of {dtype:?} overflows a byte size"
+            ));
+        };
+        if bits % 8 != 0 {
+            return bad(format!(
+                "shape {shape:?} of {dtype:?} is not a whole number of bytes"
+            ));
+        }
+        let [b, e] = offsets;
+        if e < b || e - b != bits / 8 {
+            return bad(format!(
+                "shape {shape:?} of {dtype:?} needs {} bytes, data_offsets [{b}, {e}] hold {}",
+                bits / 8,
+                e as i128 - b as i128
+            ));
+        }
+    }
+    None
+}
+
 fn classify(file: &str, bytes: &[u8], e: SafeTensorError) -> Error {
     let truncated = |why: String| Error::CheckpointTruncated {
         file: file.into(),
@@ -139,33 +279,34 @@ fn classify(file: &str, bytes: &[u8], e: SafeTensorError) -> Error {
         file: file.into(),
         why,
     };
+    let announced = bytes
+        .get(..8)
+        .and_then(|b| b.try_into().ok())
+        .map(u64::from_le_bytes)
+        .unwrap_or(0);
     match e {
         SafeTensorError::HeaderTooSmall => truncated(format!(
             "{} bytes, shorter than the 8-byte header length",
             bytes.len()
         )),
-        SafeTensorError::InvalidHeaderLength => {
-            let n = u64::from_le_bytes(bytes[..8].try_into().unwrap_or([0; 8]));
-            truncated(format!(
-                "header announces {n} bytes, file has {} after the length",
-                bytes.len() - 8
-            ))
-        }
+        SafeTensorError::InvalidHeaderLength => truncated(format!(
+            "header announces {announced} bytes, file has {} after the length",
+            bytes.len().saturating_sub(8)
+        )),
+        SafeTensorError::HeaderTooLarge => corrupt(format!(
+            "header announces {announced} bytes, more than safetensors' 100 MB limit"
+        )),
         SafeTensorError::MetadataIncompleteBuffer => {
             // Compare the data the header announces with what is there.
-            let n = u64::from_le_bytes(bytes[..8].try_into().unwrap_or([0; 8])) as usize;
-            let end = serde_json::from_slice::<serde_json::Value>(&bytes[8..8 + n])
-                .ok()
-                .and_then(|v| {
-                    v.as_object().map(|o| {
-                        o.values()
-                            .filter_map(|t| t.get("data_offsets")?.get(1)?.as_u64())
-                            .max()
-                            .unwrap_or(0) as usize
-                    })
+            let end = header_json(bytes)
+                .map(|o| {
+                    o.values()
+                        .filter_map(|t| t.get("data_offsets")?.get(1)?.as_u64())
+                        .max()
+                        .unwrap_or(0)
                 })
                 .unwrap_or(0);
-            let have = bytes.len() - 8 - n;
+            let have = (bytes.len() as u64).saturating_sub(announced.saturating_add(8));
             if have < end {
                 truncated(format!("tensor data needs {end} bytes, file has {have}"))
             } else {
@@ -175,6 +316,12 @@ fn classify(file: &str, bytes: &[u8], e: SafeTensorError) -> Error {
                 ))
             }
         }
-        other => corrupt(other.to_string()),
+        SafeTensorError::InvalidOffset(name) => corrupt(format!(
+            "tensor `{name}`: data_offsets do not start where the previous tensor ends"
+        )),
+        other => match explain_header(bytes) {
+            Some(why) => corrupt(why),
+            None => corrupt(other.to_string()),
+        },
     }
 }

@@ -43,10 +43,7 @@ impl MambaConfig {
     #[cfg(not(target_arch = "wasm32"))]
     pub fn from_file(path: &std::path::Path) -> Result<Self> {
         let file = path.display().to_string();
-        let bytes = std::fs::read(path).map_err(|source| Error::Io {
-            file: file.clone(),
-            source,
-        })?;
+        let bytes = super::checkpoint::read_small(path, super::checkpoint::MAX_JSON_BYTES)?;
         Self::from_json_bytes(&bytes, &file)
     }
 
@@ -114,9 +111,92 @@ impl MambaConfig {
         if self.vocab_size > u32::MAX as usize {
             return Err(val("vocab_size", "exceeds u32 token ids".into()));
         }
+        for (key, id) in [
+            ("eos_token_id", self.eos_token_id),
+            ("bos_token_id", self.bos_token_id),
+            ("pad_token_id", self.pad_token_id),
+        ] {
+            if let Some(id) = id {
+                if id as usize >= self.vocab_size {
+                    return Err(Error::ConfigInconsistent {
+                        file: file.into(),
+                        key,
+                        other: "vocab_size",
+                        why: format!(
+                            "token id {id} is not below the vocabulary size {}",
+                            self.vocab_size
+                        ),
+                    });
+                }
+            }
+        }
+        self.check_sizes(file)
+    }
+
+    /// Every tensor size the loader and the forward pass derive from the config, in
+    /// checked arithmetic: a hostile config.json (hidden_size 2^63, state_size
+    /// 2^63 − 1, ...) must give a typed error naming the key, not an overflow panic
+    /// (debug) or a wrapped size (release). Element counts are capped at
+    /// [`MAX_TENSOR_ELEMS`] so that byte sizes of f32 copies cannot overflow either.
+    /// (Whether the checkpoint really holds tensors that large is checked against its
+    /// header before anything is allocated.)
+    fn check_sizes(&self, file: &str) -> Result<()> {
+        let (d, e, n, k, r, v) = (
+            self.hidden_size,
+            self.intermediate_size,
+            self.state_size,
+            self.conv_kernel,
+            self.dt_rank,
+            self.vocab_size,
+        );
+        let too_big = |key: &'static str, what: &str| Error::ConfigValue {
+            file: file.into(),
+            key,
+            why: format!(
+                "{what} overflows the largest tensor this crate loads ({MAX_TENSOR_ELEMS} elements)"
+            ),
+        };
+        let mul = |a: usize, b: usize, key: &'static str, what: &str| {
+            a.checked_mul(b)
+                .filter(|&x| x <= MAX_TENSOR_ELEMS)
+                .ok_or_else(|| too_big(key, what))
+        };
+        // Each single dimension first, so the key named is the one that is too big.
+        for (key, x) in [
+            ("hidden_size", d),
+            ("intermediate_size", e),
+            ("state_size", n),
+            ("conv_kernel", k),
+            ("time_step_rank", r),
+        ] {
+            mul(x, 2, key, key)?;
+        }
+        mul(v, d, "vocab_size", "vocab_size x hidden_size")?;
+        mul(
+            2 * e,
+            d,
+            "intermediate_size",
+            "2 x intermediate_size x hidden_size",
+        )?;
+        mul(e, n, "state_size", "intermediate_size x state_size")?;
+        mul(e, k, "conv_kernel", "intermediate_size x conv_kernel")?;
+        let rows = r
+            .checked_add(2 * n)
+            .ok_or_else(|| too_big("time_step_rank", "time_step_rank + 2 x state_size"))?;
+        mul(
+            rows,
+            e,
+            "time_step_rank",
+            "(time_step_rank + 2 x state_size) x intermediate_size",
+        )?;
         Ok(())
     }
 }
+
+/// The largest element count of one tensor (or one size derived from the config)
+/// accepted: `isize::MAX / 16` leaves room for f32 (and f64 host) byte sizes and for
+/// the sums of a few such sizes without overflow.
+pub const MAX_TENSOR_ELEMS: usize = (isize::MAX as usize) / 16;
 
 struct Reader<'a> {
     file: &'a str,
@@ -200,7 +280,9 @@ impl Reader<'_> {
             None => Ok(MambaConfig::auto_dt_rank(hidden)),
             Some(Value::String(s)) if s == "auto" => Ok(MambaConfig::auto_dt_rank(hidden)),
             Some(v) => match v.as_u64() {
-                Some(n) if n > 0 => Ok(n as usize),
+                Some(n) if n > 0 => {
+                    usize::try_from(n).map_err(|_| self.err(key, format!("{n} is too large")))
+                }
                 _ => Err(self.err(
                     key,
                     format!("expected \"auto\" or a positive integer, got {v}"),
@@ -239,10 +321,20 @@ impl Reader<'_> {
         if expand == 0 {
             return Err(self.err("expand", "must be positive, got 0"));
         }
+        let product = expand.checked_mul(hidden).ok_or_else(|| {
+            self.err(
+                if hidden >= expand {
+                    "hidden_size"
+                } else {
+                    "expand"
+                },
+                format!("expand {expand} x hidden_size {hidden} overflows"),
+            )
+        })?;
         let inter = match self.usize_in(self.m, "intermediate_size")? {
-            None => expand * hidden,
+            None => product,
             Some(e) => {
-                if e != expand * hidden {
+                if e != product {
                     return Err(Error::ConfigInconsistent {
                         file: self.file.into(),
                         key: "intermediate_size",
@@ -316,15 +408,30 @@ impl Reader<'_> {
         if mult == 0 {
             return Err(self.err("pad_vocab_size_multiple", "must be positive, got 0"));
         }
-        let padded = vocab.div_ceil(mult) * mult;
+        let padded = vocab.div_ceil(mult).checked_mul(mult).ok_or_else(|| {
+            self.err(
+                "vocab_size",
+                format!("{vocab} padded to a multiple of {mult} overflows"),
+            )
+        })?;
         let expand = self.usize_in(ssm, "expand")?.unwrap_or(2);
         if expand == 0 {
             return Err(self.err("ssm_cfg", "expand must be positive, got 0"));
         }
+        let inter = expand.checked_mul(hidden).ok_or_else(|| {
+            self.err(
+                if hidden >= expand {
+                    "d_model"
+                } else {
+                    "ssm_cfg"
+                },
+                format!("expand {expand} x d_model {hidden} overflows"),
+            )
+        })?;
         Ok(MambaConfig {
             hidden_size: hidden,
             num_layers: layers,
-            intermediate_size: expand * hidden,
+            intermediate_size: inter,
             state_size: self.usize_in(ssm, "d_state")?.unwrap_or(16),
             conv_kernel: self.usize_in(ssm, "d_conv")?.unwrap_or(4),
             dt_rank: self.dt_rank_in(ssm, "dt_rank", hidden)?,

@@ -15,10 +15,8 @@ impl TextTokenizer {
     #[cfg(not(target_arch = "wasm32"))]
     pub fn from_file(path: &std::path::Path) -> Result<Self> {
         let file = path.display().to_string();
-        let bytes = std::fs::read(path).map_err(|source| Error::Io {
-            file: file.clone(),
-            source,
-        })?;
+        // Real tokenizer.json files are at most tens of MB.
+        let bytes = super::checkpoint::read_small(path, 1 << 30)?;
         Self::from_bytes(&bytes, &file)
     }
 

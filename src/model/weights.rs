@@ -42,6 +42,12 @@ pub struct LoadOptions {
     pub weight_dtype: WeightDType,
     /// Show a progress bar on stderr while uploading (only when stderr is a terminal).
     pub progress: bool,
+    /// Load tensors holding NaN or ±inf (and an `A_log` whose `-exp` overflows).
+    /// Off by default: such a checkpoint yields NaN logits, which sampling would turn
+    /// into a silent one-token "generation"; the load fails with
+    /// [`Error::NonFiniteWeight`] naming the tensor instead. Turn it on only to inspect
+    /// a broken checkpoint.
+    pub allow_non_finite: bool,
 }
 
 impl Default for LoadOptions {
@@ -49,6 +55,7 @@ impl Default for LoadOptions {
         LoadOptions {
             weight_dtype: WeightDType::Auto,
             progress: true,
+            allow_non_finite: false,
         }
     }
 }
@@ -112,6 +119,7 @@ struct Spec {
 
 struct Found<'a> {
     file: String,
+    name: String,
     dtype: Dtype,
     bytes: &'a [u8],
 }
@@ -185,6 +193,8 @@ pub(crate) fn load_weights<B: Backend>(
         file: label.into(),
         tensor: "backbone.embeddings.weight".into(),
     })?;
+
+    check_layer_count(cfg, label, &names, &all)?;
 
     let (d, e, n, k, r, v) = (
         cfg.hidden_size,
@@ -274,6 +284,18 @@ pub(crate) fn load_weights<B: Backend>(
             }
         }
     }
+    // Values second: every tensor that will be uploaded is finite (its shape, so its
+    // length, is known to be right now).
+    if !opts.allow_non_finite {
+        for s in &specs {
+            if s.name == "lm_head.weight" && cfg.tie_word_embeddings {
+                continue; // not loaded
+            }
+            if let Some((si, dt, _, bytes)) = all.get(&s.name) {
+                check_finite(&shards[*si].file, &s.name, *dt, bytes)?;
+            }
+        }
+    }
     if let Some((name, (si, ..))) = all.iter().find(|(k, _)| !expected.contains(k.as_str())) {
         return Err(Error::UnexpectedTensor {
             file: shards[*si].file.clone(),
@@ -308,6 +330,7 @@ pub(crate) fn load_weights<B: Backend>(
         bar.inc(bytes.len() as u64);
         Found {
             file: shards[*si].file.clone(),
+            name: name.to_string(),
             dtype: *dt,
             bytes,
         }
@@ -321,8 +344,21 @@ pub(crate) fn load_weights<B: Backend>(
             upload(be, t, 0, shape.iter().product(), shape, DType::F32)
         };
         let norm = f32v(&get(&l("norm.weight")), &[d])?;
-        let a_log = to_f32(&get(&l("mixer.A_log")), 0, e * n);
+        let a_log_t = get(&l("mixer.A_log"));
+        let a_log = to_f32(&a_log_t, 0, e * n);
         let a: Vec<f32> = a_log.iter().map(|&x| -x.exp()).collect();
+        if !opts.allow_non_finite {
+            if let Some(i) = a.iter().position(|x| !x.is_finite()) {
+                return Err(Error::NonFiniteWeight {
+                    file: a_log_t.file.clone(),
+                    tensor: a_log_t.name.clone(),
+                    why: format!(
+                        "A = -exp(A_log) overflows f32 at element {i} (A_log = {})",
+                        a_log[i]
+                    ),
+                });
+            }
+        }
         let a = be.upload(HostSlice::F32(&a), &[e, n])?;
         let dd = f32v(&get(&l("mixer.D")), &[e])?;
         let conv_w = f32v(&get(&l("mixer.conv1d.weight")), &[e, k])?;
@@ -422,6 +458,64 @@ pub(crate) fn load_weights<B: Backend>(
     })
 }
 
+/// Refuses a config with more layers than the checkpoint's header holds, before the
+/// list of expected tensors (proportional to the layer count) is built: a config.json
+/// saying `num_hidden_layers: 100000000` must not allocate gigabytes of tensor names
+/// for a 3 MB checkpoint. The number of distinct `layers.{i}.` indices in the header
+/// bounds what the config may ask for.
+fn check_layer_count(
+    cfg: &MambaConfig,
+    label: &str,
+    names: &Names,
+    all: &BTreeMap<String, Entry<'_>>,
+) -> Result<()> {
+    let head = format!("{}layers.", names.prefix);
+    let present: std::collections::BTreeSet<usize> = all
+        .keys()
+        .filter_map(|k| k.strip_prefix(&head)?.split('.').next()?.parse().ok())
+        .collect();
+    if cfg.num_layers > present.len() {
+        return Err(Error::ConfigCheckpoint {
+            file: label.into(),
+            key: "num_hidden_layers",
+            why: format!(
+                "the config asks for {} layers, the checkpoint's header holds tensors of {} \
+                 (`{head}{{i}}.*`)",
+                cfg.num_layers,
+                present.len()
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// Fails with [`Error::NonFiniteWeight`] at the first NaN or infinity of a tensor.
+/// Works on the bit patterns (exponent all ones), so 16-bit tensors need no conversion.
+fn check_finite(file: &str, tensor: &str, dt: Dtype, bytes: &[u8]) -> Result<()> {
+    let (es, bad): (usize, fn(&[u8]) -> bool) = match dt {
+        Dtype::F32 => (4, |c| {
+            u32::from_le_bytes([c[0], c[1], c[2], c[3]]) & 0x7f80_0000 == 0x7f80_0000
+        }),
+        Dtype::F16 => (2, |c| u16::from_le_bytes([c[0], c[1]]) & 0x7c00 == 0x7c00),
+        Dtype::BF16 => (2, |c| u16::from_le_bytes([c[0], c[1]]) & 0x7f80 == 0x7f80),
+        _ => return Ok(()),
+    };
+    if let Some(i) = bytes.chunks_exact(es).position(bad) {
+        let c = &bytes[i * es..(i + 1) * es];
+        let value = match dt {
+            Dtype::F32 => f32::from_le_bytes([c[0], c[1], c[2], c[3]]),
+            Dtype::F16 => f16::from_le_bytes([c[0], c[1]]).to_f32(),
+            _ => bf16::from_le_bytes([c[0], c[1]]).to_f32(),
+        };
+        return Err(Error::NonFiniteWeight {
+            file: file.into(),
+            tensor: tensor.into(),
+            why: format!("element {i} is {value}"),
+        });
+    }
+    Ok(())
+}
+
 fn progress_bar(show: bool, total: u64) -> indicatif::ProgressBar {
     use std::io::IsTerminal;
     if !show || !std::io::stderr().is_terminal() {
@@ -468,7 +562,7 @@ fn upload<B: Backend>(
     let bytes = &t.bytes[start * es..(start + len) * es];
     let src = elem_dtype(t.dtype).ok_or_else(|| Error::TensorDType {
         file: t.file.clone(),
-        tensor: String::new(),
+        tensor: t.name.clone(),
         got: format!("{:?}", t.dtype),
     })?;
     if src == dtype {

@@ -332,6 +332,7 @@ fn ours_load<B: Backend>(be: B, dir: &Path, wd: WeightDType) -> MambaModel<B> {
         &LoadOptions {
             weight_dtype: wd,
             progress: false,
+            ..LoadOptions::default()
         },
     )
     .expect("mamba-gpu load")
