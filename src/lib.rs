@@ -12,6 +12,8 @@ pub use cpu::{CpuBackend, CpuBuffer, Precision};
 pub use error::{Error, Result};
 pub use tensor::{DType, HostSlice, HostVec};
 pub mod model;
+#[cfg(feature = "tokenizers")]
+pub use model::{TextModel, TextOptions};
 
 #[cfg(feature = "cuda")]
 pub mod cuda;
