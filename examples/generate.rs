@@ -4,7 +4,7 @@
 //! cargo run --release --example generate -- [--model DIR] [--backend auto|cpu|wgpu|cuda]
 //!     [--prompt TEXT | --prompt-ids 1,2,3] [--max-new-tokens N] [--temperature T]
 //!     [--top-k K] [--top-p P] [--min-p P] [--repetition-penalty R] [--seed S]
-//!     [--ignore-eos] [--json]
+//!     [--ignore-eos] [--stop STRING]... [--json]
 //! ```
 //!
 //! `DIR` holds a Hugging Face `config.json`, `model.safetensors` (or a sharded index)
@@ -12,7 +12,13 @@
 //! the binary (`examples/demo_model/`) is used. By default it samples (temperature 0.8,
 //! top-k 40, seed 0); `--temperature 0` is greedy.
 //! By default the text is streamed as it is generated, then the prefill and decode
-//! speeds are printed; `--json` prints one JSON object at the end instead.
+//! speeds are printed; `--json` prints one JSON object at the end instead. `--stop`
+//! (repeatable) ends the generation where the text contains that string (it is not
+//! printed).
+//!
+//! The generation itself is the library's high-level API ([`TextModel::stream`]); a
+//! model directory without a tokenizer.json (or a build without the `tokenizers`
+//! feature) falls back to the token-id [`Generator`].
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -20,6 +26,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, ValueEnum};
 use mamba_gpu::model::{GenerateOptions, Generator, LoadOptions, MambaModel, SamplingParams};
+#[cfg(feature = "tokenizers")]
+use mamba_gpu::model::{TextModel, TextOptions};
 use mamba_gpu::{Backend, CpuBackend, Error, Precision};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -69,6 +77,9 @@ struct Args {
     /// Keep generating past the end-of-sequence token.
     #[arg(long)]
     ignore_eos: bool,
+    /// Stop where the generated text contains STRING (not printed); repeatable.
+    #[arg(long = "stop", value_name = "STRING")]
+    stop: Vec<String>,
     /// Print only one JSON object at the end.
     #[arg(long)]
     json: bool,
@@ -167,98 +178,157 @@ fn wgpu_backend() -> mamba_gpu::Result<CpuBackend> {
     })
 }
 
-/// The demo model embedded in the binary (`examples/demo_model/`: a small Mamba trained
-/// on Jane Austen): (config.json, model.safetensors, tokenizer.json).
-fn demo_model() -> (&'static [u8], &'static [u8], &'static [u8]) {
-    (
-        include_bytes!("demo_model/config.json"),
-        include_bytes!("demo_model/model.safetensors"),
-        include_bytes!("demo_model/tokenizer.json"),
-    )
-}
-
-#[cfg(feature = "tokenizers")]
-type Tok = mamba_gpu::model::TextTokenizer;
-#[cfg(not(feature = "tokenizers"))]
-type Tok = ();
-
-fn load<B: Backend>(be: B, args: &Args) -> AnyResult<(MambaModel<B>, Option<Tok>)> {
-    let opts = LoadOptions {
-        progress: !args.json,
-        ..LoadOptions::default()
-    };
-    match &args.model {
-        Some(dir) => {
-            let model = MambaModel::load(be, dir, &opts)?;
-            #[cfg(feature = "tokenizers")]
-            let tok = {
-                let path = dir.join("tokenizer.json");
-                if path.exists() {
-                    Some(Tok::from_file(&path)?)
-                } else {
-                    None
-                }
-            };
-            #[cfg(not(feature = "tokenizers"))]
-            let tok = None;
-            Ok((model, tok))
-        }
-        None => {
-            let (config, weights, tokenizer) = demo_model();
-            let model = MambaModel::from_bytes(be, config, &[weights], &opts)?;
-            #[cfg(feature = "tokenizers")]
-            let tok = Some(Tok::from_bytes(tokenizer, "demo_model/tokenizer.json")?);
-            #[cfg(not(feature = "tokenizers"))]
-            let tok = {
-                let _ = tokenizer;
-                None
-            };
-            Ok((model, tok))
-        }
-    }
-}
-
 #[derive(Debug)]
-struct NoTokenizer;
+struct NeedsTokenizer(&'static str);
 
-impl std::fmt::Display for NoTokenizer {
+impl std::fmt::Display for NeedsTokenizer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "--prompt needs a tokenizer.json next to the model (and the `tokenizers` \
-             feature); pass --prompt-ids instead"
+            "{} needs a tokenizer.json next to the model (and the `tokenizers` feature){}",
+            self.0,
+            if self.0 == "--stop" {
+                ""
+            } else {
+                "; pass --prompt-ids instead"
+            }
         )
     }
 }
 
-impl std::error::Error for NoTokenizer {}
+impl std::error::Error for NeedsTokenizer {}
 
-fn encode(tok: &Option<Tok>, text: &str) -> AnyResult<Vec<u32>> {
-    #[cfg(feature = "tokenizers")]
-    if let Some(t) = tok {
-        return Ok(t.encode(text)?);
+fn load_options(args: &Args) -> LoadOptions {
+    LoadOptions {
+        progress: !args.json,
+        ..LoadOptions::default()
     }
-    let _ = (tok, text);
-    Err(Box::new(NoTokenizer))
+}
+
+fn sampling(args: &Args) -> SamplingParams {
+    SamplingParams {
+        temperature: args.temperature,
+        top_k: args.top_k,
+        top_p: args.top_p,
+        min_p: args.min_p,
+        repetition_penalty: args.repetition_penalty,
+        seed: args.seed,
+    }
+}
+
+/// What a run reports at the end (both paths).
+struct Outcome<'a> {
+    backend: &'a str,
+    weights: mamba_gpu::DType,
+    prompt_ids: &'a [u32],
+    generated: &'a [u32],
+    text: Option<&'a str>,
+    stats: mamba_gpu::model::GenerationStats,
+}
+
+fn report(args: &Args, out: &mut impl Write, o: &Outcome<'_>) -> AnyResult<()> {
+    if args.json {
+        let j = serde_json::json!({
+            "backend": o.backend,
+            "prompt_ids": o.prompt_ids,
+            "generated_ids": o.generated,
+            "text": o.text,
+            "prefill_tokens_per_s": o.stats.prefill_tokens_per_s(),
+            "decode_tokens_per_s": o.stats.decode_tokens_per_s(),
+        });
+        writeln!(out, "{j}")?;
+    } else {
+        writeln!(out)?;
+        writeln!(
+            out,
+            "\n[{}, weights {:?}] prefill: {} tokens, {:.1} tokens/s; decode: {} tokens, {:.1} tokens/s",
+            o.backend,
+            o.weights,
+            o.stats.prompt_tokens,
+            o.stats.prefill_tokens_per_s(),
+            o.generated.len(),
+            o.stats.decode_tokens_per_s()
+        )?;
+    }
+    Ok(())
 }
 
 fn generate<B: Backend>(be: B, args: &Args) -> AnyResult<()> {
-    let backend = be.name();
-    let (model, tok) = load(be, args)?;
+    let opts = load_options(args);
+    #[cfg(feature = "tokenizers")]
+    match &args.model {
+        #[cfg(feature = "demo-model")]
+        None => return generate_text(&TextModel::demo_with(be, &opts)?, args),
+        Some(dir) if dir.join("tokenizer.json").exists() => {
+            return generate_text(&TextModel::load_with(be, dir, &opts)?, args);
+        }
+        _ => {}
+    }
+    match &args.model {
+        Some(dir) => generate_ids(MambaModel::load(be, dir, &opts)?, args),
+        None => Err(
+            "this build has no embedded demo model (features `tokenizers` and \
+                     `demo-model`): pass --model DIR"
+                .into(),
+        ),
+    }
+}
+
+/// The text path: the library's [`TextModel`] streams the pieces.
+#[cfg(feature = "tokenizers")]
+fn generate_text<B: Backend>(tm: &TextModel<B>, args: &Args) -> AnyResult<()> {
+    let backend = tm.model().backend().name();
     let prompt_ids = match (&args.prompt_ids, &args.prompt) {
         (Some(ids), _) => ids.clone(),
-        (None, Some(text)) => encode(&tok, text)?,
-        (None, None) => encode(&tok, DEFAULT_PROMPT)?,
+        (None, Some(text)) => tm.encode(text)?,
+        (None, None) => tm.encode(DEFAULT_PROMPT)?,
+    };
+    let opts = TextOptions {
+        sampling: sampling(args),
+        max_new_tokens: args.max_new_tokens,
+        stop_ids: Vec::new(),
+        stop_strings: args.stop.clone(),
+        ignore_eos: args.ignore_eos,
+    };
+    let mut pieces = tm.stream_ids(&prompt_ids, &opts)?;
+    let mut out = std::io::stdout().lock();
+    if !args.json {
+        write!(out, "{}", tm.tokenizer().decode(&prompt_ids)?)?;
+        out.flush()?;
+    }
+    let mut text = String::new();
+    for piece in pieces.by_ref() {
+        let piece = piece?;
+        if !args.json {
+            write!(out, "{piece}")?;
+            out.flush()?;
+        }
+        text.push_str(&piece);
+    }
+    let outcome = Outcome {
+        backend,
+        weights: tm.model().weight_dtype(),
+        prompt_ids: &prompt_ids,
+        generated: pieces.generated(),
+        text: Some(&text),
+        stats: pieces.stats(),
+    };
+    report(args, &mut out, &outcome)
+}
+
+/// The token-id path, for a model directory without a tokenizer.
+fn generate_ids<B: Backend>(model: MambaModel<B>, args: &Args) -> AnyResult<()> {
+    if args.prompt.is_some() {
+        return Err(Box::new(NeedsTokenizer("--prompt")));
+    }
+    if !args.stop.is_empty() {
+        return Err(Box::new(NeedsTokenizer("--stop")));
+    }
+    let Some(prompt_ids) = args.prompt_ids.clone() else {
+        return Err(Box::new(NeedsTokenizer("a text prompt (the default)")));
     };
     let opts = GenerateOptions {
-        sampling: SamplingParams {
-            temperature: args.temperature,
-            top_k: args.top_k,
-            top_p: args.top_p,
-            min_p: args.min_p,
-            repetition_penalty: args.repetition_penalty,
-            seed: args.seed,
-        },
+        sampling: sampling(args),
         max_new_tokens: args.max_new_tokens,
         stop_ids: Vec::new(),
         ignore_eos: args.ignore_eos,
@@ -266,67 +336,24 @@ fn generate<B: Backend>(be: B, args: &Args) -> AnyResult<()> {
     opts.sampling.validate()?;
     let mut gen_ = Generator::new(&model, &prompt_ids, &opts)?;
     let mut out = std::io::stdout().lock();
-
-    #[cfg(feature = "tokenizers")]
-    let mut stream = tok.as_ref().map(|t| t.stream());
     if !args.json {
-        #[cfg(feature = "tokenizers")]
-        if let Some(t) = &tok {
-            write!(out, "{}", t.decode(&prompt_ids)?)?;
-        }
-        if tok.is_none() {
-            write!(out, "prompt ids {prompt_ids:?}\ngenerated ids:")?;
-        }
+        write!(out, "prompt ids {prompt_ids:?}\ngenerated ids:")?;
         out.flush()?;
     }
     for id in gen_.by_ref() {
         let id = id?;
-        if args.json {
-            continue;
-        }
-        #[cfg(feature = "tokenizers")]
-        if let Some(s) = stream.as_mut() {
-            write!(out, "{}", s.push(id)?)?;
+        if !args.json {
+            write!(out, " {id}")?;
             out.flush()?;
-            continue;
         }
-        write!(out, " {id}")?;
-        out.flush()?;
     }
-    #[cfg(feature = "tokenizers")]
-    if let (false, Some(s)) = (args.json, stream.as_mut()) {
-        write!(out, "{}", s.finish()?)?;
-    }
-    let generated = gen_.generated().to_vec();
-    let stats = gen_.stats();
-    #[cfg(feature = "tokenizers")]
-    let text = match &tok {
-        Some(t) => Some(t.decode(&generated)?),
-        None => None,
+    let outcome = Outcome {
+        backend: model.backend().name(),
+        weights: model.weight_dtype(),
+        prompt_ids: &prompt_ids,
+        generated: gen_.generated(),
+        text: None,
+        stats: gen_.stats(),
     };
-    #[cfg(not(feature = "tokenizers"))]
-    let text: Option<String> = None;
-    if args.json {
-        let j = serde_json::json!({
-            "backend": backend,
-            "prompt_ids": prompt_ids,
-            "generated_ids": generated,
-            "text": text,
-            "prefill_tokens_per_s": stats.prefill_tokens_per_s(),
-            "decode_tokens_per_s": stats.decode_tokens_per_s(),
-        });
-        writeln!(out, "{j}")?;
-    } else {
-        writeln!(out)?;
-        writeln!(
-            out,
-            "\n[{backend}, weights {:?}] prefill: {} tokens, {:.1} tokens/s; decode: {} tokens, {:.1} tokens/s",
-            model.weight_dtype(),
-            stats.prompt_tokens,
-            stats.prefill_tokens_per_s(),
-            generated.len(),
-            stats.decode_tokens_per_s()
-        )?;
-    }
-    Ok(())
+    report(args, &mut out, &outcome)
 }

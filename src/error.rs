@@ -215,8 +215,47 @@ pub enum Error {
     },
 
     /// A prompt with no tokens was given (the model needs at least one).
-    #[error("prompt {sequence} is empty")]
+    #[error("prompt {sequence} has no tokens (the model needs at least one token per prompt)")]
     EmptyPrompt { sequence: usize },
+
+    /// A batch of prompts with no prompt in it.
+    #[error("no prompts were given (a batch needs at least one prompt)")]
+    NoPrompts,
+
+    /// A text prompt that the tokenizer turned into no tokens at all (an empty string,
+    /// for a tokenizer that adds no special tokens).
+    #[error("prompt text {text:?} encodes to no tokens (the model needs at least one)")]
+    EmptyTextPrompt { text: String },
+
+    /// A state sequence to continue from has consumed no tokens, so it has no logits to
+    /// choose the next token from: prefill it first.
+    #[error(
+        "sequence {sequence} of the state has consumed no tokens: prefill it before generating from it"
+    )]
+    StateNotPrefilled { sequence: usize },
+
+    /// Saved-state bytes cannot be read: not a saved state (`what` = "magic"), a format
+    /// version this build does not read ("version"), cut short ("truncated"), or
+    /// inconsistent or damaged ("header", "length", "checksum").
+    #[error("{file}: cannot read saved state: {what}: {why}")]
+    StateFormat {
+        file: String,
+        what: &'static str,
+        why: String,
+    },
+
+    /// A saved state belongs to a model of another architecture or weight dtype.
+    #[error("saved state is for another model: its {what} is {got}, this model's is {expected}")]
+    StateModel {
+        what: &'static str,
+        got: String,
+        expected: String,
+    },
+
+    /// An option of text generation is invalid (an empty stop string, a stop id outside
+    /// the vocabulary).
+    #[error("generation option `{option}` is invalid: {why}")]
+    GenerateOption { option: &'static str, why: String },
 
     /// A tokenizer file cannot be loaded or used.
     #[error("{file}: tokenizer error: {why}")]

@@ -14,6 +14,8 @@ pub use device::{Device, DeviceBuf, DeviceInfo, Skipped};
 pub use error::{Error, Result};
 pub use tensor::{DType, HostSlice, HostVec};
 pub mod model;
+#[cfg(feature = "tokenizers")]
+pub use model::{TextModel, TextOptions};
 
 #[cfg(feature = "cuda")]
 pub mod cuda;

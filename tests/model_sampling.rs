@@ -323,3 +323,199 @@ fn text_stream_never_splits_a_character() {
     assert_eq!(out, text);
     assert!(held >= 8, "continuation bytes were held back ({held})");
 }
+
+// ---------------------------------------------------------------------------------------
+// Messages of empty input.
+
+#[test]
+fn empty_batch_and_empty_prompt_say_what_is_wrong() {
+    use mamba_gpu::model::BatchGenerator;
+    let (s, t) = synth();
+    let m = load_bytes(&s.config_json(), &to_safetensors(&t, Dtype::F32)).unwrap();
+    let e = m.check_ids(&[]).unwrap_err();
+    assert!(matches!(e, Error::NoPrompts), "{e}");
+    let e = BatchGenerator::new(&m, &[], &GenerateOptions::default())
+        .err()
+        .unwrap();
+    assert!(matches!(e, Error::NoPrompts), "{e}");
+    assert!(e.to_string().contains("no prompts"), "{e}");
+    let e = BatchGenerator::new(&m, &[vec![1, 2], vec![]], &GenerateOptions::default())
+        .err()
+        .unwrap();
+    assert!(matches!(e, Error::EmptyPrompt { sequence: 1 }), "{e}");
+    assert_eq!(
+        e.to_string(),
+        "prompt 1 has no tokens (the model needs at least one token per prompt)"
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// The high-level API on the embedded demo model.
+
+#[cfg(feature = "demo-model")]
+mod text_model {
+    use mamba_gpu::model::{GenerateOptions, Generator, TextModel, TextOptions};
+    use mamba_gpu::{CpuBackend, Error, Precision};
+
+    const PROMPT: &str = "It is a truth universally acknowledged, that";
+
+    fn demo() -> TextModel<CpuBackend> {
+        TextModel::demo(CpuBackend::with_precision(Precision::Fast)).unwrap()
+    }
+
+    fn opts(max: usize) -> TextOptions {
+        TextOptions {
+            max_new_tokens: max,
+            ignore_eos: true,
+            ..TextOptions::default()
+        }
+    }
+
+    /// The greedy ids of the low-level generator for `PROMPT`.
+    fn low_level_ids(tm: &TextModel<CpuBackend>, o: &GenerateOptions) -> Vec<u32> {
+        let prompt = tm.tokenizer().encode(PROMPT).unwrap();
+        Generator::new(tm.model(), &prompt, o)
+            .unwrap()
+            .collect::<mamba_gpu::Result<_>>()
+            .unwrap()
+    }
+
+    #[test]
+    fn one_call_and_stream_equal_the_low_level_generator() {
+        let tm = demo();
+        let o = opts(40);
+        let ids = low_level_ids(&tm, &o.generate_options());
+        assert_eq!(ids.len(), 40);
+        let want = tm.tokenizer().decode(&ids).unwrap();
+        assert!(want.len() > 40, "{want:?}");
+        let text = tm.generate(PROMPT, &o).unwrap();
+        assert_eq!(text, want);
+        let mut s = tm.stream(PROMPT, &o).unwrap();
+        let pieces: Vec<String> = s.by_ref().map(|p| p.unwrap()).collect();
+        assert!(pieces.len() > 10, "{pieces:?}");
+        assert!(pieces.iter().all(|p| !p.is_empty()));
+        assert_eq!(pieces.concat(), want);
+        assert_eq!(s.generated(), ids.as_slice());
+        assert_eq!(s.stopped_by(), None);
+        // The embedded bytes are the files of examples/demo_model.
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/demo_model");
+        let loaded = TextModel::load(CpuBackend::with_precision(Precision::Fast), dir).unwrap();
+        assert_eq!(loaded.generate(PROMPT, &o).unwrap(), want);
+    }
+
+    #[test]
+    fn stop_string_spanning_two_tokens_stops_there() {
+        let tm = demo();
+        let o = opts(40);
+        let ids = low_level_ids(&tm, &o.generate_options());
+        let text = tm.tokenizer().decode(&ids).unwrap();
+        // Byte offset where the text of each prefix of the ids ends.
+        let ends: Vec<usize> = (0..=ids.len())
+            .map(|k| tm.tokenizer().decode(&ids[..k]).unwrap().len())
+            .collect();
+        // A stop string made of the last character of token k and the first of token
+        // k + 1, found nowhere earlier in the text.
+        let (k, stop, at) = (2..ids.len() - 1)
+            .find_map(|k| {
+                let (a, b, c) = (ends[k], ends[k + 1], ends[k + 2]);
+                if b - a < 2 || c - b < 2 || !text.is_char_boundary(b - 1) {
+                    return None;
+                }
+                let stop = text.get(b - 1..b + 1)?;
+                (text.find(stop) == Some(b - 1)).then(|| (k, stop.to_string(), b - 1))
+            })
+            .expect("no token pair to build a stop string from");
+        let o = TextOptions {
+            stop_strings: vec!["never appears \u{1F600}".into(), stop.clone()],
+            ..opts(40)
+        };
+        let got = tm.generate(PROMPT, &o).unwrap();
+        assert_eq!(got, text[..at], "stop {stop:?}");
+        let mut s = tm.stream(PROMPT, &o).unwrap();
+        let pieces: Vec<String> = s.by_ref().map(|p| p.unwrap()).collect();
+        assert_eq!(pieces.concat(), text[..at]);
+        assert_eq!(s.stopped_by(), Some(stop.as_str()));
+        // It stopped at the token completing the stop string, not later.
+        assert_eq!(s.generated(), &ids[..k + 2]);
+    }
+
+    #[test]
+    fn stop_id_max_tokens_and_cancellation() {
+        let tm = demo();
+        let ids = low_level_ids(&tm, &opts(40).generate_options());
+        let stop = ids[6];
+        let first = ids.iter().position(|&x| x == stop).unwrap();
+        let o = TextOptions {
+            stop_ids: vec![stop],
+            ..opts(40)
+        };
+        let mut s = tm.stream(PROMPT, &o).unwrap();
+        let text: String = s.by_ref().map(|p| p.unwrap()).collect();
+        assert_eq!(s.generated(), &ids[..=first]);
+        assert_eq!(text, tm.tokenizer().decode(&ids[..=first]).unwrap());
+        let mut s = tm.stream(PROMPT, &opts(3)).unwrap();
+        let text: String = s.by_ref().map(|p| p.unwrap()).collect();
+        assert_eq!(s.generated(), &ids[..3]);
+        assert_eq!(text, tm.tokenizer().decode(&ids[..3]).unwrap());
+        // Lazy: one piece costs a token or two, not the whole budget; dropping the
+        // stream is all a cancellation takes.
+        let mut s = tm.stream(PROMPT, &opts(40)).unwrap();
+        assert!(s.next().unwrap().is_ok());
+        assert!(s.generated().len() < 5, "{}", s.generated().len());
+        drop(s);
+    }
+
+    #[test]
+    fn bad_options_and_empty_text_are_typed_errors() {
+        let tm = demo();
+        let mut o = opts(4);
+        o.sampling.temperature = -1.0;
+        let e = tm.generate(PROMPT, &o).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                Error::Sampling {
+                    param: "temperature",
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        let o = TextOptions {
+            stop_strings: vec!["x".into(), String::new()],
+            ..opts(4)
+        };
+        let e = tm.stream(PROMPT, &o).err().unwrap();
+        assert!(
+            matches!(
+                e,
+                Error::GenerateOption {
+                    option: "stop_strings",
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        let o = TextOptions {
+            stop_ids: vec![2048],
+            ..opts(4)
+        };
+        let e = tm.generate(PROMPT, &o).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                Error::GenerateOption {
+                    option: "stop_ids",
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        let e = tm.generate("", &opts(4)).unwrap_err();
+        assert!(
+            matches!(&e, Error::EmptyTextPrompt { text } if text.is_empty()),
+            "{e}"
+        );
+        assert!(e.to_string().contains("encodes to no tokens"), "{e}");
+    }
+}

@@ -148,11 +148,16 @@ impl<B: Backend> MambaModel<B> {
 
     /// A zero state for `batch` sequences, with its decode buffers.
     pub fn new_state(&self, batch: usize) -> Result<State<B>> {
-        State::new(&self.be, self.dims(), batch)
+        State::new(&self.be, self.dims(), self.identity(), batch)
     }
 
-    /// Checks that every prompt is non-empty and every id is below the vocabulary size.
+    /// Checks that there is at least one prompt ([`Error::NoPrompts`]), that every
+    /// prompt has a token ([`Error::EmptyPrompt`]) and that every id is below the
+    /// vocabulary size ([`Error::TokenId`]).
     pub fn check_ids(&self, prompts: &[&[u32]]) -> Result<()> {
+        if prompts.is_empty() {
+            return Err(Error::NoPrompts);
+        }
         for (s, p) in prompts.iter().enumerate() {
             if p.is_empty() {
                 return Err(Error::EmptyPrompt { sequence: s });

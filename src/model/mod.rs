@@ -2,18 +2,25 @@
 //!
 //! * [`MambaConfig`]: hyper-parameters from a Hugging Face or state-spaces `config.json`.
 //! * [`MambaModel`]: weights on a [`crate::Backend`]; prefill, decode steps, batches.
-//! * [`State`] / [`HostState`]: the recurrent state, saved and restored.
+//! * [`State`] / [`HostState`]: the recurrent state, saved and restored (to bytes or a
+//!   file, checked against the [`ModelIdentity`]).
 //! * [`Generator`] / [`BatchGenerator`] / [`Sampler`]: sampling and streaming.
 //! * [`TextTokenizer`] / [`TextStream`] (feature `tokenizers`): text in and out.
+//! * [`TextModel`] (feature `tokenizers`): prompt text in, generated text out, in one
+//!   call or as a stream, with stop strings; the embedded demo model (feature
+//!   `demo-model`).
 
 mod checkpoint;
 pub mod config;
 pub mod mamba;
 pub mod sample;
 pub mod state;
+mod state_bytes;
 pub mod synthetic;
 #[cfg(feature = "tokenizers")]
 pub mod text;
+#[cfg(feature = "tokenizers")]
+pub mod text_model;
 pub mod weights;
 
 pub use config::MambaConfig;
@@ -22,8 +29,11 @@ pub use sample::{
     BatchGenerator, GenerateOptions, GenerationStats, Generator, Sampler, SamplingParams,
     apply_repetition_penalty, filtered_distribution,
 };
-pub use state::{HostState, State};
+pub use state::{HostState, ModelIdentity, State};
+pub use state_bytes::{STATE_FORMAT_VERSION, STATE_MAGIC};
 pub use synthetic::SyntheticModel;
 #[cfg(feature = "tokenizers")]
 pub use text::{TextStream, TextTokenizer};
+#[cfg(feature = "tokenizers")]
+pub use text_model::{TextGeneration, TextModel, TextOptions};
 pub use weights::{LayerWeights, LoadOptions, WeightDType, Weights};

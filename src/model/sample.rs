@@ -297,9 +297,6 @@ impl<'m, B: Backend> BatchGenerator<'m, B> {
     ) -> Result<Self> {
         let refs: Vec<&[u32]> = prompts.iter().map(|p| p.as_slice()).collect();
         model.check_ids(&refs)?;
-        if prompts.is_empty() {
-            return Err(Error::EmptyPrompt { sequence: 0 });
-        }
         let mut state = model.new_state(prompts.len())?;
         let t0 = Instant::now();
         model.prefill(&mut state, &refs)?;
@@ -313,7 +310,11 @@ impl<'m, B: Backend> BatchGenerator<'m, B> {
     }
 
     /// Continues from a state whose logits are those after `history` (one history per
-    /// sequence, used for the repetition penalty).
+    /// sequence, used for the repetition penalty): a prefilled state, one restored from
+    /// a [`super::HostState`], or one from [`BatchGenerator::into_state`]. The first
+    /// token is chosen from the state's logits. A sequence that has consumed no token
+    /// has no logits to choose from: [`Error::StateNotPrefilled`]. Sampling restarts
+    /// its random stream from `opts.sampling.seed`.
     pub fn from_state(
         model: &'m MambaModel<B>,
         state: State<B>,
@@ -326,6 +327,9 @@ impl<'m, B: Backend> BatchGenerator<'m, B> {
                 got: vec![history.len()],
                 expected: vec![state.batch()],
             });
+        }
+        if let Some(sequence) = state.tokens_seen().iter().position(|&n| n == 0) {
+            return Err(Error::StateNotPrefilled { sequence });
         }
         let samplers = (0..state.batch())
             .map(|i| Sampler::with_stream(opts.sampling.clone(), i as u64))
@@ -426,10 +430,26 @@ impl<'m, B: Backend> BatchGenerator<'m, B> {
             .collect())
     }
 
-    /// The state after the tokens produced so far. The last token is not yet in it
-    /// (it is fed by the next step): its logits are those that chose that token.
-    pub fn into_state(self) -> State<B> {
-        self.state
+    /// The state after every token produced so far: the last tokens, chosen but not
+    /// yet fed, are stepped in first (one decode step), so the state's logits choose
+    /// the next token and [`BatchGenerator::from_state`] with the histories (prompt +
+    /// generated) continues exactly where this generator would have (greedy decoding
+    /// gives the same ids; sampling restarts its random stream).
+    pub fn into_state(mut self) -> Result<State<B>> {
+        if let Some(ids) = self.pending.take() {
+            if self.pending_on_device {
+                self.model.step_device_ids(&mut self.state)?;
+            } else {
+                self.model.step(&mut self.state, &ids)?;
+            }
+        }
+        Ok(self.state)
+    }
+
+    /// The token histories (prompt, then generated) of every sequence, as
+    /// [`BatchGenerator::from_state`] takes them.
+    pub fn histories(&self) -> &[Vec<u32>] {
+        &self.history
     }
 }
 

@@ -4,10 +4,20 @@
 //! `ssm_state (batch, E, N)`, both f32 on the device. Its size does not grow with the
 //! sequence: decoding runs in constant memory. The state also owns the per-step
 //! scratch buffers of the decode loop, allocated once with it.
+//!
+//! A [`HostState`] is everything a continuation reads: the conv and ssm states, the
+//! latest logits (the next token is chosen from them before any step runs), the ids in
+//! the device id buffer (what `step_device_ids` feeds) and the per-sequence token
+//! counts, tagged with the [`ModelIdentity`] it belongs to. The other scratch buffers
+//! are written by a step before they are read, so they are not saved.
+//! [`HostState::to_bytes`] / [`HostState::from_bytes`] (in `state_bytes.rs`) write and
+//! read it in a small versioned format.
 
+use super::config::MambaConfig;
+use super::mamba::MambaModel;
 use crate::backend::{Backend, unique_id};
 use crate::error::{Error, Result};
-use crate::tensor::{DType, HostSlice};
+use crate::tensor::{DType, HostSlice, HostVec};
 
 /// Buffers of one decode step for a batch, allocated once.
 pub(crate) struct StepScratch<B: Backend> {
@@ -46,6 +56,106 @@ pub(crate) struct Dims {
     pub v: usize,
 }
 
+/// What a saved state must match to be restored into a model: the config values that
+/// set the state's shapes, the weight storage dtype (the same state gives other logits
+/// with other weights), and a hash of the config values that change the numbers but
+/// no shape. It names the architecture, not the weight values: two checkpoints of one
+/// architecture have the same identity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ModelIdentity {
+    pub num_layers: usize,
+    pub hidden_size: usize,
+    pub intermediate_size: usize,
+    pub state_size: usize,
+    pub conv_kernel: usize,
+    pub dt_rank: usize,
+    pub vocab_size: usize,
+    pub weight_dtype: DType,
+    /// FNV-1a of `use_bias`, `use_conv_bias`, `tie_word_embeddings` and the bits of
+    /// `layer_norm_epsilon` ([`ModelIdentity::config_hash_of`]).
+    pub config_hash: u64,
+}
+
+/// 64-bit FNV-1a: a small, dependency-free hash that is stable across builds and
+/// platforms (it is written to files). Not cryptographic.
+pub(crate) fn fnv1a(seed: u64, bytes: &[u8]) -> u64 {
+    bytes.iter().fold(seed, |h, &b| {
+        (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+pub(crate) const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+
+impl ModelIdentity {
+    /// The identity of a model with config `cfg` and matmul weights stored as `weights`.
+    pub fn of(cfg: &MambaConfig, weights: DType) -> Self {
+        ModelIdentity {
+            num_layers: cfg.num_layers,
+            hidden_size: cfg.hidden_size,
+            intermediate_size: cfg.intermediate_size,
+            state_size: cfg.state_size,
+            conv_kernel: cfg.conv_kernel,
+            dt_rank: cfg.dt_rank,
+            vocab_size: cfg.vocab_size,
+            weight_dtype: weights,
+            config_hash: Self::config_hash_of(cfg),
+        }
+    }
+
+    /// The hash of the config values that do not set a shape.
+    pub fn config_hash_of(cfg: &MambaConfig) -> u64 {
+        let mut b = vec![
+            cfg.use_bias as u8,
+            cfg.use_conv_bias as u8,
+            cfg.tie_word_embeddings as u8,
+        ];
+        b.extend(cfg.layer_norm_epsilon.to_bits().to_le_bytes());
+        fnv1a(FNV_OFFSET, &b)
+    }
+
+    /// The first value of `self` (a saved state's) that differs from `model`'s, as a
+    /// typed error.
+    pub fn check(&self, model: &ModelIdentity) -> Result<()> {
+        let fields = [
+            ("num_layers", self.num_layers, model.num_layers),
+            ("hidden_size", self.hidden_size, model.hidden_size),
+            (
+                "intermediate_size",
+                self.intermediate_size,
+                model.intermediate_size,
+            ),
+            ("state_size", self.state_size, model.state_size),
+            ("conv_kernel", self.conv_kernel, model.conv_kernel),
+            ("dt_rank", self.dt_rank, model.dt_rank),
+            ("vocab_size", self.vocab_size, model.vocab_size),
+        ];
+        for (what, got, expected) in fields {
+            if got != expected {
+                return Err(Error::StateModel {
+                    what,
+                    got: got.to_string(),
+                    expected: expected.to_string(),
+                });
+            }
+        }
+        if self.weight_dtype != model.weight_dtype {
+            return Err(Error::StateModel {
+                what: "weight dtype",
+                got: self.weight_dtype.name().into(),
+                expected: model.weight_dtype.name().into(),
+            });
+        }
+        if self.config_hash != model.config_hash {
+            return Err(Error::StateModel {
+                what: "config hash (biases, tied head, norm epsilon)",
+                got: format!("{:#018x}", self.config_hash),
+                expected: format!("{:#018x}", model.config_hash),
+            });
+        }
+        Ok(())
+    }
+}
+
 /// The recurrent state of `batch` sequences on the device, plus the decode scratch.
 pub struct State<B: Backend> {
     /// Names this state's buffers in the model's [`crate::backend::ReplayKey`]s: a
@@ -53,6 +163,8 @@ pub struct State<B: Backend> {
     pub(crate) id: u64,
     pub(crate) batch: usize,
     pub(crate) dims: Dims,
+    /// The model this state was made for; checked when a saved state is restored.
+    pub(crate) model: ModelIdentity,
     pub(crate) conv: Vec<B::Buffer>,
     pub(crate) ssm: Vec<B::Buffer>,
     pub(crate) scratch: StepScratch<B>,
@@ -60,9 +172,12 @@ pub struct State<B: Backend> {
     pub(crate) seen: Vec<usize>,
 }
 
-/// A host copy of a [`State`]: what `save` downloads and `restore` uploads.
+/// A host copy of a [`State`]: what `save` downloads and `restore` uploads, and what
+/// [`HostState::to_bytes`] writes.
 #[derive(Debug, Clone, PartialEq)]
 pub struct HostState {
+    /// The model the state belongs to.
+    pub model: ModelIdentity,
     pub batch: usize,
     /// `(batch, E, K−1)`.
     pub conv_shape: [usize; 3],
@@ -73,10 +188,14 @@ pub struct HostState {
     pub ssm: Vec<Vec<f32>>,
     /// Tokens consumed per sequence.
     pub seen: Vec<usize>,
+    /// `(batch, V)`: the latest logits, from which the next token is chosen.
+    pub logits: Vec<f32>,
+    /// `(batch)`: the device id buffer (the ids the next `step_device_ids` embeds).
+    pub ids: Vec<u32>,
 }
 
 impl<B: Backend> State<B> {
-    pub(crate) fn new(be: &B, dims: Dims, batch: usize) -> Result<Self> {
+    pub(crate) fn new(be: &B, dims: Dims, model: ModelIdentity, batch: usize) -> Result<Self> {
         if batch == 0 {
             return Err(Error::ZeroDim {
                 op: "State::new",
@@ -120,6 +239,7 @@ impl<B: Backend> State<B> {
             id: unique_id(),
             batch,
             dims,
+            model,
             conv,
             ssm,
             scratch,
@@ -142,22 +262,44 @@ impl<B: Backend> State<B> {
         &self.scratch.logits
     }
 
-    /// Downloads the state (conv and ssm of every layer) to the host.
+    /// The identity of the model this state was made for.
+    pub fn model_identity(&self) -> &ModelIdentity {
+        &self.model
+    }
+
+    /// Downloads everything a continuation needs (conv and ssm of every layer, the
+    /// logits, the device ids, the token counts) to the host.
     pub fn save(&self, be: &B) -> Result<HostState> {
         let down = |b: &B::Buffer| be.download(b).map(|h| h.to_f32());
+        let ids = match be.download(&self.scratch.ids)? {
+            HostVec::U32(v) => v,
+            other => {
+                return Err(Error::DType {
+                    op: "State::save",
+                    tensor: "ids",
+                    got: other.dtype(),
+                    expected: "u32",
+                });
+            }
+        };
         Ok(HostState {
+            model: self.model,
             batch: self.batch,
             conv_shape: [self.batch, self.dims.e, self.dims.k - 1],
             ssm_shape: [self.batch, self.dims.e, self.dims.n],
             conv: self.conv.iter().map(down).collect::<Result<_>>()?,
             ssm: self.ssm.iter().map(down).collect::<Result<_>>()?,
             seen: self.seen.clone(),
+            logits: down(&self.scratch.logits)?,
+            ids,
         })
     }
 
-    /// Overwrites this state with a saved one of the same batch and sizes (in place: the
-    /// buffers are written, not replaced).
+    /// Overwrites this state with a saved one of the same model, batch and sizes (in
+    /// place: the buffers are written, not replaced). Everything is checked before
+    /// anything is written, so a refused state leaves this one as it was.
     pub fn restore(&mut self, be: &B, host: &HostState) -> Result<()> {
+        host.model.check(&self.model)?;
         let conv_shape = [self.batch, self.dims.e, self.dims.k - 1];
         let ssm_shape = [self.batch, self.dims.e, self.dims.n];
         let check = |what, got: &[usize], exp: &[usize]| {
@@ -171,11 +313,18 @@ impl<B: Backend> State<B> {
                 })
             }
         };
+        check("batch", &[host.batch], &[self.batch])?;
         check("conv_state shape", &host.conv_shape, &conv_shape)?;
         check("ssm_state shape", &host.ssm_shape, &ssm_shape)?;
         check("layer count", &[host.conv.len()], &[self.dims.layers])?;
         check("layer count", &[host.ssm.len()], &[self.dims.layers])?;
         check("seen", &[host.seen.len()], &[self.batch])?;
+        check("ids length", &[host.ids.len()], &[self.batch])?;
+        check(
+            "logits length",
+            &[host.logits.len()],
+            &[self.batch * self.dims.v],
+        )?;
         for (c, s) in host.conv.iter().zip(&host.ssm) {
             check(
                 "conv_state length",
@@ -193,6 +342,8 @@ impl<B: Backend> State<B> {
             crate::ops::write(be, HostSlice::F32(hc), c)?;
             crate::ops::write(be, HostSlice::F32(hs), s)?;
         }
+        crate::ops::write(be, HostSlice::F32(&host.logits), &mut self.scratch.logits)?;
+        crate::ops::write(be, HostSlice::U32(&host.ids), &mut self.scratch.ids)?;
         self.seen = host.seen.clone();
         Ok(())
     }
@@ -209,8 +360,28 @@ impl<B: Backend> State<B> {
         for s in &mut self.ssm {
             *s = be.zeros(DType::F32, &[self.batch, e, n])?;
         }
+        // No logits or ids of the old sequences survive a reset either.
+        let v = self.dims.v;
+        self.scratch.logits = be.zeros(DType::F32, &[self.batch, v])?;
+        self.scratch.ids = be.zeros(DType::U32, &[self.batch])?;
         self.seen.iter_mut().for_each(|s| *s = 0);
         Ok(())
+    }
+}
+
+impl<B: Backend> MambaModel<B> {
+    /// The identity a saved state of this model carries ([`HostState::model`]).
+    pub fn identity(&self) -> ModelIdentity {
+        ModelIdentity::of(self.config(), self.weight_dtype())
+    }
+
+    /// A new state holding the saved `host` (of any batch): the model, sizes and
+    /// lengths are checked first.
+    pub fn restore_state(&self, host: &HostState) -> Result<State<B>> {
+        host.model.check(&self.identity())?;
+        let mut st = self.new_state(host.batch)?;
+        st.restore(self.backend(), host)?;
+        Ok(st)
     }
 }
 

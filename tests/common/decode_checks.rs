@@ -95,7 +95,7 @@ pub fn check_interleaved_states<B: Backend>(m: &MambaModel<B>, tol: f64) {
         assert_same_trace(&format!("interleaved state {k}"), g, w, tol);
     }
 
-    // Save A, step on, restore in place (the logits are not part of a saved state):
+    // Save A, step on, restore in place (conv, ssm, logits and ids all come back):
     // stepping on the same ids gives the same logits again.
     let a = &mut states[0];
     let saved = a.save(m.backend()).expect("save");
