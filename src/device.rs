@@ -40,6 +40,10 @@ use crate::cuda::{CudaBackend, CudaBuffer};
 use crate::wgpu::{WgpuBackend, WgpuBuffer};
 
 /// A backend picked at run time. See the module docs.
+// One device is made per process and held in place (shared by reference), never moved
+// in a hot path, so the size of the wgpu variant costs nothing; boxing it would only
+// make `Device::Wgpu(backend)` harder to build and match.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum Device {
