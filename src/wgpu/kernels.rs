@@ -269,6 +269,9 @@ pub struct PipelineSource {
     pub trusted: bool,
     /// Needs `Features::SUBGROUP` (the subgroup scan).
     pub subgroups: bool,
+    /// Workgroup memory the host sized this pipeline for (`ScanSize::workgroup_bytes`;
+    /// the scan only).
+    pub workgroup_bytes: Option<u32>,
 }
 
 /// Every pipeline the backend can create, with the scan sized by [`ScanSize::fit`] for each
@@ -354,6 +357,11 @@ pub fn pipeline_sources(
                 constants: k.constants(),
                 trusted: shader.trusted,
                 subgroups: matches!(k, Kernel::SelectiveScanSubgroup(_)),
+                workgroup_bytes: match k {
+                    Kernel::SelectiveScan(s) => Some(s.workgroup_bytes(false)),
+                    Kernel::SelectiveScanSubgroup(s) => Some(s.workgroup_bytes(true)),
+                    _ => None,
+                },
             }
         })
         .collect())
