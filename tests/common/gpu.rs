@@ -69,7 +69,7 @@ pub fn or_skip<T: Gpu, E: Display>(what: &str, test: &str, made: Result<T, E>) -
             Some(be)
         }
         Err(e) => {
-            skip(what, test, format!("{what} backend unavailable: {e}"));
+            skip(what, test, e);
             None
         }
     }
