@@ -1,7 +1,7 @@
 //! The CUDA backend through the shared op suite (`tests/common/ops_suite.rs`), against
 //! the CPU reference, plus compiling every kernel up front. Without a usable NVIDIA GPU
 //! (no driver, no NVRTC, no device) each test prints "cuda tests SKIPPED: ..." and
-//! passes, unless `MAMBA_GPU_REQUIRE` names `cuda` (e.g. `MAMBA_GPU_REQUIRE=cuda` or
+//! passes, unless `MAMBA_REQUIRE` names `cuda` (e.g. `MAMBA_REQUIRE=cuda` or
 //! `=wgpu,cuda`), which makes the skip a failure.
 #![cfg(feature = "cuda")]
 

@@ -3,7 +3,7 @@
 //! tolerance plus the rounding of `out`.
 //!
 //! Without a usable NVIDIA GPU each test prints "cuda tests SKIPPED: ..." and passes,
-//! unless `MAMBA_GPU_REQUIRE` names `cuda`, which makes the skip a failure.
+//! unless `MAMBA_REQUIRE` names `cuda`, which makes the skip a failure.
 #![cfg(feature = "cuda")]
 
 mod common;

@@ -3,7 +3,7 @@
 //! graphs of the decode step (graph replay == direct launches; states never mixed up; a
 //! bounded cache). Without a usable
 //! NVIDIA GPU the tests print "cuda model tests SKIPPED" and pass, unless
-//! `MAMBA_GPU_REQUIRE` names `cuda`.
+//! `MAMBA_REQUIRE` names `cuda`.
 #![cfg(feature = "cuda")]
 
 mod common;

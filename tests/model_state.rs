@@ -8,7 +8,7 @@
 //! another weight dtype, another batch: typed errors, never a panic.
 //!
 //! wgpu and CUDA run through `tests/common/gpu.rs`: "SKIPPED" without the device unless
-//! `MAMBA_GPU_REQUIRE` names the backend.
+//! `MAMBA_REQUIRE` names the backend.
 
 mod common;
 

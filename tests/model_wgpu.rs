@@ -2,7 +2,7 @@
 //! of `tests/common/model_fixtures.rs` and `tests/common/model_synth.rs`, and the replay
 //! of the decode step's dispatches (replay == direct recording; states and models never
 //! mixed up; a bounded cache that forgets dropped models). Without an adapter the tests
-//! print "wgpu model tests SKIPPED" and pass, unless `MAMBA_GPU_REQUIRE` names `wgpu`.
+//! print "wgpu model tests SKIPPED" and pass, unless `MAMBA_REQUIRE` names `wgpu`.
 #![cfg(feature = "wgpu")]
 
 mod common;

@@ -2,7 +2,7 @@
 //! write f32), and still runs f32 I/O.
 //!
 //! Without an adapter the test prints "wgpu tests SKIPPED: ..." and passes, unless
-//! `MAMBA_GPU_REQUIRE=wgpu` is set (lavapipe is enough).
+//! `MAMBA_REQUIRE=wgpu` is set (lavapipe is enough).
 #![cfg(feature = "wgpu")]
 
 mod common;

@@ -149,7 +149,7 @@ run() {
     fi
 
     export CARGO_MANIFEST_DIR="$root"
-    export MAMBA_GPU_REQUIRE=cuda,wgpu MAMBA_REQUIRE_NVRTC=1 RUST_BACKTRACE=1
+    export MAMBA_REQUIRE=cuda,wgpu,wgpu-subgroups,nvrtc RUST_BACKTRACE=1
     cd "$root" || die "no repository root"
 
     printf '%-28s %-6s %8s  %s\n' "step" "status" "seconds" "detail" > "$summary"

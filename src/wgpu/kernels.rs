@@ -336,6 +336,141 @@ impl Kernel {
     }
 }
 
+/// One compute pipeline as [`WgpuBackend`](super::WgpuBackend) builds it: the WGSL it
+/// compiles, the entry point, the bind group layout and the override constants. Not an
+/// API: it exists so that tests/shaders_naga.rs translates exactly the shaders the backend
+/// creates (through [`Kernel::shader`], whatever joins their source), not the files.
+#[doc(hidden)]
+#[derive(Debug, Clone)]
+pub struct PipelineSource {
+    /// The `Kernel`, as `Debug` prints it (for messages).
+    pub kernel: String,
+    pub file: &'static str,
+    pub source: String,
+    pub entry: &'static str,
+    /// Binding kinds in binding order, as the bind group layout declares them:
+    /// `"uniform"`, `"storage read"` or `"storage read_write"`.
+    pub bindings: Vec<&'static str>,
+    pub constants: Vec<(&'static str, f64)>,
+    /// Created with wgpu's runtime checks off unless `WgpuOptions::checked_shaders`.
+    pub trusted: bool,
+    /// Needs `Features::SUBGROUP` (the subgroup scan).
+    pub subgroups: bool,
+    /// Workgroup memory the host sized this pipeline for (`ScanSize::workgroup_bytes`;
+    /// the scan only).
+    pub workgroup_bytes: Option<u32>,
+}
+
+/// Every pipeline the backend can create, with the scan sized by [`ScanSize::fit`] for each
+/// of `scan_dstates` on an adapter with these limits (both scan variants), or the first
+/// size that does not fit. Not an API: see [`PipelineSource`].
+#[doc(hidden)]
+pub fn pipeline_sources(
+    scan_dstates: &[u32],
+    scan_channels: u32,
+    invocations: u32,
+    workgroup_bytes: u32,
+) -> Result<Vec<PipelineSource>, String> {
+    const W: [WDtype; 3] = [WDtype::F32, WDtype::F16, WDtype::BF16];
+    let lim = ScanLimits {
+        invocations,
+        workgroup_bytes,
+    };
+    let mut kernels = Vec::new();
+    for &n in scan_dstates {
+        kernels.push(Kernel::SelectiveScan(ScanSize::fit(
+            n,
+            scan_channels,
+            lim,
+            false,
+        )?));
+        kernels.push(Kernel::SelectiveScanSubgroup(ScanSize::fit(
+            n,
+            scan_channels,
+            lim,
+            true,
+        )?));
+    }
+    kernels.extend([
+        Kernel::SelectiveStateUpdate,
+        Kernel::CausalConv1d,
+        Kernel::CausalConv1dState,
+        Kernel::CausalConv1dUpdate,
+        Kernel::Elementwise,
+        Kernel::Argmax,
+        Kernel::Copy,
+    ]);
+    for w in W {
+        kernels.extend([Kernel::RmsNorm { w }, Kernel::Embedding { w }]);
+        for bias in W {
+            kernels.extend([Kernel::Matmul { w, bias }, Kernel::MatmulDecode { w, bias }]);
+        }
+    }
+    // A new `Kernel` variant fails to compile here until it is listed above.
+    let listed = |k: Kernel| match k {
+        Kernel::SelectiveScan(_)
+        | Kernel::SelectiveScanSubgroup(_)
+        | Kernel::SelectiveStateUpdate
+        | Kernel::CausalConv1d
+        | Kernel::CausalConv1dState
+        | Kernel::CausalConv1dUpdate
+        | Kernel::Matmul { .. }
+        | Kernel::MatmulDecode { .. }
+        | Kernel::RmsNorm { .. }
+        | Kernel::Embedding { .. }
+        | Kernel::Elementwise
+        | Kernel::Argmax
+        | Kernel::Copy => (),
+    };
+    kernels
+        .into_iter()
+        .inspect(|&k| listed(k))
+        .map(|k| {
+            let shader = k.shader();
+            Ok(PipelineSource {
+                kernel: format!("{k:?}"),
+                file: shader.name,
+                source: shader_source(shader.name)?,
+                entry: k.entry(),
+                bindings: k
+                    .slots()
+                    .iter()
+                    .map(|s| match s {
+                        Slot::Uniform => "uniform",
+                        Slot::Read => "storage read",
+                        Slot::ReadWrite => "storage read_write",
+                    })
+                    .collect(),
+                constants: k.constants(),
+                trusted: shader.trusted,
+                subgroups: matches!(k, Kernel::SelectiveScanSubgroup(_)),
+                workgroup_bytes: match k {
+                    Kernel::SelectiveScan(s) => Some(s.workgroup_bytes(false)),
+                    Kernel::SelectiveScanSubgroup(s) => Some(s.workgroup_bytes(true)),
+                    _ => None,
+                },
+            })
+        })
+        .collect()
+}
+
+/// Size and `(field, offset)`s of the host's `WindowParams` (private to `window.rs`), for
+/// the layout check in tests/shaders_naga.rs. Not an API.
+#[doc(hidden)]
+pub fn window_params_layout() -> (usize, Vec<(&'static str, usize)>) {
+    use super::window::WindowParams as P;
+    use std::mem::{offset_of, size_of};
+    (
+        size_of::<P>(),
+        vec![
+            ("row0", offset_of!(P, row0)),
+            ("rows", offset_of!(P, rows)),
+            ("w_off", offset_of!(P, w_off)),
+            ("last", offset_of!(P, last)),
+        ],
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,5 +1,5 @@
 //! The wgpu backend: WGSL compute shaders (`shaders/*.wgsl`) on Vulkan, Metal, DX12 and
-//! WebGPU.
+//! WebGPU. OpenGL adapters are not used unless `WgpuOptions::allow_gl` asks for them.
 //!
 //! # Design
 //!
@@ -65,6 +65,9 @@ use crate::error::{Error, Result};
 use crate::tensor::{DType, buffer_numel};
 
 pub use replay::MAX_REPLAYS;
+
+#[doc(hidden)]
+pub use kernels::{PipelineSource, pipeline_sources, window_params_layout};
 
 use kernels::{Kernel, SCAN_CHANNELS, SCAN_LANES, ScanLimits, Slot, WDtype};
 use window::{Window, WindowParams};
@@ -137,6 +140,10 @@ pub struct WgpuOptions {
     /// Run every `Backend::replay` closure directly instead of replaying the dispatches
     /// it recorded the first time (see `replay.rs`); for comparisons.
     pub no_replay: bool,
+    /// Also consider OpenGL (GLES/WebGL) adapters. Off by default: the kernels are
+    /// written and tested for Vulkan, Metal, DX12 and WebGPU, and on a machine with Mesa
+    /// but no Vulkan driver the GL backend would quietly run them on llvmpipe.
+    pub allow_gl: bool,
 }
 
 /// A cached pipeline with its bind group layout.
@@ -224,15 +231,32 @@ impl WgpuBackend {
         if wgpu::Instance::enabled_backend_features().is_empty() {
             return Err(unavailable("no wgpu backend compiled in".into()));
         }
-        let instance =
-            wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+        let mut allowed = wgpu::Backends::VULKAN | wgpu::Backends::METAL | wgpu::Backends::DX12;
+        if cfg!(target_arch = "wasm32") {
+            allowed |= wgpu::Backends::BROWSER_WEBGPU;
+        }
+        if opts.allow_gl {
+            allowed |= wgpu::Backends::GL;
+        }
+        // WGPU_BACKEND may narrow the choice, never add GL to it.
+        let mut desc = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
+        desc.backends &= allowed;
+        let backends = desc.backends;
+        let instance = wgpu::Instance::new(desc);
         let adapter = instance
             .request_adapter(&wgpu::RequestAdapterOptions {
                 power_preference: wgpu::PowerPreference::HighPerformance,
                 ..Default::default()
             })
             .await
-            .map_err(|e| unavailable(format!("no adapter: {e}")))?;
+            .map_err(|e| {
+                let gl = if opts.allow_gl {
+                    ""
+                } else {
+                    "; GL adapters only with WgpuOptions::allow_gl"
+                };
+                unavailable(format!("no adapter among {backends:?}: {e}{gl}"))
+            })?;
         let info = adapter.get_info();
         let limits = adapter.limits();
         let need = [
@@ -334,6 +358,16 @@ impl WgpuBackend {
     /// The adapter this backend runs on.
     pub fn adapter_info(&self) -> &wgpu::AdapterInfo {
         &self.info
+    }
+
+    /// The pipelines built so far (their `Kernel`s as `Debug` prints them), so a test can
+    /// tell which scan variant really ran. Not an API.
+    #[doc(hidden)]
+    pub fn built_pipelines(&self) -> Vec<String> {
+        lock(&self.pipelines)
+            .keys()
+            .map(|k| format!("{k:?}"))
+            .collect()
     }
 
     /// Does the selective scan use the subgroup variant?
