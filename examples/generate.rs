@@ -28,7 +28,7 @@ use clap::{Parser, ValueEnum};
 use mamba_gpu::model::{GenerateOptions, Generator, LoadOptions, MambaModel, SamplingParams};
 #[cfg(feature = "tokenizers")]
 use mamba_gpu::model::{TextModel, TextOptions};
-use mamba_gpu::{Backend, CpuBackend, Error, Precision};
+use mamba_gpu::{Backend, Device};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum BackendKind {
@@ -102,80 +102,24 @@ fn main() -> ExitCode {
 }
 
 fn run(args: &Args) -> AnyResult<()> {
-    match args.backend {
-        BackendKind::Cpu => generate(cpu_backend(), args),
-        BackendKind::Wgpu => generate(wgpu_backend()?, args),
-        BackendKind::Cuda => generate(cuda_backend()?, args),
+    let device = match args.backend {
+        BackendKind::Cpu => Device::cpu(),
+        BackendKind::Wgpu => Device::wgpu()?,
+        BackendKind::Cuda => Device::cuda(0)?,
         BackendKind::Auto => {
-            match cuda_backend() {
-                Ok(be) => return generate(be, args),
-                Err(e) => note(args, &e),
+            let (device, skipped) = Device::auto_with_report();
+            if !args.json {
+                for s in &skipped {
+                    eprintln!("auto: skipped {s}");
+                }
             }
-            match wgpu_backend() {
-                Ok(be) if is_software(&be) => note(
-                    args,
-                    &Error::BackendUnavailable {
-                        backend: "wgpu",
-                        why: "the only adapter is a software rasterizer; the CPU backend is faster"
-                            .into(),
-                    },
-                ),
-                Ok(be) => return generate(be, args),
-                Err(e) => note(args, &e),
-            }
-            generate(cpu_backend(), args)
+            device
         }
-    }
-}
-
-/// The CPU backend as users should run models: f32 scan arithmetic
-/// ([`Precision::Fast`]), not the f64 reference.
-fn cpu_backend() -> CpuBackend {
-    CpuBackend::with_precision(Precision::Fast)
-}
-
-/// Is this adapter a CPU implementation (lavapipe, llvmpipe, WARP)?
-#[cfg(feature = "wgpu")]
-fn is_software(be: &mamba_gpu::wgpu::WgpuBackend) -> bool {
-    be.adapter_info().device_type == ::wgpu::DeviceType::Cpu
-}
-
-#[cfg(not(feature = "wgpu"))]
-fn is_software(_: &CpuBackend) -> bool {
-    true
-}
-
-fn note(args: &Args, e: &Error) {
+    };
     if !args.json {
-        eprintln!("auto: {e}");
+        eprintln!("device: {}", device.describe());
     }
-}
-
-#[cfg(feature = "cuda")]
-fn cuda_backend() -> mamba_gpu::Result<mamba_gpu::cuda::CudaBackend> {
-    mamba_gpu::cuda::CudaBackend::new(0)
-}
-
-#[cfg(not(feature = "cuda"))]
-fn cuda_backend() -> mamba_gpu::Result<CpuBackend> {
-    Err(Error::BackendUnavailable {
-        backend: "cuda",
-        why: "this binary was built without the `cuda` feature (rebuild with --features cuda)"
-            .into(),
-    })
-}
-
-#[cfg(feature = "wgpu")]
-fn wgpu_backend() -> mamba_gpu::Result<mamba_gpu::wgpu::WgpuBackend> {
-    mamba_gpu::wgpu::WgpuBackend::new()
-}
-
-#[cfg(not(feature = "wgpu"))]
-fn wgpu_backend() -> mamba_gpu::Result<CpuBackend> {
-    Err(Error::BackendUnavailable {
-        backend: "wgpu",
-        why: "this binary was built without the `wgpu` feature".into(),
-    })
+    generate(device, args)
 }
 
 #[derive(Debug)]
