@@ -22,7 +22,15 @@ impl TextTokenizer {
 
     /// Parses `tokenizer.json` bytes; `file` names them in errors.
     pub fn from_bytes(bytes: &[u8], file: &str) -> Result<Self> {
-        let inner = tokenizers::Tokenizer::from_bytes(bytes).map_err(|e| Error::Tokenizer {
+        // tokenizers 0.22 panics (an unwrap in its decoder deserializer) on some
+        // malformed files (found by fuzz/tokenizer_load; the input is kept in
+        // tests/fixtures/fuzz/tokenizer_crash_1.json): a panic there is a bad file.
+        let parsed = std::panic::catch_unwind(|| tokenizers::Tokenizer::from_bytes(bytes))
+            .map_err(|_| Error::Tokenizer {
+                file: file.into(),
+                why: "the tokenizers crate panicked while parsing it (malformed file)".into(),
+            })?;
+        let inner = parsed.map_err(|e| Error::Tokenizer {
             file: file.into(),
             why: e.to_string(),
         })?;
