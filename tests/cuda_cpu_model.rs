@@ -107,8 +107,8 @@ fn hangs_and_undefined_behaviour_are_reported() {
     let e = err(be.launch_kernel(&launch("divergent_barrier", 64), &o));
     assert!(e.contains("different barriers") && e.contains("broken.cu:5") && e.contains("broken.cu:7"), "{e}");
     let e = err(be.launch_kernel(&launch("deadlock", 64), &o));
-    assert!(e.contains("deadlock") && e.contains("__shfl_xor_sync(mask 0xffffffff) at kernels/broken.cu:12"), "{e}");
-    assert!(e.contains("__syncthreads at kernels/broken.cu:13"), "{e}");
+    assert!(e.contains("deadlock") && e.contains("__shfl_xor_sync(mask 0xffffffff) at kernels/broken.cu:13"), "{e}");
+    assert!(e.contains("__syncthreads at kernels/broken.cu:14"), "{e}");
     let e = err(be.launch_kernel(&launch("exited_lane", 64), &o));
     assert!(e.contains("exited"), "{e}");
     // Past the launch bounds, the wrong arguments, too much shared memory.
@@ -166,7 +166,7 @@ fn schedules_expose_a_missing_barrier() {
 macro_rules! rust_layout {
     ($t:ident { $($f:ident: $ty:ty),* $(,)? }) => {{
         // Compiles only if every field has the named type.
-        $( let _ = |p: &$t| -> &$ty { &p.$f }; )*
+        $( let _ = |p: &$t| -> $ty { p.$f }; )*
         (stringify!($t), std::mem::size_of::<$t>(), vec![$((stringify!($f), std::mem::offset_of!($t, $f), std::mem::size_of::<$ty>(), stringify!($ty) == "f32")),*])
     }};
 }

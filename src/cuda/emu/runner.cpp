@@ -31,6 +31,7 @@
 #include <vector>
 
 #if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/asan_interface.h>
 #include <sanitizer/common_interface_defs.h>
 #define CUEMU_ASAN 1
 #endif
@@ -285,6 +286,10 @@ static void fiber_main() {
 static void init_fiber(Fiber& f) {
     f.st = St::Ready;
     f.fake_stack = nullptr;
+#if CUEMU_ASAN
+    // A reused stack still carries the redzones of the frames that last ran on it.
+    __asan_unpoison_memory_region(f.stack, f.stack_size);
+#endif
 #if CUEMU_ASM_SWITCH
     uintptr_t top = ((uintptr_t)(f.stack + f.stack_size)) & ~(uintptr_t)15;
     void** sp = (void**)top;
