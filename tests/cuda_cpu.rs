@@ -195,7 +195,12 @@ fn scan_and_step_match_mamba_ssm_fixtures() {
 #[test]
 fn other_schedules_match_cpu() {
     let mut cases = scan_cases(false);
-    for &(b, d, l, n) in &[(1, 4, 511, 16), (1, 3, 512, 8), (2, 6, 513, 16), (1, 5, 1025, 9)] {
+    for &(b, d, l, n) in &[
+        (1, 4, 511, 16),
+        (1, 3, 512, 8),
+        (2, 6, 513, 16),
+        (1, 5, 1025, 9),
+    ] {
         for (bc, state, layout) in [
             (Bc::Variable, St::Carry, Layout::ChannelMajor),
             (Bc::Grouped(3), St::Final, Layout::TokenMajor),
@@ -234,7 +239,11 @@ fn other_schedules_match_cpu() {
             check_matmul(&be, 2, 17, 13, false, dt, Tol::F32);
         }
         ops_suite::step(&be);
-        eprintln!("cuda-cpu {s:?}: {} scan cases + reductions in {:.1?}", cases.len(), t.elapsed());
+        eprintln!(
+            "cuda-cpu {s:?}: {} scan cases + reductions in {:.1?}",
+            cases.len(),
+            t.elapsed()
+        );
     }
 }
 
@@ -256,12 +265,19 @@ fn every_entry_point_runs() {
         .flat_map(|(_, e)| e.iter().copied())
         .collect();
     named.sort();
-    assert_eq!(found, named, "entry points in kernels/ vs geometry::ENTRY_POINTS");
+    assert_eq!(
+        found, named,
+        "entry points in kernels/ vs geometry::ENTRY_POINTS"
+    );
 
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("kernels");
     for k in mamba_gpu::cuda::nvrtc::KERNELS {
         let disk = std::fs::read_to_string(dir.join(format!("{}.cu", k.name))).unwrap();
-        assert_eq!(disk, k.source, "kernels/{}.cu differs from the NVRTC source", k.name);
+        assert_eq!(
+            disk, k.source,
+            "kernels/{}.cu differs from the NVRTC source",
+            k.name
+        );
         assert!(geometry::ENTRY_POINTS.iter().any(|(f, _)| *f == k.name));
     }
 
@@ -299,8 +315,15 @@ fn every_entry_point_runs() {
     let mut ran: Vec<&str> = launched.iter().map(|e| e.0).collect();
     ran.sort();
     assert_eq!(ran, named, "entry points launched");
-    let scan_smem = launched.iter().find(|e| e.0 == "selective_scan_f32").unwrap().1;
-    assert_eq!(scan_smem, SCAN_STATIC_SMEM as u64, "geometry::SCAN_STATIC_SMEM");
+    let scan_smem = launched
+        .iter()
+        .find(|e| e.0 == "selective_scan_f32")
+        .unwrap()
+        .1;
+    assert_eq!(
+        scan_smem, SCAN_STATIC_SMEM as u64,
+        "geometry::SCAN_STATIC_SMEM"
+    );
 }
 
 fn scan_inputs_run(be: &CudaCpuBackend, batch: usize, dstate: usize) -> mamba_gpu::Result<()> {
@@ -358,7 +381,11 @@ fn cuda_limits_are_typed_errors() {
     let w = up(&no_blas, &[2.0], &[1, 1]);
     let mut out = no_blas.zeros(DType::F32, &[m, 1]).unwrap();
     match ops::matmul(&no_blas, &x, &w, None, &mut out) {
-        Err(Error::Arg { op: "matmul", arg: "x", why }) => assert!(why.contains("cuBLAS"), "{why}"),
+        Err(Error::Arg {
+            op: "matmul",
+            arg: "x",
+            why,
+        }) => assert!(why.contains("cuBLAS"), "{why}"),
         other => panic!("expected a typed matmul error, got {other:?}"),
     }
 }
@@ -372,4 +399,23 @@ fn fixture_models_match_reference() {
     for r in &reports {
         eprintln!("cuda-cpu model {}: {r:?}", r.name);
     }
+}
+
+fn argmax_of<B: Backend>(be: &B, x: &[f32], rows: usize) -> mamba_gpu::HostVec {
+    let xb = up(be, x, &[rows, x.len() / rows]);
+    let mut out = be.zeros(DType::U32, &[rows]).unwrap();
+    ops::argmax(be, &xb, &mut out).unwrap();
+    be.download(&out).unwrap()
+}
+
+/// Rows whose values are all negative: the reduction must start from -inf, not 0 (the
+/// shared suite's N(0, 1) rows always hold a positive value).
+#[test]
+fn argmax_all_negative_rows() {
+    let Some(be) = be() else { return };
+    let x: Vec<f32> = (0..3 * 700)
+        .map(|i| -1.0 - ((i * 37) % 101) as f32 - (i % 700) as f32 * 1e-3)
+        .collect();
+    let want = argmax_of(&CpuBackend::new(), &x, 3);
+    assert_eq!(argmax_of(&be, &x, 3), want);
 }

@@ -39,7 +39,9 @@ fn make(kernel_dir: Option<PathBuf>, schedule: Schedule) -> Option<CudaCpuBacken
 
 #[test]
 fn kernels_under_asan_and_ubsan() {
-    let Some(be) = make(None, Schedule::Random(11)) else { return };
+    let Some(be) = make(None, Schedule::Random(11)) else {
+        return;
+    };
     let t = std::time::Instant::now();
     let mut cases = scan_cases(false);
     for (l, n, bc, st, layout) in [
@@ -107,7 +109,9 @@ fn asan_reports_a_shared_memory_overrun() {
          out[threadIdx.x] = s[threadIdx.x + 1];\n}\n",
     )
     .unwrap();
-    let Some(be) = make(Some(dir), Schedule::RoundRobin) else { return };
+    let Some(be) = make(Some(dir), Schedule::RoundRobin) else {
+        return;
+    };
     let out = be.zeros(DType::F32, &[32]).unwrap();
     let l = Launch {
         kernel: "overrun",

@@ -94,20 +94,32 @@ fn launch(kernel: &'static str, threads: u32) -> Launch {
 
 fn err(r: mamba_gpu::Result<()>) -> String {
     match r {
-        Err(Error::Device { backend: "cuda-cpu", why }) => why,
+        Err(Error::Device {
+            backend: "cuda-cpu",
+            why,
+        }) => why,
         other => panic!("expected a device error, got {other:?}"),
     }
 }
 
 #[test]
 fn hangs_and_undefined_behaviour_are_reported() {
-    let Some(be) = broken(Schedule::RoundRobin) else { return };
+    let Some(be) = broken(Schedule::RoundRobin) else {
+        return;
+    };
     let out = be.zeros(DType::U32, &[64]).unwrap();
     let o = [KernelArg::Buffer(&out)];
     let e = err(be.launch_kernel(&launch("divergent_barrier", 64), &o));
-    assert!(e.contains("different barriers") && e.contains("broken.cu:5") && e.contains("broken.cu:7"), "{e}");
+    assert!(
+        e.contains("different barriers") && e.contains("broken.cu:5") && e.contains("broken.cu:7"),
+        "{e}"
+    );
     let e = err(be.launch_kernel(&launch("deadlock", 64), &o));
-    assert!(e.contains("deadlock") && e.contains("__shfl_xor_sync(mask 0xffffffff) at kernels/broken.cu:13"), "{e}");
+    assert!(
+        e.contains("deadlock")
+            && e.contains("__shfl_xor_sync(mask 0xffffffff) at kernels/broken.cu:13"),
+        "{e}"
+    );
     assert!(e.contains("__syncthreads at kernels/broken.cu:14"), "{e}");
     let e = err(be.launch_kernel(&launch("exited_lane", 64), &o));
     assert!(e.contains("exited"), "{e}");
@@ -117,8 +129,14 @@ fn hangs_and_undefined_behaviour_are_reported() {
     let e = err(be.launch_kernel(&launch("deadlock", 64), &[]));
     assert!(e.contains("takes 1 parameters, 0 arguments"), "{e}");
     let f = be.zeros(DType::F32, &[64]).unwrap();
-    let e = err(be.launch_kernel(&launch("missing_barrier", 64), &[KernelArg::Buffer(&f), KernelArg::Buffer(&f)]));
-    assert!(e.contains("parameter 0 is a 4-byte value, a buffer was pushed"), "{e}");
+    let e = err(be.launch_kernel(
+        &launch("missing_barrier", 64),
+        &[KernelArg::Buffer(&f), KernelArg::Buffer(&f)],
+    ));
+    assert!(
+        e.contains("parameter 0 is a 4-byte value, a buffer was pushed"),
+        "{e}"
+    );
     let e = err(be.launch_kernel(&launch("big_shared", 32), &[KernelArg::Buffer(&f)]));
     assert!(e.contains("52000 bytes of shared memory"), "{e}");
     // The process survives reported errors.
@@ -128,9 +146,12 @@ fn hangs_and_undefined_behaviour_are_reported() {
 /// Shuffle semantics (up/down/xor/idx with widths, ballot) against a loop.
 #[test]
 fn shuffles_follow_cuda_semantics() {
-    let Some(be) = broken(Schedule::Random(3)) else { return };
+    let Some(be) = broken(Schedule::Random(3)) else {
+        return;
+    };
     let mut out = be.zeros(DType::F32, &[64 * 5]).unwrap();
-    be.launch_kernel(&launch("shuffles", 64), &[KernelArg::Buffer(&out)]).unwrap();
+    be.launch_kernel(&launch("shuffles", 64), &[KernelArg::Buffer(&out)])
+        .unwrap();
     let got = be.download(&out).unwrap().to_f32();
     for t in 0..64u32 {
         let lane = t % 32;
@@ -138,9 +159,15 @@ fn shuffles_follow_cuda_semantics() {
         let down = if lane % 16 + 2 < 16 { t + 2 } else { t };
         let x = (t & !31) | (lane ^ 5);
         let idx = (t & !7) + 7;
-        let ballot = (0..16).filter(|l| ((t & !31) + l) % 3 == 0).fold(0u32, |b, l| b | 1 << l);
+        let ballot = (0..16)
+            .filter(|l| ((t & !31) + l) % 3 == 0)
+            .fold(0u32, |b, l| b | 1 << l);
         let want = [up, down, x, idx, ballot].map(|v| v as f32);
-        assert_eq!(&got[t as usize * 5..t as usize * 5 + 5], &want, "thread {t}");
+        assert_eq!(
+            &got[t as usize * 5..t as usize * 5 + 5],
+            &want,
+            "thread {t}"
+        );
     }
     be.write(HostSlice::F32(&[0.0; 320]), &mut out).unwrap();
 }
@@ -154,13 +181,20 @@ fn schedules_expose_a_missing_barrier() {
     for s in [Schedule::RoundRobin, Schedule::LowestFirst] {
         let Some(be) = broken(s) else { return };
         let out = be.zeros(DType::F32, &[64]).unwrap();
-        be.launch_kernel(&launch("missing_barrier", 64), &[KernelArg::Value(&p), KernelArg::Buffer(&out)])
-            .unwrap();
+        be.launch_kernel(
+            &launch("missing_barrier", 64),
+            &[KernelArg::Value(&p), KernelArg::Buffer(&out)],
+        )
+        .unwrap();
         results.push(be.download(&out).unwrap().to_f32());
     }
     let want: Vec<f32> = (0..64).map(|t| (63 - t) as f32).collect();
     assert_eq!(results[0], want, "round-robin");
-    assert!(results[1][..32].iter().all(|v| v.is_nan()), "lowest-first: {:?}", results[1]);
+    assert!(
+        results[1][..32].iter().all(|v| v.is_nan()),
+        "lowest-first: {:?}",
+        results[1]
+    );
 }
 
 macro_rules! rust_layout {
@@ -181,19 +215,102 @@ fn param_layouts_match_src_params() {
     };
     let be = match CudaCpuBackend::new(o) {
         Ok(be) => be,
-        Err(e) if std::env::var("MAMBA_CUDA_CPU").as_deref() == Ok("skip") => return eprintln!("SKIPPED: {e}"),
+        Err(e) if std::env::var("MAMBA_CUDA_CPU").as_deref() == Ok("skip") => {
+            return eprintln!("SKIPPED: {e}");
+        }
         Err(e) => panic!("{e}"),
     };
     let rust = [
-        rust_layout!(ScanParams { batch: u32, dim: u32, len: u32, dstate: u32, x_sb: u32, x_sd: u32, x_st: u32, b_sb: u32, b_sg: u32, b_sn: u32, b_st: u32, b_group_dim: u32, c_sb: u32, c_sg: u32, c_sn: u32, c_st: u32, c_group_dim: u32, has_d: u32, has_z: u32, has_delta_bias: u32, delta_softplus: u32, state_mode: u32, _pad0: u32, _pad1: u32 }),
-        rust_layout!(StepParams { batch: u32, dim: u32, dstate: u32, group_dim: u32, groups: u32, has_d: u32, has_z: u32, has_dt_bias: u32, dt_softplus: u32, _pad0: u32, _pad1: u32, _pad2: u32 }),
-        rust_layout!(ConvParams { batch: u32, dim: u32, len: u32, width: u32, x_sb: u32, x_sd: u32, x_st: u32, has_bias: u32, silu: u32, state_mode: u32, _pad0: u32, _pad1: u32 }),
-        rust_layout!(MatmulParams { m: u32, n: u32, k: u32, has_bias: u32 }),
-        rust_layout!(NormParams { rows: u32, dim: u32, eps: f32, has_residual: u32 }),
-        rust_layout!(EmbeddingParams { count: u32, rows: u32, dim: u32, _pad0: u32 }),
-        rust_layout!(ElementwiseParams { len: u32, op: u32, _pad0: u32, _pad1: u32 }),
-        rust_layout!(ArgmaxParams { rows: u32, cols: u32, _pad0: u32, _pad1: u32 }),
-        rust_layout!(CopyParams { len: u32, src_offset: u32, dst_offset: u32, _pad0: u32 }),
+        rust_layout!(ScanParams {
+            batch: u32,
+            dim: u32,
+            len: u32,
+            dstate: u32,
+            x_sb: u32,
+            x_sd: u32,
+            x_st: u32,
+            b_sb: u32,
+            b_sg: u32,
+            b_sn: u32,
+            b_st: u32,
+            b_group_dim: u32,
+            c_sb: u32,
+            c_sg: u32,
+            c_sn: u32,
+            c_st: u32,
+            c_group_dim: u32,
+            has_d: u32,
+            has_z: u32,
+            has_delta_bias: u32,
+            delta_softplus: u32,
+            state_mode: u32,
+            _pad0: u32,
+            _pad1: u32
+        }),
+        rust_layout!(StepParams {
+            batch: u32,
+            dim: u32,
+            dstate: u32,
+            group_dim: u32,
+            groups: u32,
+            has_d: u32,
+            has_z: u32,
+            has_dt_bias: u32,
+            dt_softplus: u32,
+            _pad0: u32,
+            _pad1: u32,
+            _pad2: u32
+        }),
+        rust_layout!(ConvParams {
+            batch: u32,
+            dim: u32,
+            len: u32,
+            width: u32,
+            x_sb: u32,
+            x_sd: u32,
+            x_st: u32,
+            has_bias: u32,
+            silu: u32,
+            state_mode: u32,
+            _pad0: u32,
+            _pad1: u32
+        }),
+        rust_layout!(MatmulParams {
+            m: u32,
+            n: u32,
+            k: u32,
+            has_bias: u32
+        }),
+        rust_layout!(NormParams {
+            rows: u32,
+            dim: u32,
+            eps: f32,
+            has_residual: u32
+        }),
+        rust_layout!(EmbeddingParams {
+            count: u32,
+            rows: u32,
+            dim: u32,
+            _pad0: u32
+        }),
+        rust_layout!(ElementwiseParams {
+            len: u32,
+            op: u32,
+            _pad0: u32,
+            _pad1: u32
+        }),
+        rust_layout!(ArgmaxParams {
+            rows: u32,
+            cols: u32,
+            _pad0: u32,
+            _pad1: u32
+        }),
+        rust_layout!(CopyParams {
+            len: u32,
+            src_offset: u32,
+            dst_offset: u32,
+            _pad0: u32
+        }),
     ];
     let info = be.kernel_info().unwrap();
     let mut seen = 0;
@@ -204,24 +321,42 @@ fn param_layouts_match_src_params() {
         let fields: Vec<(String, usize, usize, bool)> = w
             .map(|f| {
                 let p: Vec<&str> = f.split(':').collect();
-                (p[0].to_string(), p[1].parse().unwrap(), p[2].parse().unwrap(), p[3] == "1")
+                (
+                    p[0].to_string(),
+                    p[1].parse().unwrap(),
+                    p[2].parse().unwrap(),
+                    p[3] == "1",
+                )
             })
             .collect();
         let (_, rsize, rfields) = rust
             .iter()
             .find(|r| r.0 == name)
             .unwrap_or_else(|| panic!("{file}: struct {name} has no counterpart in src/params.rs"));
-        assert_eq!(size.parse::<usize>().unwrap(), *rsize, "{file}: sizeof({name})");
-        let rf: Vec<(String, usize, usize, bool)> =
-            rfields.iter().map(|f| (f.0.to_string(), f.1, f.2, f.3)).collect();
+        assert_eq!(
+            size.parse::<usize>().unwrap(),
+            *rsize,
+            "{file}: sizeof({name})"
+        );
+        let rf: Vec<(String, usize, usize, bool)> = rfields
+            .iter()
+            .map(|f| (f.0.to_string(), f.1, f.2, f.3))
+            .collect();
         assert_eq!(fields, rf, "{file}: fields of {name}");
         // Nothing left out of the Rust list: the fields tile the struct.
         assert_eq!(rf.iter().map(|f| f.2).sum::<usize>(), *rsize, "{name}");
         seen += 1;
     }
-    let mut names: Vec<&str> = info.lines().filter_map(|l| l.strip_prefix("layout ")?.split(' ').next()).collect();
+    let mut names: Vec<&str> = info
+        .lines()
+        .filter_map(|l| l.strip_prefix("layout ")?.split(' ').next())
+        .collect();
     names.sort();
     names.dedup();
-    assert_eq!(names.len(), rust.len(), "every param struct is declared in kernels/: {names:?}");
+    assert_eq!(
+        names.len(),
+        rust.len(),
+        "every param struct is declared in kernels/: {names:?}"
+    );
     assert!(seen >= rust.len());
 }

@@ -255,7 +255,11 @@ pub const ENTRY_POINTS: &[(&str, &[&str])] = &[
     ("selective_state_update", &["selective_state_update"]),
     (
         "causal_conv1d",
-        &["causal_conv1d", "causal_conv1d_state", "causal_conv1d_update"],
+        &[
+            "causal_conv1d",
+            "causal_conv1d_state",
+            "causal_conv1d_update",
+        ],
     ),
     (
         "rms_norm",

@@ -11,11 +11,11 @@
 use cudarc::cublas::{Gemm, GemmConfig, sys::cublasOperation_t};
 use cudarc::driver::{CudaSlice, DeviceRepr, LaunchArgs, LaunchConfig, PushKernelArg};
 
+use super::geometry::{self, Launch};
 use super::nvrtc::{
     ARGMAX, CAUSAL_CONV1D, COPY, ELEMENTWISE, EMBEDDING, MATMUL, RMS_NORM, SELECTIVE_SCAN,
     SELECTIVE_STATE_UPDATE,
 };
-use super::geometry::{self, Launch};
 use super::{CudaBackend, CudaBuffer, Storage, dev_err};
 use crate::error::{Error, Result};
 use crate::ops::{ScanInputs, StepInputs};

@@ -138,8 +138,13 @@ pub fn runner(kernel_dir: &Path, build_dir: &Path, sanitize: bool) -> Result<Pat
             .filter(|h| inc.contains(&h.0))
             .map(|h| (h.1.clone(), h.2.clone(), h.3.clone()))
             .collect();
-        let u = rewrite::rewrite_unit(&format!("kernels/{n}"), &format!("cuemu_k_{base}"), &src, &extra)
-            .map_err(build_err)?;
+        let u = rewrite::rewrite_unit(
+            &format!("kernels/{n}"),
+            &format!("cuemu_k_{base}"),
+            &src,
+            &extra,
+        )
+        .map_err(build_err)?;
         files.push((format!("{base}.cpp"), u.text));
         units.push(format!("{base}.cpp"));
     }
@@ -196,10 +201,7 @@ pub fn runner(kernel_dir: &Path, build_dir: &Path, sanitize: bool) -> Result<Pat
             .wait_with_output()
             .map_err(|e| build_err(format!("{cxx}: {e}")))?;
         if !out.status.success() {
-            errors.push_str(&format!(
-                "{u}:\n{}\n",
-                String::from_utf8_lossy(&out.stderr)
-            ));
+            errors.push_str(&format!("{u}:\n{}\n", String::from_utf8_lossy(&out.stderr)));
         }
     }
     if !errors.is_empty() {
@@ -228,6 +230,9 @@ pub fn runner(kernel_dir: &Path, build_dir: &Path, sanitize: bool) -> Result<Pat
     if exe.exists() {
         Ok(exe)
     } else {
-        Err(build_err(format!("{} missing after the build", exe.display())))
+        Err(build_err(format!(
+            "{} missing after the build",
+            exe.display()
+        )))
     }
 }

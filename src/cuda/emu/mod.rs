@@ -223,11 +223,7 @@ impl CudaCpuBackend {
     /// Launches any entry point of the kernel sources with raw arguments (the
     /// execution model's own tests: deliberately broken kernels).
     #[doc(hidden)]
-    pub fn launch_kernel(
-        &self,
-        l: &super::geometry::Launch,
-        args: &[KernelArg<'_>],
-    ) -> Result<()> {
+    pub fn launch_kernel(&self, l: &super::geometry::Launch, args: &[KernelArg<'_>]) -> Result<()> {
         let args = args
             .iter()
             .map(|a| match a {

@@ -359,10 +359,20 @@ impl Backend for CudaCpuBackend {
     }
 
     fn argmax(&self, p: &ArgmaxParams, x: &CudaCpuBuffer, out: &mut CudaCpuBuffer) -> Result<()> {
-        run_simple(self, geo::argmax(p), Args::new(p), &[(x, true), (out, false)])
+        run_simple(
+            self,
+            geo::argmax(p),
+            Args::new(p),
+            &[(x, true), (out, false)],
+        )
     }
 
     fn copy(&self, p: &CopyParams, src: &CudaCpuBuffer, dst: &mut CudaCpuBuffer) -> Result<()> {
-        run_simple(self, geo::copy(p), Args::new(p), &[(src, false), (dst, false)])
+        run_simple(
+            self,
+            geo::copy(p),
+            Args::new(p),
+            &[(src, false), (dst, false)],
+        )
     }
 }

@@ -104,9 +104,7 @@ struct Ctx<'a> {
 
 impl Ctx<'_> {
     fn t(&self, i: usize) -> &str {
-        self.toks
-            .get(i)
-            .map_or("", |t| &self.src[t.start..t.end])
+        self.toks.get(i).map_or("", |t| &self.src[t.start..t.end])
     }
     fn line(&self, i: usize) -> usize {
         let at = self.toks.get(i).map_or(self.src.len(), |t| t.start);
@@ -159,7 +157,10 @@ fn apply(src: &str, mut edits: Vec<Edit>) -> String {
     for e in edits {
         out.push_str(&src[at..e.start]);
         out.push_str(&e.text);
-        out.extend(std::iter::repeat_n('\n', src[e.start..e.end].matches('\n').count()));
+        out.extend(std::iter::repeat_n(
+            '\n',
+            src[e.start..e.end].matches('\n').count(),
+        ));
         at = e.end;
     }
     out.push_str(&src[at..]);
@@ -357,7 +358,9 @@ fn rewrite_body(
                     .collect::<Vec<_>>()
                     .join(" ");
                 let text = if dynamic {
-                    format!("{base}* {name} = reinterpret_cast<{base}*>(::cuemu::dynamic_shared());")
+                    format!(
+                        "{base}* {name} = reinterpret_cast<{base}*>(::cuemu::dynamic_shared());"
+                    )
                 } else {
                     format!(
                         "auto& {name} = ::cuemu::shared_var<{base} {dims}>(\"{file}:{}:{name}\");",
@@ -419,7 +422,8 @@ pub fn rewrite_unit(
     extra_structs: &[(String, String, Vec<String>)],
 ) -> Result<Unit, String> {
     let (text, entries, structs) = rewrite_body(file, src)?;
-    let mut out = format!("#include \"cuemu.h\"\nnamespace {ns} {{\n#line 1 \"{file}\"\n{text}\n}}\n");
+    let mut out =
+        format!("#include \"cuemu.h\"\nnamespace {ns} {{\n#line 1 \"{file}\"\n{text}\n}}\n");
     out.push_str("static const ::cuemu::Entry cuemu_entries[] = {\n");
     for (name, bound) in &entries {
         let e = format!("::cuemu::EntryOf<&{ns}::{name}>");
@@ -438,7 +442,9 @@ pub fn rewrite_unit(
         .chain(extra_structs.iter().cloned())
         .collect();
     for (k, (_, name, fields)) in all.iter().enumerate() {
-        out.push_str(&format!("static const ::cuemu::Field cuemu_fields_{k}[] = {{\n"));
+        out.push_str(&format!(
+            "static const ::cuemu::Field cuemu_fields_{k}[] = {{\n"
+        ));
         for f in fields {
             let t = format!("{ns}::{name}");
             out.push_str(&format!(

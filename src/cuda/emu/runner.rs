@@ -163,7 +163,9 @@ impl Runner {
         let mut m = vec![5u8];
         m.extend((l.kernel.len() as u32).to_le_bytes());
         m.extend_from_slice(l.kernel.as_bytes());
-        for v in [l.grid.0, l.grid.1, l.grid.2, l.block.0, l.block.1, l.block.2] {
+        for v in [
+            l.grid.0, l.grid.1, l.grid.2, l.block.0, l.block.1, l.block.2,
+        ] {
             m.extend(v.to_le_bytes());
         }
         m.extend(l.shared_bytes.to_le_bytes());
