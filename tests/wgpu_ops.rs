@@ -102,7 +102,11 @@ fn default_backend_runs_its_scan_path() {
     assert_scan_path(be, be.uses_subgroup_scan());
     gpu::say(format!(
         "default scan path: {}",
-        if be.uses_subgroup_scan() { "subgroup" } else { "shared" }
+        if be.uses_subgroup_scan() {
+            "subgroup"
+        } else {
+            "shared"
+        }
     ));
 }
 

@@ -11,7 +11,8 @@
 use cudarc::cublas::{Gemm, GemmConfig, sys::cublasOperation_t};
 use cudarc::driver::{CudaSlice, DeviceRepr, LaunchArgs, LaunchConfig, PushKernelArg};
 
-use super::nvrtc::{Float, Kernel};
+use super::geometry::{self, Launch};
+use super::nvrtc::Kernel;
 use super::{CudaBackend, CudaBuffer, Storage, dev_err};
 use crate::error::{Error, Result};
 use crate::ops::{ScanInputs, StepInputs};
@@ -31,14 +32,12 @@ unsafe impl DeviceRepr for ElementwiseParams {}
 unsafe impl DeviceRepr for ArgmaxParams {}
 unsafe impl DeviceRepr for CopyParams {}
 
-/// Threads per block of the one-thread-per-element kernels.
-const THREADS: u32 = 256;
-
-fn grid1d(n: u32, threads: u32) -> LaunchConfig {
+/// A launch of `geometry` (shared with the CPU execution model) as cudarc's config.
+fn config(l: &Launch) -> LaunchConfig {
     LaunchConfig {
-        grid_dim: (n.div_ceil(threads), 1, 1),
-        block_dim: (threads, 1, 1),
-        shared_mem_bytes: 0,
+        grid_dim: l.grid,
+        block_dim: l.block,
+        shared_mem_bytes: l.shared_bytes,
     }
 }
 
@@ -77,17 +76,6 @@ fn push_opt<'a>(a: &mut LaunchArgs<'a>, b: Option<&'a CudaBuffer>, dummy: &'a Cu
 // ---------------------------------------------------------------------------------------
 // Selective scan and state update.
 
-/// Must match NT, ITEMS, CPB and NS in kernels/selective_scan.cu.
-const SCAN_NT: u32 = 64;
-const SCAN_ITEMS: u32 = 8;
-const SCAN_CPB: u32 = 4;
-const SCAN_NS: u32 = 8;
-/// sB + sC (NS x CHUNK f32 each) + the two (a, b) warp-total arrays.
-const SCAN_STATIC_SMEM: u32 =
-    2 * SCAN_NS * (SCAN_NT * SCAN_ITEMS) * 4 + 2 * 2 * SCAN_CPB * (SCAN_NT / 32) * 4;
-/// Static + dynamic shared memory a block may use without an opt-in.
-const SMEM_LIMIT: u32 = 48 * 1024;
-
 /// Pushes a sequence tensor of the scan, refusing one whose dtype is not the I/O dtype:
 /// unreachable after `ops`, but it is what makes the kernel's element type right.
 fn push_io<'a>(
@@ -115,36 +103,9 @@ pub(super) fn selective_scan(
     state: Option<&mut CudaBuffer>,
     out: &mut CudaBuffer,
 ) -> Result<()> {
-    let smem = (SCAN_CPB * 4)
-        .checked_mul(p.dstate)
-        .and_then(|carry| carry.checked_add(SCAN_STATIC_SMEM));
-    let Some(smem) = smem.filter(|&b| b <= SMEM_LIMIT) else {
-        return Err(Error::Arg {
-            op: "selective_scan",
-            arg: "A",
-            why: format!(
-                "dstate {} is too large for the CUDA kernel (at most {})",
-                p.dstate,
-                (SMEM_LIMIT - SCAN_STATIC_SMEM) / (SCAN_CPB * 4)
-            ),
-        });
-    };
-    if p.batch > 65_535 {
-        return Err(Error::Arg {
-            op: "selective_scan",
-            arg: "u",
-            why: format!("batch {} exceeds the CUDA grid's 65535", p.batch),
-        });
-    }
-    let io = out.dtype;
-    let kernel = Kernel::SelectiveScan(Float::of("selective_scan", "out", io)?);
-    let name = kernel.entry();
-    let f = be.function(kernel)?;
-    let cfg = LaunchConfig {
-        grid_dim: (p.dim.div_ceil(SCAN_CPB), p.batch, 1),
-        block_dim: (SCAN_NT, SCAN_CPB, 1),
-        shared_mem_bytes: smem - SCAN_STATIC_SMEM, // the dynamic part: the carry
-    };
+    let l = geometry::selective_scan(p, out.dtype)?;
+    let (io, name) = (out.dtype, l.kernel.entry());
+    let f = be.function(l.kernel)?;
     let mut a = be.cur().launch_builder(&f);
     a.arg(p);
     push_io(&mut a, "u", i.u, io)?;
@@ -185,7 +146,7 @@ pub(super) fn selective_scan(
     // bytes. The grid covers ceil(dim/4) channel blocks x batch, with (64, 4) threads as
     // the kernel's NT and CPB expect, and the dynamic shared memory holds its
     // carry[CPB][dstate].
-    unsafe { a.launch(cfg) }.map_err(launch_err(name))?;
+    unsafe { a.launch(config(&l)) }.map_err(launch_err(name))?;
     Ok(())
 }
 
@@ -213,7 +174,7 @@ pub(super) fn selective_state_update(
     // inputs are read only when their has_* flag is set; one thread per (batch,
     // channel), guarded by batch * dim in the kernel. State rows are 16-byte aligned for
     // the float4 path because N % 4 == 0 there and allocations are 256-byte aligned.
-    unsafe { a.launch(grid1d(p.batch * p.dim, THREADS)) }
+    unsafe { a.launch(config(&geometry::selective_state_update(p))) }
         .map_err(launch_err("selective_state_update"))?;
     Ok(())
 }
@@ -244,7 +205,7 @@ pub(super) fn causal_conv1d(
         // batch * dim * len < 2^32 (ops checked numel); x/out indices come from p's
         // strides of the validated shape; w is (dim, K); the state (batch, dim, K-1) is
         // read only when state_mode is carry, bias only when has_bias.
-        unsafe { a.launch(grid1d(p.batch * p.dim * p.len, THREADS)) }
+        unsafe { a.launch(config(&geometry::causal_conv1d(p))) }
             .map_err(launch_err("causal_conv1d"))?;
     }
     if let Some(s) = state.filter(|_| p.state_mode != STATE_NONE) {
@@ -257,7 +218,7 @@ pub(super) fn causal_conv1d(
         // same order, f32. One thread per (batch, channel) row of the validated
         // (batch, dim, K-1) state (ops requires K >= 2 with a state). Launched after
         // the conv on the same stream, so the conv has read the old state.
-        unsafe { a.launch(grid1d(p.batch * p.dim, THREADS)) }
+        unsafe { a.launch(config(&geometry::causal_conv1d_state(p))) }
             .map_err(launch_err("causal_conv1d_state"))?;
     }
     Ok(())
@@ -283,29 +244,13 @@ pub(super) fn causal_conv1d_update(
     // SAFETY: causal_conv1d_update(ConvParams p, const float* x, w, bias,
     // float* state, float* out): same order, all f32. ops validated x/out (batch, dim),
     // w (dim, K), state (batch, dim, K-1) with K >= 2; one thread per (batch, channel).
-    unsafe { a.launch(grid1d(p.batch * p.dim, THREADS)) }
+    unsafe { a.launch(config(&geometry::causal_conv1d_update(p))) }
         .map_err(launch_err("causal_conv1d_update"))?;
     Ok(())
 }
 
 // ---------------------------------------------------------------------------------------
 // Matmul.
-
-/// Rows of x up to which matmul uses its own kernel (one pass over the weights per 8
-/// rows) instead of cuBLAS: decode-sized products, where launches and weight bytes
-/// dominate.
-const SMALL_M: u32 = 8;
-/// Must match MAXM and WARPS in kernels/matmul.cu.
-const MM_MAXM: u32 = 8;
-const MM_WARPS: u32 = 8;
-
-fn bias_kind(bias: Option<&CudaBuffer>) -> u32 {
-    match bias.map(|b| b.dtype) {
-        Some(DType::F16) => 1,
-        Some(DType::BF16) => 2,
-        _ => 0,
-    }
-}
 
 pub(super) fn matmul(
     be: &CudaBackend,
@@ -315,9 +260,9 @@ pub(super) fn matmul(
     bias: Option<&CudaBuffer>,
     out: &mut CudaBuffer,
 ) -> Result<()> {
-    let kind = bias_kind(bias);
+    let kind = geometry::bias_kind(bias.map(|b| b.dtype));
     let blas = match be.cur_blas() {
-        Some(blas) if p.m > SMALL_M => blas,
+        Some(blas) if geometry::matmul_uses_blas(p, true) => blas,
         _ => return matmul_rows(be, p, kind, x, w, bias, out),
     };
     // cuBLAS path: out (m, n) row-major = x (m, k) · w (n, k)ᵀ. Column-major, that is
@@ -336,7 +281,7 @@ pub(super) fn matmul(
         // float* out): same order; bias_kind names the bias dtype the kernel reads
         // (bias (n) validated by ops); one thread per element of the (m, n) f32 out,
         // guarded by m * n < 2^32 (ops checked numel).
-        unsafe { a.launch(grid1d(p.m * p.n, THREADS)) }.map_err(launch_err("bias_rows"))?;
+        unsafe { a.launch(config(&geometry::bias_rows(p))) }.map_err(launch_err("bias_rows"))?;
     }
     let cfg = GemmConfig {
         transa: cublasOperation_t::CUBLAS_OP_T,
@@ -351,9 +296,9 @@ pub(super) fn matmul(
         ldc: n,
     };
     let widened;
-    let w32: &CudaSlice<f32> = match w.dtype {
-        DType::F32 => w.f32()?,
-        dt => {
+    let w32: &CudaSlice<f32> = match geometry::widen(p, w.dtype)? {
+        None => w.f32()?,
+        Some(l) => {
             // Widen f16/bf16 weights to f32 in a scratch buffer (stream-ordered
             // allocation, freed in stream order after the GEMM), then SGEMM: the
             // same arithmetic as the CPU reference.
@@ -362,11 +307,8 @@ pub(super) fn matmul(
             // reads it; both run on this stream in order.
             let mut scratch = unsafe { be.cur().alloc::<f32>(len as usize) }
                 .map_err(|e| dev_err("cuMemAlloc", e))?;
-            let kernel = Kernel::Widen {
-                bf16: Float::of("matmul", "weight", dt)? == Float::BF16,
-            };
-            let name = kernel.entry();
-            let f = be.function(kernel)?;
+            let name = l.kernel.entry();
+            let f = be.function(l.kernel)?;
             let mut a = be.cur().launch_builder(&f);
             a.arg(&len);
             push(&mut a, w);
@@ -374,7 +316,7 @@ pub(super) fn matmul(
             // SAFETY: widen_{f16,bf16}(unsigned int len, const F16/BF16* src,
             // float* dst): same order; w holds n * k 16-bit values (validated (n, k))
             // and the scratch n * k f32; one thread per element, guarded by len.
-            unsafe { a.launch(grid1d(len, THREADS)) }.map_err(launch_err(name))?;
+            unsafe { a.launch(config(&l)) }.map_err(launch_err(name))?;
             widened = scratch;
             &widened
         }
@@ -402,22 +344,9 @@ fn matmul_rows(
     bias: Option<&CudaBuffer>,
     out: &mut CudaBuffer,
 ) -> Result<()> {
-    let m_blocks = p.m.div_ceil(MM_MAXM);
-    if m_blocks > 65_535 {
-        return Err(Error::Arg {
-            op: "matmul",
-            arg: "x",
-            why: format!("{} rows need cuBLAS (libcublas not found)", p.m),
-        });
-    }
-    let kernel = Kernel::MatmulRows(Float::of("matmul", "weight", w.dtype)?);
-    let name = kernel.entry();
-    let f = be.function(kernel)?;
-    let cfg = LaunchConfig {
-        grid_dim: (p.n.div_ceil(MM_WARPS), m_blocks, 1),
-        block_dim: (MM_WARPS * 32, 1, 1),
-        shared_mem_bytes: 0,
-    };
+    let l = geometry::matmul_rows(p, w.dtype)?;
+    let name = l.kernel.entry();
+    let f = be.function(l.kernel)?;
     let mut a = be.cur().launch_builder(&f);
     a.arg(p);
     a.arg(&kind);
@@ -431,7 +360,7 @@ fn matmul_rows(
     // ops validated x (m, k), w (n, k), bias (n), out (m, n). One warp per column
     // (whole warps exit past n), blockIdx.y tiles m by 8 as the kernel's MAXM; the
     // 16-byte vector loads are used only when k % 8 == 0, which keeps rows aligned.
-    unsafe { a.launch(cfg) }.map_err(launch_err(name))?;
+    unsafe { a.launch(config(&l)) }.map_err(launch_err(name))?;
     Ok(())
 }
 
@@ -446,14 +375,9 @@ pub(super) fn rms_norm(
     residual: Option<&mut CudaBuffer>,
     out: &mut CudaBuffer,
 ) -> Result<()> {
-    let kernel = Kernel::RmsNorm(Float::of("rms_norm", "weight", weight.dtype)?);
-    let name = kernel.entry();
-    let f = be.function(kernel)?;
-    let cfg = LaunchConfig {
-        grid_dim: (p.rows, 1, 1),
-        block_dim: (THREADS, 1, 1),
-        shared_mem_bytes: 0,
-    };
+    let l = geometry::rms_norm(p, weight.dtype)?;
+    let name = l.kernel.entry();
+    let f = be.function(l.kernel)?;
     let mut a = be.cur().launch_builder(&f);
     a.arg(p);
     a.arg(x.f32()?);
@@ -472,7 +396,7 @@ pub(super) fn rms_norm(
     // One block of 256 threads (the kernel's THREADS) per row of the validated
     // (rows, dim) x / residual / out; weight (dim); residual touched only if
     // has_residual.
-    unsafe { a.launch(cfg) }.map_err(launch_err(name))?;
+    unsafe { a.launch(config(&l)) }.map_err(launch_err(name))?;
     Ok(())
 }
 
@@ -483,9 +407,9 @@ pub(super) fn embedding(
     table: &CudaBuffer,
     out: &mut CudaBuffer,
 ) -> Result<()> {
-    let kernel = Kernel::Embedding(Float::of("embedding", "table", table.dtype)?);
-    let name = kernel.entry();
-    let f = be.function(kernel)?;
+    let l = geometry::embedding(p, table.dtype)?;
+    let name = l.kernel.entry();
+    let f = be.function(l.kernel)?;
     let mut a = be.cur().launch_builder(&f);
     a.arg(p);
     a.arg(ids.u32()?);
@@ -495,7 +419,7 @@ pub(super) fn embedding(
     // const T* table, float* out): same order, kernel chosen by the table's dtype.
     // One thread per element of the validated (count, dim) out (< 2^32); ids at or
     // past `rows` are not dereferenced (zeros are written).
-    unsafe { a.launch(grid1d(p.count * p.dim, THREADS)) }.map_err(launch_err(name))?;
+    unsafe { a.launch(config(&l)) }.map_err(launch_err(name))?;
     Ok(())
 }
 
@@ -522,7 +446,7 @@ pub(super) fn elementwise(
     // SAFETY: elementwise(ElementwiseParams p, const float* a, const float* b,
     // float* out): same order, f32. ops validated a, b, out to one shape of `len`
     // elements and gave b exactly for the binary op codes, the only ones reading it.
-    unsafe { a.launch(grid1d(p.len, THREADS)) }.map_err(launch_err("elementwise"))?;
+    unsafe { a.launch(config(&geometry::elementwise(p))) }.map_err(launch_err("elementwise"))?;
     Ok(())
 }
 
@@ -533,11 +457,6 @@ pub(super) fn argmax(
     out: &mut CudaBuffer,
 ) -> Result<()> {
     let f = be.function(Kernel::Argmax)?;
-    let cfg = LaunchConfig {
-        grid_dim: (p.rows, 1, 1),
-        block_dim: (THREADS, 1, 1),
-        shared_mem_bytes: 0,
-    };
     let mut a = be.cur().launch_builder(&f);
     a.arg(p);
     a.arg(x.f32()?);
@@ -545,7 +464,7 @@ pub(super) fn argmax(
     // SAFETY: argmax(ArgmaxParams p, const float* x, unsigned int* out): same order;
     // x f32 (rows, cols) and out u32 (rows) validated by ops; one block of 256 threads
     // (the kernel's THREADS) per row.
-    unsafe { a.launch(cfg) }.map_err(launch_err("argmax"))?;
+    unsafe { a.launch(config(&geometry::argmax(p))) }.map_err(launch_err("argmax"))?;
     Ok(())
 }
 
@@ -563,6 +482,6 @@ pub(super) fn copy(
     // SAFETY: copy(CopyParams p, const unsigned int* src, unsigned int* dst): same
     // order; both buffers hold 4-byte elements of one dtype (ops), and ops checked
     // offset + len against each buffer's length. One thread per copied element.
-    unsafe { a.launch(grid1d(p.len, THREADS)) }.map_err(launch_err("copy"))?;
+    unsafe { a.launch(config(&geometry::copy(p))) }.map_err(launch_err("copy"))?;
     Ok(())
 }

@@ -18,10 +18,13 @@
 //!   CUDA graph and launches that afterwards (`graph.rs` has the details;
 //!   `MAMBA_CUDA_GRAPHS=0` or [`CudaBackend::set_graphs`] turns it off).
 
+pub mod emu;
+pub mod geometry;
 mod graph;
 mod launch;
 pub mod nvrtc;
 
+pub use self::emu::{CudaCpuBackend, CudaCpuBuffer, CudaCpuOptions, Schedule};
 pub use self::graph::MAX_GRAPHS;
 
 use std::collections::HashMap;
