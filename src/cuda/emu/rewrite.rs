@@ -262,12 +262,12 @@ fn param_struct(cx: &Ctx<'_>, open: usize, close: usize) -> Vec<String> {
     fields
 }
 
-/// Rewrites one source; returns the text, the entry points `(name, launch bound)` and
-/// the param structs.
-fn rewrite_body(
-    file: &str,
-    src: &str,
-) -> Result<(String, Vec<(String, String)>, Vec<ParamStruct>), String> {
+/// What [`rewrite_body`] makes of one source: the text, the entry points
+/// `(name, launch bound)` and the param structs.
+type Rewritten = (String, Vec<(String, String)>, Vec<ParamStruct>);
+
+/// Rewrites one source.
+fn rewrite_body(file: &str, src: &str) -> Result<Rewritten, String> {
     let cx = Ctx {
         src,
         file,
