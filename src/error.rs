@@ -104,6 +104,19 @@ pub enum Error {
     #[error("{backend} device error: {why}")]
     Device { backend: &'static str, why: String },
 
+    /// Valid input that a kernel cannot run as launched here: it exceeds a limit of the
+    /// device or of the kernel's design (shared/workgroup memory, grid size, binding or
+    /// buffer size). Every backend builds these through [`Error::limit`], the one place
+    /// that classifies them, so a caller can tell "too large for this device" (try
+    /// another backend, a smaller batch or chunk) from a device failure.
+    #[error("{op}: `{tensor}` exceeds a {backend} limit: {why}")]
+    Limit {
+        backend: &'static str,
+        op: &'static str,
+        tensor: &'static str,
+        why: String,
+    },
+
     /// A file of a model (config, checkpoint, index, tokenizer) cannot be read.
     #[error("{file}: cannot read: {source}")]
     Io {
@@ -272,4 +285,27 @@ pub enum Error {
     /// A sampling parameter is out of range.
     #[error("sampling parameter `{param}` is invalid: {why}")]
     Sampling { param: &'static str, why: String },
+}
+
+impl Error {
+    /// An [`Error::Limit`]: `tensor` of `op` is valid but exceeds what `backend`'s
+    /// kernel or device can take (`why` names the limit and the value).
+    pub(crate) fn limit(
+        backend: &'static str,
+        op: &'static str,
+        tensor: &'static str,
+        why: impl Into<String>,
+    ) -> Error {
+        Error::Limit {
+            backend,
+            op,
+            tensor,
+            why: why.into(),
+        }
+    }
+
+    /// Is this an [`Error::Limit`] (input too large for this backend, not a failure)?
+    pub fn is_limit(&self) -> bool {
+        matches!(self, Error::Limit { .. })
+    }
 }

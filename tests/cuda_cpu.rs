@@ -353,16 +353,26 @@ fn cuda_limits_are_typed_errors() {
     let Some(be) = be() else { return };
     let max_n = ((geometry::SMEM_LIMIT - SCAN_STATIC_SMEM) / (geometry::SCAN_CPB * 4)) as usize;
     match scan_inputs_run(&be, 1, max_n + 1) {
-        Err(Error::Arg { op, arg, why }) => {
-            assert_eq!((op, arg), ("selective_scan", "A"));
+        Err(Error::Limit {
+            backend: "cuda",
+            op,
+            tensor,
+            why,
+        }) => {
+            assert_eq!((op, tensor), ("selective_scan", "A"));
             assert!(why.contains(&format!("dstate {}", max_n + 1)), "{why}");
         }
         other => panic!("expected a typed dstate error, got {other:?}"),
     }
     check_scan(&be, &ScanCase::full(1, 2, 3, max_n), Tol::F32);
     match scan_inputs_run(&be, 65_536, 1) {
-        Err(Error::Arg { op, arg, why }) => {
-            assert_eq!((op, arg), ("selective_scan", "u"));
+        Err(Error::Limit {
+            backend: "cuda",
+            op,
+            tensor,
+            why,
+        }) => {
+            assert_eq!((op, tensor), ("selective_scan", "u"));
             assert!(why.contains("65536"), "{why}");
         }
         other => panic!("expected a typed batch error, got {other:?}"),
@@ -379,9 +389,10 @@ fn cuda_limits_are_typed_errors() {
     let w = up(&no_blas, &[2.0], &[1, 1]);
     let mut out = no_blas.zeros(DType::F32, &[m, 1]).unwrap();
     match ops::matmul(&no_blas, &x, &w, None, &mut out) {
-        Err(Error::Arg {
+        Err(Error::Limit {
+            backend: "cuda",
             op: "matmul",
-            arg: "x",
+            tensor: "x",
             why,
         }) => assert!(why.contains("cuBLAS"), "{why}"),
         other => panic!("expected a typed matmul error, got {other:?}"),

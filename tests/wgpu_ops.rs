@@ -214,8 +214,13 @@ fn scan_too_large_for_workgroup_memory_is_an_error() {
         &c.seq_shape(),
     );
     match ops::selective_scan(&be, &inputs, StateIo::None, &mut out) {
-        Err(Error::Arg { op, arg, why }) => {
-            assert_eq!((op, arg), ("selective_scan", "A"));
+        Err(Error::Limit {
+            backend: "wgpu",
+            op,
+            tensor,
+            why,
+        }) => {
+            assert_eq!((op, tensor), ("selective_scan", "A"));
             assert!(
                 why.contains("dstate 600") && why.contains("2048 bytes"),
                 "{why}"

@@ -2,7 +2,7 @@
 //! shared memory each op launches with, and the limits it refuses.
 //!
 //! Pure functions of the op's validated params (no driver, no cudarc), so that the two
-//! callers cannot drift apart: the real launches in `launch.rs` and the CPU execution
+//! callers cannot drift apart: the real launches in `ops.rs` and `matmul.rs` and the CPU execution
 //! model in `emu/`, which runs the very same `kernels/*.cu` with these launches. The
 //! constants mirror the `#define`s of the kernels; the execution model checks the ones
 //! it can observe (block size against `__launch_bounds__`, static shared memory).
@@ -71,22 +71,24 @@ pub fn selective_scan(p: &ScanParams, io: DType) -> Result<Launch> {
         .checked_mul(p.dstate)
         .and_then(|carry| carry.checked_add(SCAN_STATIC_SMEM));
     let Some(smem) = smem.filter(|&b| b <= SMEM_LIMIT) else {
-        return Err(Error::Arg {
-            op: "selective_scan",
-            arg: "A",
-            why: format!(
-                "dstate {} is too large for the CUDA kernel (at most {})",
+        return Err(Error::limit(
+            "cuda",
+            "selective_scan",
+            "A",
+            format!(
+                "dstate {} is too large for the CUDA kernel's shared memory (at most {})",
                 p.dstate,
                 (SMEM_LIMIT - SCAN_STATIC_SMEM) / (SCAN_CPB * 4)
             ),
-        });
+        ));
     };
     if p.batch > GRID_YZ_LIMIT {
-        return Err(Error::Arg {
-            op: "selective_scan",
-            arg: "u",
-            why: format!("batch {} exceeds the CUDA grid's 65535", p.batch),
-        });
+        return Err(Error::limit(
+            "cuda",
+            "selective_scan",
+            "u",
+            format!("batch {} exceeds the CUDA grid's 65535", p.batch),
+        ));
     }
     let kernel = Kernel::SelectiveScan(Float::of("selective_scan", "out", io)?);
     Ok(Launch {
@@ -147,11 +149,12 @@ pub fn matmul_uses_blas(p: &MatmulParams, has_blas: bool) -> bool {
 pub fn matmul_rows(p: &MatmulParams, w: DType) -> Result<Launch> {
     let m_blocks = p.m.div_ceil(MM_MAXM);
     if m_blocks > GRID_YZ_LIMIT {
-        return Err(Error::Arg {
-            op: "matmul",
-            arg: "x",
-            why: format!("{} rows need cuBLAS (libcublas not found)", p.m),
-        });
+        return Err(Error::limit(
+            "cuda",
+            "matmul",
+            "x",
+            format!("{} rows need cuBLAS (libcublas not found)", p.m),
+        ));
     }
     let kernel = Kernel::MatmulRows(Float::of("matmul", "weight", w)?);
     Ok(Launch {
@@ -223,7 +226,7 @@ mod tests {
         p.dstate += 1;
         assert!(matches!(
             selective_scan(&p, DType::F32),
-            Err(Error::Arg { arg: "A", .. })
+            Err(Error::Limit { tensor: "A", .. })
         ));
     }
 }

@@ -5,24 +5,26 @@
 //!   driver (`libcuda`) and NVRTC can be loaded first (cudarc panics when they cannot)
 //!   and returns [`Error::BackendUnavailable`]; other failures are typed errors too.
 //! * Every op is one or two kernel launches on **one stream**, in call order; nothing
-//!   waits except [`Backend::download`] (and `upload`, which copies from pageable host
-//!   memory). Because there is one stream, cudarc's per-buffer event tracking is turned
+//!   waits except [`Backend::download`](crate::Backend::download) (and `upload`,
+//!   which copies from pageable host memory). Because there is one stream, cudarc's per-buffer event tracking is turned
 //!   off: stream order alone orders every read after the write it depends on.
 //! * Kernels are compiled on first use and cached per module ([`nvrtc`] has the sources
 //!   and the compile step, [`CudaBackend::precompile`] compiles them all up front).
-//! * All `unsafe` kernel launches live in `launch.rs`, one function per op, each with a
+//! * All `unsafe` kernel launches live in `ops.rs` (beside `impl Backend`, as on wgpu)
+//!   and `matmul.rs` (the cuBLAS path), one function per op, each with a
 //!   `// SAFETY:` note tying the argument list to the kernel's signature (the one graph
 //!   launch is in `graph.rs`).
 //! * f16/bf16 buffers are stored as raw 16-bit words; kernels convert in registers.
-//! * [`Backend::replay`] (the model's decode step) captures the step's launches in a
-//!   CUDA graph and launches that afterwards (`graph.rs` has the details;
+//! * [`Backend::replay`](crate::Backend::replay) (the model's decode step) captures
+//!   the step's launches in a CUDA graph and launches that afterwards (`graph.rs` has the details;
 //!   `MAMBA_CUDA_GRAPHS=0` or [`CudaBackend::set_graphs`] turns it off).
 
 pub mod emu;
 pub mod geometry;
 mod graph;
-mod launch;
+mod matmul;
 pub mod nvrtc;
+mod ops;
 
 pub use self::emu::{CudaCpuBackend, CudaCpuBuffer, CudaCpuOptions, Schedule};
 pub use self::graph::MAX_GRAPHS;
@@ -33,16 +35,14 @@ use std::sync::{Arc, Mutex};
 
 use cudarc::cublas::CudaBlas;
 use cudarc::driver::{CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream};
-use half::{bf16, f16};
 
-use crate::backend::{Backend, DeviceBuffer};
+use crate::backend::DeviceBuffer;
 use crate::error::{Error, Result};
-use crate::ops::call::*;
-use crate::tensor::{DType, HostSlice, HostVec, buffer_numel};
+use crate::tensor::DType;
 
 use self::nvrtc::{Image, Kernel, KernelSource};
 
-const BACKEND: &str = "cuda";
+pub(crate) const BACKEND: &str = "cuda";
 
 /// A device error with the call that failed.
 pub(crate) fn dev_err(what: &str, e: impl std::fmt::Debug) -> Error {
@@ -148,7 +148,7 @@ pub struct CudaBackend {
     functions: Mutex<HashMap<(&'static str, &'static str), CudaFunction>>,
     /// Passed for optional pointer arguments that a kernel's flags say it never touches.
     dummy: CudaSlice<f32>,
-    /// CUDA graphs of [`Backend::replay`].
+    /// CUDA graphs of [`Backend::replay`](crate::Backend::replay).
     graphs: graph::Graphs,
 }
 
@@ -339,209 +339,5 @@ impl CudaBackend {
             }
             DType::U32 => Storage::U32(self.stream.alloc_zeros::<u32>(n).map_err(e)?),
         })
-    }
-}
-
-impl Backend for CudaBackend {
-    type Buffer = CudaBuffer;
-
-    fn name(&self) -> &'static str {
-        BACKEND
-    }
-
-    fn supports_weight_dtype(&self, dtype: DType) -> bool {
-        dtype.is_float()
-    }
-
-    fn zeros(&self, dtype: DType, shape: &[usize]) -> Result<CudaBuffer> {
-        let (n, _) = buffer_numel("zeros", "buffer", dtype, shape)?;
-        self.graphs.refuse_in_capture("allocation")?;
-        Ok(CudaBuffer {
-            data: self.alloc_storage(dtype, n)?,
-            dtype,
-            shape: shape.to_vec(),
-        })
-    }
-
-    fn upload(&self, data: HostSlice<'_>, shape: &[usize]) -> Result<CudaBuffer> {
-        let (n, _) = buffer_numel("upload", "data", data.dtype(), shape)?;
-        self.graphs.refuse_in_capture("upload")?;
-        if data.len() != n {
-            return Err(Error::UploadLen {
-                len: data.len(),
-                shape: shape.to_vec(),
-                expected: n,
-            });
-        }
-        if n == 0 {
-            return self.zeros(data.dtype(), shape);
-        }
-        let e = |e| dev_err("cuMemcpyHtoD", e);
-        let s = &self.stream;
-        let storage = match data {
-            HostSlice::F32(v) => Storage::F32(s.clone_htod(v).map_err(e)?),
-            HostSlice::F16(v) => Storage::Half(
-                s.clone_htod(bytemuck::cast_slice::<f16, u16>(v))
-                    .map_err(e)?,
-            ),
-            HostSlice::BF16(v) => Storage::Half(
-                s.clone_htod(bytemuck::cast_slice::<bf16, u16>(v))
-                    .map_err(e)?,
-            ),
-            HostSlice::U32(v) => Storage::U32(s.clone_htod(v).map_err(e)?),
-        };
-        Ok(CudaBuffer {
-            data: storage,
-            dtype: data.dtype(),
-            shape: shape.to_vec(),
-        })
-    }
-
-    fn write(&self, data: HostSlice<'_>, buf: &mut CudaBuffer) -> Result<()> {
-        crate::ops::check_write(&data, buf)?;
-        self.graphs.refuse_in_capture("write")?;
-        if data.is_empty() {
-            return Ok(());
-        }
-        let wrong = buf.wrong(data.dtype().name());
-        // From pageable memory: the copy has taken the data when the call returns.
-        let s = &self.stream;
-        match (&mut buf.data, data) {
-            (Storage::F32(d), HostSlice::F32(v)) => s.memcpy_htod(v, d),
-            (Storage::Half(d), HostSlice::F16(v)) => {
-                s.memcpy_htod(bytemuck::cast_slice::<f16, u16>(v), d)
-            }
-            (Storage::Half(d), HostSlice::BF16(v)) => {
-                s.memcpy_htod(bytemuck::cast_slice::<bf16, u16>(v), d)
-            }
-            (Storage::U32(d), HostSlice::U32(v)) => s.memcpy_htod(v, d),
-            // check_write compared the dtypes.
-            _ => return Err(wrong),
-        }
-        .map_err(|e| dev_err("cuMemcpyHtoD", e))
-    }
-
-    fn download(&self, buf: &CudaBuffer) -> Result<HostVec> {
-        self.graphs.refuse_in_capture("download")?;
-        let n = buf.numel();
-        let e = |e| dev_err("cuMemcpyDtoH", e);
-        let s = &self.stream;
-        if n == 0 {
-            return Ok(HostVec::from_bytes(buf.dtype, &[]));
-        }
-        Ok(match (&buf.data, buf.dtype) {
-            (Storage::F32(d), _) => HostVec::F32(s.clone_dtoh(&d.slice(..n)).map_err(e)?),
-            (Storage::U32(d), _) => HostVec::U32(s.clone_dtoh(&d.slice(..n)).map_err(e)?),
-            (Storage::Half(d), DType::BF16) => {
-                let v = s.clone_dtoh(&d.slice(..n)).map_err(e)?;
-                HostVec::BF16(v.into_iter().map(bf16::from_bits).collect())
-            }
-            (Storage::Half(d), _) => {
-                let v = s.clone_dtoh(&d.slice(..n)).map_err(e)?;
-                HostVec::F16(v.into_iter().map(f16::from_bits).collect())
-            }
-        })
-    }
-
-    fn flush(&self) -> Result<()> {
-        // Launches are submitted as they are made; report any error a drop recorded.
-        self.ctx
-            .check_err()
-            .map_err(|e| dev_err("deferred error", e))
-    }
-
-    fn replay(&self, call: ReplayCall<'_, Self>) -> Result<()> {
-        let ReplayCall { key, record, .. } = call;
-        self.replay_graph(key, record)
-    }
-
-    fn forget_replays(&self, id: u64) {
-        self.forget_graphs(id)
-    }
-
-    fn embedding(&self, call: EmbeddingCall<'_, CudaBuffer>) -> Result<()> {
-        let EmbeddingCall { p, ids, table, out } = call;
-        launch::embedding(self, p, ids, table, out)
-    }
-
-    fn matmul(&self, call: MatmulCall<'_, CudaBuffer>) -> Result<()> {
-        let MatmulCall { p, x, w, bias, out } = call;
-        launch::matmul(self, p, x, w, bias, out)
-    }
-
-    fn rms_norm(&self, call: NormCall<'_, CudaBuffer>) -> Result<()> {
-        let NormCall {
-            p,
-            x,
-            weight,
-            residual,
-            out,
-        } = call;
-        launch::rms_norm(self, p, x, weight, residual, out)
-    }
-
-    fn causal_conv1d(&self, call: ConvCall<'_, CudaBuffer>) -> Result<()> {
-        let ConvCall {
-            p,
-            x,
-            weight,
-            bias,
-            state,
-            out,
-        } = call;
-        launch::causal_conv1d(self, p, x, weight, bias, state, out)
-    }
-
-    fn causal_conv1d_update(&self, call: ConvUpdateCall<'_, CudaBuffer>) -> Result<()> {
-        let ConvUpdateCall {
-            p,
-            x,
-            weight,
-            bias,
-            state,
-            out,
-        } = call;
-        launch::causal_conv1d_update(self, p, x, weight, bias, state, out)
-    }
-
-    fn selective_scan(&self, call: ScanCall<'_, CudaBuffer>) -> Result<()> {
-        let ScanCall {
-            p,
-            inputs,
-            mut state,
-            out,
-        } = call;
-        launch::selective_scan(self, p, inputs, state.buffer(), out)
-    }
-
-    fn selective_state_update(&self, call: StepCall<'_, CudaBuffer>) -> Result<()> {
-        let StepCall {
-            p,
-            inputs,
-            state,
-            out,
-        } = call;
-        launch::selective_state_update(self, p, inputs, state, out)
-    }
-
-    fn elementwise(&self, call: ElementwiseCall<'_, CudaBuffer>) -> Result<()> {
-        let ElementwiseCall {
-            p,
-            op: _,
-            a,
-            b,
-            out,
-        } = call;
-        launch::elementwise(self, p, a, b, out)
-    }
-
-    fn argmax(&self, call: ArgmaxCall<'_, CudaBuffer>) -> Result<()> {
-        let ArgmaxCall { p, x, out } = call;
-        launch::argmax(self, p, x, out)
-    }
-
-    fn copy(&self, call: CopyCall<'_, CudaBuffer>) -> Result<()> {
-        let CopyCall { p, src, dst } = call;
-        launch::copy(self, p, src, dst)
     }
 }

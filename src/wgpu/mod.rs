@@ -389,10 +389,9 @@ impl WgpuBackend {
             self.scan_limits,
             self.subgroup_scan,
         )
-        .map_err(|why| Error::Arg {
-            op: "selective_scan",
-            arg: "A",
-            why: format!("on adapter `{}`: {why}", self.info.name),
+        .map_err(|why| {
+            let why = format!("on adapter `{}`: {why}", self.info.name);
+            Error::limit("wgpu", "selective_scan", "A", why)
         })
     }
 
@@ -507,9 +506,12 @@ impl WgpuBackend {
         }
         let y = groups.div_ceil(max);
         if y > max {
-            return Err(device_err(format!(
-                "{groups} workgroups exceed the adapter's dispatch limits"
-            )));
+            return Err(Error::limit(
+                "wgpu",
+                "dispatch",
+                "grid",
+                format!("{groups} workgroups exceed the adapter's dispatch limits"),
+            ));
         }
         Ok((max, y))
     }
@@ -517,12 +519,17 @@ impl WgpuBackend {
     /// Checks that a whole buffer can be bound at once.
     fn whole<'a>(&self, what: &'static str, b: &'a WgpuBuffer) -> Result<Bind<'a>> {
         if b.buf.size() > self.max_binding {
-            return Err(device_err(format!(
-                "`{what}` ({} bytes) exceeds the adapter's max_storage_buffer_binding_size \
-                 ({} bytes); only matmul weights and embedding tables are bound in windows",
-                b.buf.size(),
-                self.max_binding
-            )));
+            return Err(Error::limit(
+                "wgpu",
+                "bind",
+                what,
+                format!(
+                    "{} bytes exceed the adapter's max_storage_buffer_binding_size ({} bytes); \
+                     only matmul weights and embedding tables are bound in windows",
+                    b.buf.size(),
+                    self.max_binding
+                ),
+            ));
         }
         Ok(Bind::Whole(&b.buf))
     }
@@ -630,11 +637,16 @@ impl WgpuBackend {
         let (_, bytes) = buffer_numel("new_buffer", "buffer", dtype, shape)?;
         let size = (bytes as u64).div_ceil(4).max(1) * 4;
         if size > self.limits.max_buffer_size {
-            return Err(device_err(format!(
-                "a {dtype:?} buffer of shape {shape:?} ({size} bytes) exceeds the adapter's \
-                 max_buffer_size ({} bytes)",
-                self.limits.max_buffer_size
-            )));
+            return Err(Error::limit(
+                "wgpu",
+                "new_buffer",
+                "buffer",
+                format!(
+                    "a {dtype:?} buffer of shape {shape:?} ({size} bytes) exceeds the \
+                     adapter's max_buffer_size ({} bytes)",
+                    self.limits.max_buffer_size
+                ),
+            ));
         }
         let usage = wgpu::BufferUsages::STORAGE
             | wgpu::BufferUsages::COPY_SRC

@@ -304,9 +304,12 @@ impl Backend for WgpuBackend {
         let groups = (p.dim.div_ceil(size.channels), p.batch);
         let max = self.limits.max_compute_workgroups_per_dimension;
         if groups.0 > max || groups.1 > max {
-            return Err(device_err(format!(
-                "selective_scan: grid {groups:?} exceeds max_compute_workgroups_per_dimension {max}"
-            )));
+            return Err(Error::limit(
+                "wgpu",
+                "selective_scan",
+                "u",
+                format!("grid {groups:?} exceeds max_compute_workgroups_per_dimension {max}"),
+            ));
         }
         let kernel = if self.subgroup_scan {
             Kernel::SelectiveScanSubgroup(size)

@@ -4,8 +4,8 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use super::{WgpuBackend, WgpuBuffer, device_err};
-use crate::error::Result;
+use super::{WgpuBackend, WgpuBuffer};
+use crate::error::{Error, Result};
 
 /// The window of rows of a large weight bound for one dispatch.
 /// Declared for the shaders as `WindowParams` in `shaders/common.wgsl`.
@@ -51,11 +51,16 @@ impl WgpuBackend {
         let align = self.limits.min_storage_buffer_offset_alignment as u64;
         let per = (self.max_binding.saturating_sub(align + 4) / row_bytes) as u32;
         if per == 0 {
-            return Err(device_err(format!(
-                "one row of a weight ({row_bytes} bytes) exceeds the adapter's \
-                 max_storage_buffer_binding_size ({} bytes)",
-                self.max_binding
-            )));
+            return Err(Error::limit(
+                "wgpu",
+                "matmul",
+                "weight",
+                format!(
+                    "one row ({row_bytes} bytes) exceeds the adapter's \
+                     max_storage_buffer_binding_size ({} bytes)",
+                    self.max_binding
+                ),
+            ));
         }
         let mut out = Vec::new();
         let mut row0 = 0u32;

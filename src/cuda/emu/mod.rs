@@ -310,12 +310,12 @@ impl Args {
         self.0.push(Arg::Value(bytemuck::bytes_of(v).to_vec()));
         self
     }
-    /// A buffer whatever its dtype (launch.rs's `push`).
+    /// A buffer whatever its dtype (cuda/ops.rs's `push`).
     fn buf(&mut self, b: &CudaCpuBuffer) -> &mut Self {
         self.0.push(Arg::Buffer(b.id, elem_size(b.dtype)));
         self
     }
-    /// An f32 buffer (launch.rs's `.f32()?`).
+    /// An f32 buffer (cuda/ops.rs's `.f32()?`).
     fn f32(&mut self, b: &CudaCpuBuffer) -> Result<&mut Self> {
         if b.dtype != DType::F32 {
             return Err(Error::DType {
@@ -327,7 +327,7 @@ impl Args {
         }
         Ok(self.buf(b))
     }
-    /// An optional buffer, or the dummy (launch.rs's `push_opt`).
+    /// An optional buffer, or the dummy (cuda/ops.rs's `push_opt`).
     fn opt(&mut self, b: Option<&CudaCpuBuffer>, dummy: &CudaCpuBuffer) -> &mut Self {
         match b {
             Some(b) => self.buf(b),

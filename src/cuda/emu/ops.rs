@@ -1,4 +1,4 @@
-//! [`Backend`] for [`CudaCpuBackend`]: each op is the CUDA backend's launch (launch.rs)
+//! [`Backend`] for [`CudaCpuBackend`]: each op is the CUDA backend's launch (cuda/ops.rs)
 //! with the same geometry (`super::super::geometry`) and the same arguments in the same
 //! order, sent to the execution model. The runner checks every argument list against
 //! the kernel's parameters, so an argument pushed here in another order than the

@@ -1,4 +1,6 @@
-//! Every kernel launch of the CUDA backend: one function per op.
+//! Every kernel launch of the CUDA backend, one function per op, beside the
+//! `impl Backend` that calls them (as `wgpu/ops.rs` is on wgpu); matmul's launches are
+//! in `matmul.rs`.
 //!
 //! The only `unsafe` of the backend's ops is here. Each launch pushes its arguments in
 //! the order of the kernel's parameter list (quoted above each launch), with the types
@@ -8,16 +10,19 @@
 //! their last partial block, and optional pointers a kernel's flags say it never reads
 //! get a small dummy buffer.
 
-use cudarc::cublas::{Gemm, GemmConfig, sys::cublasOperation_t};
 use cudarc::driver::{CudaSlice, DeviceRepr, LaunchArgs, LaunchConfig, PushKernelArg};
 
 use super::geometry::{self, Launch};
 use super::nvrtc::Kernel;
-use super::{CudaBackend, CudaBuffer, Storage, dev_err};
+use half::{bf16, f16};
+
+use super::{BACKEND, CudaBackend, CudaBuffer, Storage, dev_err};
+use crate::backend::{Backend, DeviceBuffer};
 use crate::error::{Error, Result};
+use crate::ops::call::*;
 use crate::ops::{ScanInputs, StepInputs};
 use crate::params::*;
-use crate::tensor::DType;
+use crate::tensor::{DType, HostSlice, HostVec, buffer_numel};
 
 // SAFETY (all seven): `#[repr(C)]` structs of u32/f32 only, no padding, no pointers;
 // the kernels declare the same fields in the same order (kernels/common.cuh), so the
@@ -33,7 +38,7 @@ unsafe impl DeviceRepr for ArgmaxParams {}
 unsafe impl DeviceRepr for CopyParams {}
 
 /// A launch of `geometry` (shared with the CPU execution model) as cudarc's config.
-fn config(l: &Launch) -> LaunchConfig {
+pub(super) fn config(l: &Launch) -> LaunchConfig {
     LaunchConfig {
         grid_dim: l.grid,
         block_dim: l.block,
@@ -41,12 +46,12 @@ fn config(l: &Launch) -> LaunchConfig {
     }
 }
 
-fn launch_err(kernel: &str) -> impl Fn(cudarc::driver::DriverError) -> Error + '_ {
+pub(super) fn launch_err(kernel: &str) -> impl Fn(cudarc::driver::DriverError) -> Error + '_ {
     move |e| dev_err(&format!("launch of {kernel}"), e)
 }
 
 /// Pushes a buffer's device pointer, whatever its element type.
-fn push<'a>(a: &mut LaunchArgs<'a>, b: &'a CudaBuffer) {
+pub(super) fn push<'a>(a: &mut LaunchArgs<'a>, b: &'a CudaBuffer) {
     match b.storage() {
         Storage::F32(s) => a.arg(s),
         Storage::Half(s) => a.arg(s),
@@ -64,7 +69,11 @@ fn push_mut<'a>(a: &mut LaunchArgs<'a>, b: &'a mut CudaBuffer) {
 }
 
 /// Pushes an optional input, or the dummy buffer when absent.
-fn push_opt<'a>(a: &mut LaunchArgs<'a>, b: Option<&'a CudaBuffer>, dummy: &'a CudaSlice<f32>) {
+pub(super) fn push_opt<'a>(
+    a: &mut LaunchArgs<'a>,
+    b: Option<&'a CudaBuffer>,
+    dummy: &'a CudaSlice<f32>,
+) {
     match b {
         Some(b) => push(a, b),
         None => {
@@ -250,121 +259,6 @@ pub(super) fn causal_conv1d_update(
 }
 
 // ---------------------------------------------------------------------------------------
-// Matmul.
-
-pub(super) fn matmul(
-    be: &CudaBackend,
-    p: &MatmulParams,
-    x: &CudaBuffer,
-    w: &CudaBuffer,
-    bias: Option<&CudaBuffer>,
-    out: &mut CudaBuffer,
-) -> Result<()> {
-    let kind = geometry::bias_kind(bias.map(|b| b.dtype));
-    let blas = match be.cur_blas() {
-        Some(blas) if geometry::matmul_uses_blas(p, true) => blas,
-        _ => return matmul_rows(be, p, kind, x, w, bias, out),
-    };
-    // cuBLAS path: out (m, n) row-major = x (m, k) · w (n, k)ᵀ. Column-major, that is
-    // outᵀ (n x m) = op(w as k x n, transposed) · (x as k x m).
-    let dims = |v: u32| i32::try_from(v).map_err(|_| dev_err("cuBLAS dimension", v));
-    let (m, n, k) = (dims(p.m)?, dims(p.n)?, dims(p.k)?);
-    if p.has_bias != 0 {
-        let b = bias.ok_or_else(|| dev_err("matmul", "has_bias without a bias buffer"))?;
-        let f = be.function(Kernel::BiasRows)?;
-        let mut a = be.cur().launch_builder(&f);
-        a.arg(p);
-        a.arg(&kind);
-        push(&mut a, b);
-        a.arg(out.f32_mut()?);
-        // SAFETY: bias_rows(MatmulParams p, unsigned int bias_kind, const void* bias,
-        // float* out): same order; bias_kind names the bias dtype the kernel reads
-        // (bias (n) validated by ops); one thread per element of the (m, n) f32 out,
-        // guarded by m * n < 2^32 (ops checked numel).
-        unsafe { a.launch(config(&geometry::bias_rows(p))) }.map_err(launch_err("bias_rows"))?;
-    }
-    let cfg = GemmConfig {
-        transa: cublasOperation_t::CUBLAS_OP_T,
-        transb: cublasOperation_t::CUBLAS_OP_N,
-        m: n,
-        n: m,
-        k,
-        alpha: 1.0f32,
-        lda: k,
-        ldb: k,
-        beta: if p.has_bias != 0 { 1.0 } else { 0.0 },
-        ldc: n,
-    };
-    let widened;
-    let w32: &CudaSlice<f32> = match geometry::widen(p, w.dtype)? {
-        None => w.f32()?,
-        Some(l) => {
-            // Widen f16/bf16 weights to f32 in a scratch buffer (stream-ordered
-            // allocation, freed in stream order after the GEMM), then SGEMM: the
-            // same arithmetic as the CPU reference.
-            let len = p.n * p.k;
-            // SAFETY: the scratch is fully written by `widen_*` below before the GEMM
-            // reads it; both run on this stream in order.
-            let mut scratch = unsafe { be.cur().alloc::<f32>(len as usize) }
-                .map_err(|e| dev_err("cuMemAlloc", e))?;
-            let name = l.kernel.entry();
-            let f = be.function(l.kernel)?;
-            let mut a = be.cur().launch_builder(&f);
-            a.arg(&len);
-            push(&mut a, w);
-            a.arg(&mut scratch);
-            // SAFETY: widen_{f16,bf16}(unsigned int len, const F16/BF16* src,
-            // float* dst): same order; w holds n * k 16-bit values (validated (n, k))
-            // and the scratch n * k f32; one thread per element, guarded by len.
-            unsafe { a.launch(config(&l)) }.map_err(launch_err(name))?;
-            widened = scratch;
-            &widened
-        }
-    };
-    // SAFETY: column-major SGEMM with m' = n, n' = m, k: A = w (k x n, lda = k,
-    // transposed), B = x (k x m, ldb = k), C = out (n x m, ldc = n); the buffers hold
-    // n * k, m * k and m * n f32 as ops validated. Runs on the backend's stream.
-    // cuBLAS runs in whatever context is current on this thread and nothing above
-    // necessarily bound ours (another backend's may be current).
-    be.ctx
-        .bind_to_thread()
-        .map_err(|e| dev_err("cuCtxSetCurrent", e))?;
-    unsafe { blas.gemm(cfg, w32, x.f32()?, out.f32_mut()?) }
-        .map_err(|e| dev_err("cublasSgemm", e))?;
-    Ok(())
-}
-
-/// The small-m kernel (also the whole matmul when cuBLAS is missing).
-fn matmul_rows(
-    be: &CudaBackend,
-    p: &MatmulParams,
-    kind: u32,
-    x: &CudaBuffer,
-    w: &CudaBuffer,
-    bias: Option<&CudaBuffer>,
-    out: &mut CudaBuffer,
-) -> Result<()> {
-    let l = geometry::matmul_rows(p, w.dtype)?;
-    let name = l.kernel.entry();
-    let f = be.function(l.kernel)?;
-    let mut a = be.cur().launch_builder(&f);
-    a.arg(p);
-    a.arg(&kind);
-    a.arg(x.f32()?);
-    push(&mut a, w);
-    push_opt(&mut a, bias, &be.dummy);
-    a.arg(out.f32_mut()?);
-    // SAFETY: matmul_rows_<w dtype>(MatmulParams p, unsigned int bias_kind,
-    // const float* x, const W* w, const void* bias, float* out): same order, the kernel
-    // chosen by w's dtype and bias_kind naming the bias dtype (read only if has_bias).
-    // ops validated x (m, k), w (n, k), bias (n), out (m, n). One warp per column
-    // (whole warps exit past n), blockIdx.y tiles m by 8 as the kernel's MAXM; the
-    // 16-byte vector loads are used only when k % 8 == 0, which keeps rows aligned.
-    unsafe { a.launch(config(&l)) }.map_err(launch_err(name))?;
-    Ok(())
-}
-
-// ---------------------------------------------------------------------------------------
 // Norm, embedding, elementwise, argmax, copy.
 
 pub(super) fn rms_norm(
@@ -484,4 +378,211 @@ pub(super) fn copy(
     // offset + len against each buffer's length. One thread per copied element.
     unsafe { a.launch(config(&geometry::copy(p))) }.map_err(launch_err("copy"))?;
     Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+// The backend: memory, replay, and each op's launch above.
+
+impl Backend for CudaBackend {
+    type Buffer = CudaBuffer;
+
+    fn name(&self) -> &'static str {
+        BACKEND
+    }
+
+    fn supports_weight_dtype(&self, dtype: DType) -> bool {
+        dtype.is_float()
+    }
+
+    fn zeros(&self, dtype: DType, shape: &[usize]) -> Result<CudaBuffer> {
+        let (n, _) = buffer_numel("zeros", "buffer", dtype, shape)?;
+        self.graphs.refuse_in_capture("allocation")?;
+        Ok(CudaBuffer {
+            data: self.alloc_storage(dtype, n)?,
+            dtype,
+            shape: shape.to_vec(),
+        })
+    }
+
+    fn upload(&self, data: HostSlice<'_>, shape: &[usize]) -> Result<CudaBuffer> {
+        let (n, _) = buffer_numel("upload", "data", data.dtype(), shape)?;
+        self.graphs.refuse_in_capture("upload")?;
+        if data.len() != n {
+            return Err(Error::UploadLen {
+                len: data.len(),
+                shape: shape.to_vec(),
+                expected: n,
+            });
+        }
+        if n == 0 {
+            return self.zeros(data.dtype(), shape);
+        }
+        let e = |e| dev_err("cuMemcpyHtoD", e);
+        let s = &self.stream;
+        let storage = match data {
+            HostSlice::F32(v) => Storage::F32(s.clone_htod(v).map_err(e)?),
+            HostSlice::F16(v) => Storage::Half(
+                s.clone_htod(bytemuck::cast_slice::<f16, u16>(v))
+                    .map_err(e)?,
+            ),
+            HostSlice::BF16(v) => Storage::Half(
+                s.clone_htod(bytemuck::cast_slice::<bf16, u16>(v))
+                    .map_err(e)?,
+            ),
+            HostSlice::U32(v) => Storage::U32(s.clone_htod(v).map_err(e)?),
+        };
+        Ok(CudaBuffer {
+            data: storage,
+            dtype: data.dtype(),
+            shape: shape.to_vec(),
+        })
+    }
+
+    fn write(&self, data: HostSlice<'_>, buf: &mut CudaBuffer) -> Result<()> {
+        crate::ops::check_write(&data, buf)?;
+        self.graphs.refuse_in_capture("write")?;
+        if data.is_empty() {
+            return Ok(());
+        }
+        let wrong = buf.wrong(data.dtype().name());
+        // From pageable memory: the copy has taken the data when the call returns.
+        let s = &self.stream;
+        match (&mut buf.data, data) {
+            (Storage::F32(d), HostSlice::F32(v)) => s.memcpy_htod(v, d),
+            (Storage::Half(d), HostSlice::F16(v)) => {
+                s.memcpy_htod(bytemuck::cast_slice::<f16, u16>(v), d)
+            }
+            (Storage::Half(d), HostSlice::BF16(v)) => {
+                s.memcpy_htod(bytemuck::cast_slice::<bf16, u16>(v), d)
+            }
+            (Storage::U32(d), HostSlice::U32(v)) => s.memcpy_htod(v, d),
+            // check_write compared the dtypes.
+            _ => return Err(wrong),
+        }
+        .map_err(|e| dev_err("cuMemcpyHtoD", e))
+    }
+
+    fn download(&self, buf: &CudaBuffer) -> Result<HostVec> {
+        self.graphs.refuse_in_capture("download")?;
+        let n = buf.numel();
+        let e = |e| dev_err("cuMemcpyDtoH", e);
+        let s = &self.stream;
+        if n == 0 {
+            return Ok(HostVec::from_bytes(buf.dtype, &[]));
+        }
+        Ok(match (&buf.data, buf.dtype) {
+            (Storage::F32(d), _) => HostVec::F32(s.clone_dtoh(&d.slice(..n)).map_err(e)?),
+            (Storage::U32(d), _) => HostVec::U32(s.clone_dtoh(&d.slice(..n)).map_err(e)?),
+            (Storage::Half(d), DType::BF16) => {
+                let v = s.clone_dtoh(&d.slice(..n)).map_err(e)?;
+                HostVec::BF16(v.into_iter().map(bf16::from_bits).collect())
+            }
+            (Storage::Half(d), _) => {
+                let v = s.clone_dtoh(&d.slice(..n)).map_err(e)?;
+                HostVec::F16(v.into_iter().map(f16::from_bits).collect())
+            }
+        })
+    }
+
+    fn flush(&self) -> Result<()> {
+        // Launches are submitted as they are made; report any error a drop recorded.
+        self.ctx
+            .check_err()
+            .map_err(|e| dev_err("deferred error", e))
+    }
+
+    fn replay(&self, call: ReplayCall<'_, Self>) -> Result<()> {
+        let ReplayCall { key, record, .. } = call;
+        self.replay_graph(key, record)
+    }
+
+    fn forget_replays(&self, id: u64) {
+        self.forget_graphs(id)
+    }
+
+    fn embedding(&self, call: EmbeddingCall<'_, CudaBuffer>) -> Result<()> {
+        let EmbeddingCall { p, ids, table, out } = call;
+        embedding(self, p, ids, table, out)
+    }
+
+    fn matmul(&self, call: MatmulCall<'_, CudaBuffer>) -> Result<()> {
+        let MatmulCall { p, x, w, bias, out } = call;
+        super::matmul::matmul(self, p, x, w, bias, out)
+    }
+
+    fn rms_norm(&self, call: NormCall<'_, CudaBuffer>) -> Result<()> {
+        let NormCall {
+            p,
+            x,
+            weight,
+            residual,
+            out,
+        } = call;
+        rms_norm(self, p, x, weight, residual, out)
+    }
+
+    fn causal_conv1d(&self, call: ConvCall<'_, CudaBuffer>) -> Result<()> {
+        let ConvCall {
+            p,
+            x,
+            weight,
+            bias,
+            state,
+            out,
+        } = call;
+        causal_conv1d(self, p, x, weight, bias, state, out)
+    }
+
+    fn causal_conv1d_update(&self, call: ConvUpdateCall<'_, CudaBuffer>) -> Result<()> {
+        let ConvUpdateCall {
+            p,
+            x,
+            weight,
+            bias,
+            state,
+            out,
+        } = call;
+        causal_conv1d_update(self, p, x, weight, bias, state, out)
+    }
+
+    fn selective_scan(&self, call: ScanCall<'_, CudaBuffer>) -> Result<()> {
+        let ScanCall {
+            p,
+            inputs,
+            mut state,
+            out,
+        } = call;
+        selective_scan(self, p, inputs, state.buffer(), out)
+    }
+
+    fn selective_state_update(&self, call: StepCall<'_, CudaBuffer>) -> Result<()> {
+        let StepCall {
+            p,
+            inputs,
+            state,
+            out,
+        } = call;
+        selective_state_update(self, p, inputs, state, out)
+    }
+
+    fn elementwise(&self, call: ElementwiseCall<'_, CudaBuffer>) -> Result<()> {
+        let ElementwiseCall {
+            p,
+            op: _,
+            a,
+            b,
+            out,
+        } = call;
+        elementwise(self, p, a, b, out)
+    }
+
+    fn argmax(&self, call: ArgmaxCall<'_, CudaBuffer>) -> Result<()> {
+        let ArgmaxCall { p, x, out } = call;
+        argmax(self, p, x, out)
+    }
+
+    fn copy(&self, call: CopyCall<'_, CudaBuffer>) -> Result<()> {
+        let CopyCall { p, src, dst } = call;
+        copy(self, p, src, dst)
+    }
 }
