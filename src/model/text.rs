@@ -25,6 +25,15 @@ impl TextTokenizer {
         // tokenizers 0.22 panics (an unwrap in its decoder deserializer) on some
         // malformed files (found by fuzz/tokenizer_load; the input is kept in
         // tests/fixtures/fuzz/tokenizer_crash_1.json): a panic there is a bad file.
+        // Most of those inputs are not JSON at all (bad UTF-8 or syntax inside the
+        // decoder, where tokenizers calls `expect`), so JSON is checked first: that also
+        // holds under `panic = "abort"`, where the catch below cannot help.
+        if let Err(e) = serde_json::from_slice::<serde_json::Value>(bytes) {
+            return Err(Error::Tokenizer {
+                file: file.into(),
+                why: format!("not valid JSON: {e}"),
+            });
+        }
         let parsed = std::panic::catch_unwind(|| tokenizers::Tokenizer::from_bytes(bytes))
             .map_err(|_| Error::Tokenizer {
                 file: file.into(),
