@@ -1,6 +1,6 @@
 // Row-wise argmax of f32 into u32: the first index of the largest value; NaN never
 // wins; a row with nothing above -inf gives 0. CPU mirror: src/cpu/argmax.rs::argmax.
-// Launched from src/cuda/launch.rs. One block per row: each thread scans a strided
+// Launched from src/cuda/ops.rs. One block per row: each thread scans a strided
 // slice in ascending order (strict >, so it keeps its first maximum), then a warp
 // shuffle and a shared-memory step reduce (value, index) pairs, ties to the lower index.
 

@@ -1,6 +1,6 @@
 // Causal depthwise conv1d, f32: over a sequence and one decode step.
 // CPU mirror: src/cpu/causal_conv1d.rs (causal_conv1d, causal_conv1d_update).
-// Launched from src/cuda/launch.rs.
+// Launched from src/cuda/ops.rs.
 //
 // Sequence: `causal_conv1d` runs one thread per output element, with the fastest thread
 // index on whichever axis has stride 1 (time for ChannelMajor, channel for TokenMajor),

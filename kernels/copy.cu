@@ -1,5 +1,5 @@
 // Copy of `len` 4-byte elements (f32 or u32) between buffers at element offsets.
-// CPU mirror: src/cpu/copy.rs::copy. Launched from src/cuda/launch.rs.
+// CPU mirror: src/cpu/copy.rs::copy. Launched from src/cuda/ops.rs.
 
 #include "common.cuh"
 

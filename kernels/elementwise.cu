@@ -1,5 +1,5 @@
 // Elementwise ops on f32. CPU mirror: src/cpu/elementwise.rs. Launched from
-// src/cuda/launch.rs. One thread per element; the op code is uniform across the grid.
+// src/cuda/ops.rs. One thread per element; the op code is uniform across the grid.
 
 #include "common.cuh"
 

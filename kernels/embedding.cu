@@ -1,5 +1,5 @@
 // Row gather out[i, :] = table[ids[i], :] as f32; table f32/f16/bf16.
-// CPU mirror: src/cpu/embedding.rs::embedding. Launched from src/cuda/launch.rs.
+// CPU mirror: src/cpu/embedding.rs::embedding. Launched from src/cuda/ops.rs.
 // One thread per output element (consecutive threads along the row: coalesced).
 // Ids past the table write zeros (the CPU backend reports an error instead).
 

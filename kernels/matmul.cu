@@ -1,5 +1,5 @@
 // out[m, n] = sum_k x[m, k] * w[n, k] (+ bias[n]); x, out f32; w, bias f32/f16/bf16.
-// CPU mirror: src/cpu/matmul.rs::matmul. Launched from src/cuda/launch.rs.
+// CPU mirror: src/cpu/matmul.rs::matmul. Launched from src/cuda/matmul.rs.
 //
 // Large m goes through cuBLAS SGEMM (f32 weights directly; f16/bf16 weights are first
 // widened to f32 by `widen_*` into a scratch buffer, then `bias_rows` pre-fills out

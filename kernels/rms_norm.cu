@@ -1,5 +1,5 @@
 // RMSNorm over the last dim with an optional fused residual add; weight f32/f16/bf16.
-// CPU mirror: src/cpu/rms_norm.rs::rms_norm. Launched from src/cuda/launch.rs.
+// CPU mirror: src/cpu/rms_norm.rs::rms_norm. Launched from src/cuda/ops.rs.
 //
 // One block per row. With a residual: r = residual + x is stored back first, then
 // out = r * rsqrt(mean(r^2) + eps) * w. Each thread keeps its elements of the row in

@@ -1,5 +1,5 @@
 // Selective scan (Mamba-1 forward): f32, f16 or bf16 I/O, f32 math.
-// CPU mirror: src/cpu/selective_scan.rs::selective_scan. Launched from src/cuda/launch.rs.
+// CPU mirror: src/cpu/selective_scan.rs::selective_scan. Launched from src/cuda/ops.rs.
 //
 // Entry points selective_scan_f32 / _f16 / _bf16 instantiate one template on the I/O
 // element type T of u, delta, z, B, C and out (ops/check.rs makes them share it). A, D,
@@ -318,7 +318,7 @@ scan_impl(const ScanParams& p,
     }
 }
 
-// Entry points, one per I/O type (launch.rs picks by the dtype of `out`). Parameter
+// Entry points, one per I/O type (src/cuda/geometry.rs picks by the dtype of `out`). Parameter
 // lists differ only in the element type of u, delta, B, C, z and out.
 extern "C" __global__ void __launch_bounds__(NT * CPB)
 selective_scan_f32(ScanParams p, const float* __restrict__ u, const float* __restrict__ delta,

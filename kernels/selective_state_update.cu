@@ -1,5 +1,5 @@
 // One decode step of the selective state space, f32. CPU mirror:
-// src/cpu/selective_state_update.rs::selective_state_update. Launched from src/cuda/launch.rs.
+// src/cpu/selective_state_update.rs::selective_state_update. Launched from src/cuda/ops.rs.
 //
 // One thread per (batch, channel): it reads the channel's N states (float4 when N is a
 // multiple of 4), updates them in registers, writes them back in place and writes
