@@ -54,31 +54,8 @@ const OTHER_SCHEDULES: [Schedule; 4] = [
     Schedule::Random(0x5eed),
 ];
 
-#[test]
-fn scan_matches_cpu() {
-    let Some(be) = be() else { return };
-    let t = std::time::Instant::now();
-    let n = ops_suite::scan(&be);
-    eprintln!("cuda-cpu scan: {n} cases in {:.1?}", t.elapsed());
-}
-
-#[test]
-fn scan_layouts_and_bc_kinds() {
-    let Some(be) = be() else { return };
-    ops_suite::scan_layouts_and_bc_kinds(&be);
-}
-
-#[test]
-fn scan_million_steps() {
-    let Some(be) = be() else { return };
-    ops_suite::scan_million_steps(&be);
-}
-
-#[test]
-fn scan_split_sequence_carries_state() {
-    let Some(be) = be() else { return };
-    ops_suite::scan_split_sequence_carries_state(&be);
-}
+// The shared op suite (tests/common/ops_suite.rs), as on every backend.
+op_suite_tests!(gpu CudaCpuBackend, be());
 
 /// f16/bf16 I/O (`selective_scan_f16` / `_bf16`), vector and scalar paths, staged and
 /// per-row B/C, around the 512-step chunk.
@@ -110,32 +87,6 @@ fn scan_half_io_matches_cpu() {
     }
 }
 
-#[test]
-fn step_matches_cpu() {
-    let Some(be) = be() else { return };
-    ops_suite::step(&be);
-}
-
-#[test]
-fn conv_matches_cpu() {
-    let Some(be) = be() else { return };
-    ops_suite::conv(&be);
-}
-
-#[test]
-fn conv_update_matches_cpu() {
-    let Some(be) = be() else { return };
-    ops_suite::conv_update(&be);
-}
-
-/// With cuBLAS modelled: m ≤ 8 takes matmul_rows, larger m widen_* + bias_rows + the
-/// host SGEMM stand-in.
-#[test]
-fn matmul_matches_cpu() {
-    let Some(be) = be() else { return };
-    ops_suite::matmul(&be);
-}
-
 /// Without cuBLAS every product is matmul_rows (blockIdx.y tiles m by 8).
 #[test]
 fn matmul_without_cublas_matches_cpu() {
@@ -149,38 +100,9 @@ fn matmul_without_cublas_matches_cpu() {
 }
 
 #[test]
-fn rms_norm_matches_cpu() {
+fn write_matches_cpu() {
     let Some(be) = be() else { return };
-    ops_suite::rms_norm(&be);
-}
-
-#[test]
-fn embedding_matches_cpu() {
-    let Some(be) = be() else { return };
-    ops_suite::embedding(&be);
-    ops_suite::embedding_out_of_range_ids_write_zeros(&be);
-}
-
-#[test]
-fn elementwise_matches_cpu() {
-    let Some(be) = be() else { return };
-    ops_suite::elementwise(&be);
-}
-
-#[test]
-fn argmax_matches_cpu() {
-    let Some(be) = be() else { return };
-    ops_suite::argmax(&be);
-    ops_suite::argmax_ties_and_nan(&be);
-}
-
-#[test]
-fn copy_and_buffers() {
-    let Some(be) = be() else { return };
-    ops_suite::copy(&be);
-    ops_suite::upload_download_roundtrip(&be);
     common::checks::check_write(&be);
-    ops_suite::recorded_ops_flush_once(&be);
 }
 
 #[test]
