@@ -42,7 +42,7 @@ struct MatmulParams {
 struct NormParams {
     unsigned int rows, dim;
     float eps;
-    unsigned int has_residual;
+    unsigned int has_residual, groups, _pad0, _pad1, _pad2;
 };
 
 struct EmbeddingParams {

@@ -1,7 +1,9 @@
 // RMSNorm over the last dim with an optional fused residual add; weight f32/f16/bf16.
 // CPU mirror: src/cpu/rms_norm.rs::rms_norm. Launched from src/cuda/ops.rs.
 //
-// One block per row. With a residual: r = residual + x is stored back first, then
+// One block per row (a segment of p.dim values; with p.groups > 1, segment s is
+// scaled by the weight from (s % groups) * dim on: Mamba-2's grouped norm). With a
+// residual: r = residual + x is stored back first, then
 // out = r * rsqrt(mean(r^2) + eps) * w. Each thread keeps its elements of the row in
 // a register pass and a second pass re-reads them (the row is L1/L2 resident).
 
@@ -33,8 +35,9 @@ __device__ void rms_norm_impl(const NormParams& p, const float* __restrict__ x,
     for (int k = 0; k < THREADS / 32; ++k) tot += partial[k];
     const float inv = rsqrtf(tot / (float)p.dim + p.eps);
     const float* src = p.has_residual ? residual : x;
+    const unsigned int w0 = (row % p.groups) * p.dim;
     for (unsigned int i = threadIdx.x; i < p.dim; i += THREADS)
-        out[off + i] = (src[off + i] * inv) * ld(w, i);
+        out[off + i] = (src[off + i] * inv) * ld(w, w0 + i);
 }
 
 extern "C" __global__ void __launch_bounds__(THREADS)

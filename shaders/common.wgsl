@@ -75,6 +75,10 @@ struct NormParams {
     dim: u32,
     eps: f32,
     has_residual: u32,
+    groups: u32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
 }
 
 struct EmbeddingParams {

@@ -1,5 +1,7 @@
 // RMSNorm with an optional fused residual add. Mirrors src/cpu/rms_norm.rs::rms_norm:
 // per row, r = residual + x (stored back) or r = x; out = r / sqrt(mean(r²) + eps) · w.
+// A "row" is a segment of p.dim values; with p.groups > 1 (Mamba-2's grouped norm)
+// segment s is scaled by the weight from (s % groups) · dim on.
 // One workgroup of 256 invocations per row; the sum of squares is reduced in workgroup
 // memory. The weight is decoded according to W_DTYPE (see matmul.wgsl).
 
@@ -49,11 +51,12 @@ fn rms_norm(
     }
     workgroupBarrier();
     let inv = inverseSqrt(red[0] / f32(p.dim) + p.eps);
+    let w0 = (row % p.groups) * p.dim;
     for (var i = lid; i < p.dim; i += 256u) {
         var v = x[base + i];
         if p.has_residual != 0u {
             v = residual[base + i]; // written by this same invocation above
         }
-        out[base + i] = (v * inv) * load_w(i);
+        out[base + i] = (v * inv) * load_w(w0 + i);
     }
 }

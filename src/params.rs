@@ -115,7 +115,11 @@ pub struct MatmulParams {
     pub has_bias: u32,
 }
 
-/// RMSNorm over the last dim, optionally adding `x` into a residual first.
+/// RMSNorm over segments of `dim` values, optionally adding `x` into a residual first.
+///
+/// `rows` counts segments. With `groups` G > 1 (Mamba-2's grouped gated norm) each
+/// row of the tensor is G consecutive segments, normalised separately, and segment
+/// `s` is scaled by weight elements `(s % G)·dim ..`: the weight spans the whole row.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Pod, Zeroable)]
 #[non_exhaustive]
@@ -124,6 +128,10 @@ pub struct NormParams {
     pub dim: u32,
     pub eps: f32,
     pub has_residual: u32,
+    pub groups: u32,
+    pub _pad0: u32,
+    pub _pad1: u32,
+    pub _pad2: u32,
 }
 
 /// Row gather: `out[i, :] = table[ids[i], :]`.

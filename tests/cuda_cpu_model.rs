@@ -285,7 +285,11 @@ fn param_layouts_match_src_params() {
             rows: u32,
             dim: u32,
             eps: f32,
-            has_residual: u32
+            has_residual: u32,
+            groups: u32,
+            _pad0: u32,
+            _pad1: u32,
+            _pad2: u32
         }),
         rust_layout!(EmbeddingParams {
             count: u32,

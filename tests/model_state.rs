@@ -263,7 +263,7 @@ fn saved_bytes_are_checked() {
     );
 
     // Every bit of the header and a sample of the payload, flipped one at a time.
-    let positions = (0..104).chain((104..bytes.len()).step_by(61));
+    let positions = (0..112).chain((112..bytes.len()).step_by(61));
     for at in positions {
         for bit in [0, 3, 7] {
             let mut b = bytes.clone();

@@ -112,7 +112,11 @@ mod host {
                 rows,
                 dim,
                 eps,
-                has_residual
+                has_residual,
+                groups,
+                _pad0,
+                _pad1,
+                _pad2
             }),
             "EmbeddingParams" => layout!(EmbeddingParams {
                 count,

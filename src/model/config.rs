@@ -1,15 +1,63 @@
 //! `MambaConfig`: the model hyper-parameters, read from a Hugging Face `config.json`
-//! (`MambaForCausalLM`) or from the original state-spaces `config.json`.
+//! (`MambaForCausalLM`, `FalconMambaForCausalLM`, `Mamba2ForCausalLM`) or from the
+//! original state-spaces `config.json` (Mamba-1 or Mamba-2 layers).
 //!
-//! Values are validated here, once, with errors naming the file and the key.
+//! Values are validated here, once, with errors naming the file and the key. The
+//! bare tokens `Infinity`, `-Infinity` and `NaN` that Python's json writes (transformers
+//! saves Mamba-2's `time_step_limit` as `[0.0, Infinity]`) are read as Python reads them.
 
 use serde_json::{Map, Value};
 
 use crate::error::{Error, Result};
 
-/// Hyper-parameters of a Mamba (v1) language model.
+/// The mixer the layers use: the Mamba family of the checkpoint.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Family {
+    /// Mamba-1 (`model_type: "mamba"`, state-spaces `Mamba1`).
+    Mamba1,
+    /// Falcon-Mamba (`model_type: "falcon_mamba"`): Mamba-1 plus weightless RMS norms
+    /// (epsilon `mixer_rms_eps`) on B and C over the state axis and on the Δ input
+    /// over `dt_rank`, before `dt_proj`.
+    FalconMamba { mixer_rms_eps: f32 },
+    /// Mamba-2 (`model_type: "mamba2"`, state-spaces `Mamba2`): per-head scalar A, D
+    /// and Δ bias; B/C in `n_groups` groups, produced by `in_proj` and passed through
+    /// the causal conv with x; the output `out_proj(rmsnorm_grouped(y · silu(z)))`.
+    Mamba2(Mamba2Dims),
+}
+
+/// The Mamba-2 sizes beyond Mamba-1's. `intermediate_size = num_heads · head_dim`; the
+/// Δ projection has one row per head (`MambaConfig::dt_rank` is `num_heads`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Mamba2Dims {
+    pub num_heads: usize,
+    pub head_dim: usize,
+    /// G: head h reads B/C group `h / (num_heads / G)`; the gated norm's RMS is taken
+    /// per group of `intermediate_size / G` channels.
+    pub n_groups: usize,
+    /// The SSD chunk length of the reference kernels (no effect on the result).
+    pub chunk_size: usize,
+    /// Epsilon of the gated grouped norm (transformers: `layer_norm_epsilon`;
+    /// mamba_ssm: 1e-5).
+    pub gated_norm_eps: f32,
+}
+
+impl Family {
+    /// A short name for messages and benchmark rows.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Family::Mamba1 => "mamba",
+            Family::FalconMamba { .. } => "falcon_mamba",
+            Family::Mamba2(_) => "mamba2",
+        }
+    }
+}
+
+/// Hyper-parameters of a Mamba language model (Mamba-1, Falcon-Mamba or Mamba-2; see
+/// [`Family`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct MambaConfig {
+    /// The mixer of every layer.
+    pub family: Family,
     /// d_model.
     pub hidden_size: usize,
     pub num_layers: usize,
@@ -19,7 +67,7 @@ pub struct MambaConfig {
     pub state_size: usize,
     /// K, the causal conv1d width (≥ 2).
     pub conv_kernel: usize,
-    /// R, the rank of the Δ projection.
+    /// R, the rank of the Δ projection (Mamba-2: the number of heads, one Δ each).
     pub dt_rank: usize,
     /// Rows of the embedding table (padded up to `pad_vocab_size_multiple` for the
     /// original layout).
@@ -49,7 +97,8 @@ impl MambaConfig {
 
     /// Parses and validates config JSON; `file` names it in errors.
     pub fn from_json_bytes(bytes: &[u8], file: &str) -> Result<Self> {
-        let v: Value = serde_json::from_slice(bytes).map_err(|e| Error::ConfigJson {
+        let bytes = quote_python_numbers(bytes);
+        let v: Value = serde_json::from_slice(&bytes).map_err(|e| Error::ConfigJson {
             file: file.into(),
             why: e.to_string(),
         })?;
@@ -63,7 +112,10 @@ impl MambaConfig {
         let cfg = if m.contains_key("d_model") {
             r.original()?
         } else {
-            r.hf()?
+            match Reader::get_in(&m, "model_type").and_then(Value::as_str) {
+                Some("mamba2") => r.hf_mamba2()?,
+                _ => r.hf()?,
+            }
         };
         cfg.validate(file)?;
         Ok(cfg)
@@ -129,6 +181,9 @@ impl MambaConfig {
                     });
                 }
             }
+        }
+        if let Family::Mamba2(m2) = self.family {
+            self.check_mamba2(file, &m2)?;
         }
         self.check_sizes(file)
     }
@@ -198,13 +253,64 @@ impl MambaConfig {
 /// the sums of a few such sizes without overflow.
 pub const MAX_TENSOR_ELEMS: usize = (isize::MAX as usize) / 16;
 
-struct Reader<'a> {
-    file: &'a str,
-    m: &'a Map<String, Value>,
+/// Python's json writes the floats inf and nan as the bare tokens `Infinity`,
+/// `-Infinity` and `NaN`, which JSON has not; here they become the strings
+/// `"Infinity"`, `"-Infinity"` and `"NaN"` (outside string literals only), which the
+/// number readers accept (`Reader::f64_value`). Everything else is left as it is.
+fn quote_python_numbers(bytes: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    if !(bytes.windows(3).any(|w| w == b"NaN") || bytes.windows(8).any(|w| w == b"Infinity")) {
+        return std::borrow::Cow::Borrowed(bytes);
+    }
+    let mut out = Vec::with_capacity(bytes.len() + 16);
+    let (mut in_str, mut esc, mut i) = (false, false, 0);
+    while i < bytes.len() {
+        let c = bytes[i];
+        if in_str {
+            out.push(c);
+            match (esc, c) {
+                (true, _) => esc = false,
+                (false, b'\\') => esc = true,
+                (false, b'"') => in_str = false,
+                _ => {}
+            }
+            i += 1;
+            continue;
+        }
+        let rest = &bytes[i..];
+        if let Some(tok) = [&b"-Infinity"[..], b"Infinity", b"NaN"]
+            .into_iter()
+            .find(|t| rest.starts_with(t))
+        {
+            out.push(b'"');
+            out.extend_from_slice(tok);
+            out.push(b'"');
+            i += tok.len();
+            continue;
+        }
+        in_str = c == b'"';
+        out.push(c);
+        i += 1;
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+pub(super) struct Reader<'a> {
+    pub(super) file: &'a str,
+    pub(super) m: &'a Map<String, Value>,
 }
 
 impl Reader<'_> {
-    fn err(&self, key: &'static str, why: impl Into<String>) -> Error {
+    /// A number, or one of Python's `"Infinity"`, `"-Infinity"`, `"NaN"`.
+    pub(super) fn f64_value(v: &Value) -> Option<f64> {
+        match v {
+            Value::String(s) if s == "Infinity" => Some(f64::INFINITY),
+            Value::String(s) if s == "-Infinity" => Some(f64::NEG_INFINITY),
+            Value::String(s) if s == "NaN" => Some(f64::NAN),
+            v => v.as_f64(),
+        }
+    }
+
+    pub(super) fn err(&self, key: &'static str, why: impl Into<String>) -> Error {
         Error::ConfigValue {
             file: self.file.into(),
             key,
@@ -212,11 +318,15 @@ impl Reader<'_> {
         }
     }
 
-    fn get_in<'v>(m: &'v Map<String, Value>, key: &str) -> Option<&'v Value> {
+    pub(super) fn get_in<'v>(m: &'v Map<String, Value>, key: &str) -> Option<&'v Value> {
         m.get(key).filter(|v| !v.is_null())
     }
 
-    fn usize_in(&self, m: &Map<String, Value>, key: &'static str) -> Result<Option<usize>> {
+    pub(super) fn usize_in(
+        &self,
+        m: &Map<String, Value>,
+        key: &'static str,
+    ) -> Result<Option<usize>> {
         match Self::get_in(m, key) {
             None => Ok(None),
             Some(v) => match v.as_u64() {
@@ -228,14 +338,19 @@ impl Reader<'_> {
         }
     }
 
-    fn req_usize(&self, key: &'static str) -> Result<usize> {
+    pub(super) fn req_usize(&self, key: &'static str) -> Result<usize> {
         self.usize_in(self.m, key)?.ok_or(Error::ConfigMissing {
             file: self.file.into(),
             key,
         })
     }
 
-    fn bool_in(&self, m: &Map<String, Value>, key: &'static str, default: bool) -> Result<bool> {
+    pub(super) fn bool_in(
+        &self,
+        m: &Map<String, Value>,
+        key: &'static str,
+        default: bool,
+    ) -> Result<bool> {
         match Self::get_in(m, key) {
             None => Ok(default),
             Some(Value::Bool(b)) => Ok(*b),
@@ -243,18 +358,17 @@ impl Reader<'_> {
         }
     }
 
-    fn f32_key(&self, key: &'static str, default: f32) -> Result<f32> {
+    pub(super) fn f32_key(&self, key: &'static str, default: f32) -> Result<f32> {
         match Self::get_in(self.m, key) {
             None => Ok(default),
-            Some(v) => v
-                .as_f64()
+            Some(v) => Self::f64_value(v)
                 .map(|x| x as f32)
                 .ok_or_else(|| self.err(key, format!("expected a number, got {v}"))),
         }
     }
 
     /// A token id: an integer, a list of integers (the first is used), or null.
-    fn token_id(&self, key: &'static str, default: Option<u32>) -> Result<Option<u32>> {
+    pub(super) fn token_id(&self, key: &'static str, default: Option<u32>) -> Result<Option<u32>> {
         let bad = |v: &Value| self.err(key, format!("expected a token id, got {v}"));
         let one = |v: &Value| {
             v.as_u64()
@@ -270,7 +384,7 @@ impl Reader<'_> {
     }
 
     /// `"auto"` or a positive integer.
-    fn dt_rank_in(
+    pub(super) fn dt_rank_in(
         &self,
         m: &Map<String, Value>,
         key: &'static str,
@@ -291,7 +405,7 @@ impl Reader<'_> {
         }
     }
 
-    fn unsupported(&self, key: &'static str, why: impl Into<String>) -> Error {
+    pub(super) fn unsupported(&self, key: &'static str, why: impl Into<String>) -> Error {
         Error::ConfigUnsupported {
             file: self.file.into(),
             key,
@@ -299,16 +413,22 @@ impl Reader<'_> {
         }
     }
 
-    /// transformers' `MambaConfig` (model_type "mamba").
+    /// transformers' `MambaConfig` (model_type "mamba", the default when the key is
+    /// absent) and `FalconMambaConfig` ("falcon_mamba").
     fn hf(&self) -> Result<MambaConfig> {
-        if let Some(t) = Self::get_in(self.m, "model_type") {
-            if t.as_str() != Some("mamba") {
-                return Err(self.unsupported(
-                    "model_type",
-                    format!("{t} (only \"mamba\", Mamba 1, is implemented)"),
-                ));
-            }
-        }
+        let falcon = match Self::get_in(self.m, "model_type") {
+            None => false,
+            Some(t) => match t.as_str() {
+                Some("mamba") => false,
+                Some("falcon_mamba") => true,
+                _ => {
+                    return Err(self.unsupported(
+                        "model_type",
+                        format!("{t} (\"mamba\", \"falcon_mamba\" and \"mamba2\" are implemented)"),
+                    ));
+                }
+            },
+        };
         if let Some(act) = Self::get_in(self.m, "hidden_act") {
             if act.as_str() != Some("silu") {
                 return Err(self.unsupported("hidden_act", format!("{act} (only \"silu\")")));
@@ -333,6 +453,9 @@ impl Reader<'_> {
         })?;
         let inter = match self.usize_in(self.m, "intermediate_size")? {
             None => product,
+            // FalconMambaConfig takes intermediate_size as given (falcon-mamba-7b says
+            // expand 16 with intermediate_size 8192 = 2 x 4096).
+            Some(e) if falcon => e,
             Some(e) => {
                 if e != product {
                     return Err(Error::ConfigInconsistent {
@@ -347,7 +470,17 @@ impl Reader<'_> {
                 e
             }
         };
+        let family = if falcon {
+            let eps = self.f32_key("mixer_rms_eps", 1e-6)?;
+            if !(eps.is_finite() && eps > 0.0) {
+                return Err(self.err("mixer_rms_eps", format!("{eps} is not a positive number")));
+            }
+            Family::FalconMamba { mixer_rms_eps: eps }
+        } else {
+            Family::Mamba1
+        };
         Ok(MambaConfig {
+            family,
             hidden_size: hidden,
             num_layers: layers,
             intermediate_size: inter,
@@ -397,23 +530,17 @@ impl Reader<'_> {
             Some(Value::Object(o)) => o,
             Some(v) => return Err(self.err("ssm_cfg", format!("expected an object, got {v}"))),
         };
-        if let Some(layer) = Self::get_in(ssm, "layer") {
-            if layer.as_str() != Some("Mamba1") {
-                return Err(self.unsupported("ssm_cfg", format!("layer {layer} (only Mamba1)")));
+        let padded = self.padded_vocab(vocab)?;
+        match Self::get_in(ssm, "layer").map(|l| (l, l.as_str())) {
+            None | Some((_, Some("Mamba1"))) => {}
+            Some((_, Some("Mamba2"))) => return self.original_mamba2(ssm, hidden, layers, padded),
+            Some((layer, _)) => {
+                return Err(self.unsupported(
+                    "ssm_cfg",
+                    format!("layer {layer} (Mamba1 and Mamba2 are implemented)"),
+                ));
             }
         }
-        let mult = self
-            .usize_in(self.m, "pad_vocab_size_multiple")?
-            .unwrap_or(8);
-        if mult == 0 {
-            return Err(self.err("pad_vocab_size_multiple", "must be positive, got 0"));
-        }
-        let padded = vocab.div_ceil(mult).checked_mul(mult).ok_or_else(|| {
-            self.err(
-                "vocab_size",
-                format!("{vocab} padded to a multiple of {mult} overflows"),
-            )
-        })?;
         let expand = self.usize_in(ssm, "expand")?.unwrap_or(2);
         if expand == 0 {
             return Err(self.err("ssm_cfg", "expand must be positive, got 0"));
@@ -429,6 +556,7 @@ impl Reader<'_> {
             )
         })?;
         Ok(MambaConfig {
+            family: Family::Mamba1,
             hidden_size: hidden,
             num_layers: layers,
             intermediate_size: inter,

@@ -1,6 +1,8 @@
-//! `MambaModel`: a Mamba language model on any [`Backend`].
+//! `MambaModel`: a Mamba language model on any [`Backend`] — Mamba-1, Falcon-Mamba or
+//! Mamba-2 (the layers' mixer, in `mixer.rs`, follows the config's [`super::Family`]).
 //!
-//! The forward pass equals Hugging Face's `MambaForCausalLM`:
+//! The forward pass equals Hugging Face's `MambaForCausalLM` (and
+//! `FalconMambaForCausalLM`, `Mamba2ForCausalLM` with their mixers):
 //!
 //! ```text
 //! h = embedding(ids)
@@ -20,12 +22,13 @@
 //! (model, state, batch): on CUDA the whole step is one graph launch.
 
 use super::config::MambaConfig;
-use super::state::{Dims, State, StepScratch, copy_slot};
-use super::weights::{LayerWeights, LoadOptions, Shard, Weights, load_weights};
+use super::mixer::{Bufs, Pass, mixer};
+use super::state::{Dims, Extra, State, StepScratch, copy_slot};
+use super::weights::{LoadOptions, Shard, Weights, load_weights};
 use crate::backend::{Backend, ReplayKey, unique_id};
 use crate::error::{Error, Result};
+use crate::ops;
 use crate::ops::call::ReplayCall;
-use crate::ops::{self, Layout, ScanInputs, StateIo, StepInputs};
 use crate::tensor::{DType, HostSlice};
 
 /// A Mamba language model whose weights live on backend `B`.
@@ -59,6 +62,7 @@ struct SeqBufs<B: Backend> {
     dt_low: B::Buffer,
     bm: B::Buffer,
     cm: B::Buffer,
+    extra: Extra<B>,
 }
 
 impl<B: Backend> MambaModel<B> {
@@ -134,16 +138,7 @@ impl<B: Backend> MambaModel<B> {
     }
 
     fn dims(&self) -> Dims {
-        let c = &self.cfg;
-        Dims {
-            layers: c.num_layers,
-            d: c.hidden_size,
-            e: c.intermediate_size,
-            n: c.state_size,
-            k: c.conv_kernel,
-            r: c.dt_rank,
-            v: c.vocab_size,
-        }
+        Dims::of(&self.cfg)
     }
 
     /// A zero state for `batch` sequences, with its decode buffers.
@@ -255,7 +250,7 @@ impl<B: Backend> MambaModel<B> {
 
     fn forward_chunked(
         &self,
-        conv: &mut [B::Buffer],
+        conv: &mut [Vec<B::Buffer>],
         ssm: &mut [B::Buffer],
         ids: &[u32],
         batch: usize,
@@ -280,6 +275,7 @@ impl<B: Backend> MambaModel<B> {
 
     fn seq_bufs(&self, batch: usize, len: usize) -> Result<SeqBufs<B>> {
         let c = &self.cfg;
+        let dims = self.dims();
         let z = |last: usize| self.be.zeros(DType::F32, &[batch, len, last]);
         Ok(SeqBufs {
             hidden: z(c.hidden_size)?,
@@ -291,8 +287,9 @@ impl<B: Backend> MambaModel<B> {
             dt: z(c.intermediate_size)?,
             y: z(c.intermediate_size)?,
             dt_low: z(c.dt_rank)?,
-            bm: z(c.state_size)?,
-            cm: z(c.state_size)?,
+            bm: z(dims.gn())?,
+            cm: z(dims.gn())?,
+            extra: Extra::new(&self.be, &dims, &[batch, len])?,
         })
     }
 
@@ -300,7 +297,7 @@ impl<B: Backend> MambaModel<B> {
     /// the last position `(batch, V)`.
     fn forward_seq(
         &self,
-        conv: &mut [B::Buffer],
+        conv: &mut [Vec<B::Buffer>],
         ssm: &mut [B::Buffer],
         ids: &[u32],
         batch: usize,
@@ -327,36 +324,30 @@ impl<B: Backend> MambaModel<B> {
                     &mut s.normed,
                 )?;
             }
-            ops::matmul(be, &s.normed, &lw.w_x, lw.b_x.as_ref(), &mut s.x)?;
-            ops::matmul(be, &s.normed, &lw.w_z, lw.b_z.as_ref(), &mut s.z)?;
-            ops::causal_conv1d(
-                be,
-                &s.x,
-                &lw.conv_w,
-                lw.conv_b.as_ref(),
-                true,
-                Layout::TokenMajor,
-                StateIo::Carry(&mut conv[l]),
-                &mut s.xc,
-            )?;
-            ops::matmul(be, &s.xc, &lw.w_dt, None, &mut s.dt_low)?;
-            ops::matmul(be, &s.xc, &lw.w_b, None, &mut s.bm)?;
-            ops::matmul(be, &s.xc, &lw.w_c, None, &mut s.cm)?;
-            ops::matmul(be, &s.dt_low, &lw.dt_proj, None, &mut s.dt)?;
-            let inputs = ScanInputs {
-                u: &s.xc,
-                delta: &s.dt,
-                a: &lw.a,
-                b: &s.bm,
-                c: &s.cm,
-                d: Some(&lw.d),
-                z: Some(&s.z),
-                delta_bias: Some(&lw.dt_bias),
-                delta_softplus: true,
-                layout: Layout::TokenMajor,
+            let bufs = Bufs {
+                x: &mut s.x,
+                z: &mut s.z,
+                xc: &mut s.xc,
+                dt: &mut s.dt,
+                y: &mut s.y,
+                dt_low: &mut s.dt_low,
+                bm: &mut s.bm,
+                cm: &mut s.cm,
+                extra: &mut s.extra,
             };
-            ops::selective_scan(be, &inputs, StateIo::Carry(&mut ssm[l]), &mut s.y)?;
-            ops::matmul(be, &s.y, &lw.out_w, lw.out_b.as_ref(), &mut s.hidden)?;
+            let pass = Pass::Seq { batch, len };
+            mixer(
+                be,
+                &self.cfg,
+                &self.w,
+                lw,
+                pass,
+                &s.normed,
+                &mut conv[l],
+                &mut ssm[l],
+                bufs,
+                &mut s.hidden,
+            )?;
         }
         // Only the last position of each sequence reaches the final norm and lm_head.
         let mut last_h = be.zeros(DType::F32, &[batch, d])?;
@@ -447,7 +438,7 @@ impl<B: Backend> MambaModel<B> {
     /// Embedding → layers → final norm → LM head for one token per sequence.
     fn forward_step(
         &self,
-        conv: &mut [B::Buffer],
+        conv: &mut [Vec<B::Buffer>],
         ssm: &mut [B::Buffer],
         s: &mut StepScratch<B>,
         batch: usize,
@@ -470,7 +461,30 @@ impl<B: Backend> MambaModel<B> {
                     &mut s.normed,
                 )?;
             }
-            self.mixer_step(lw, &mut conv[l], &mut ssm[l], s)?;
+            let bufs = Bufs {
+                x: &mut s.x,
+                z: &mut s.z,
+                xc: &mut s.xc,
+                dt: &mut s.dt,
+                y: &mut s.y,
+                dt_low: &mut s.dt_low,
+                bm: &mut s.bm,
+                cm: &mut s.cm,
+                extra: &mut s.extra,
+            };
+            let pass = Pass::Step { batch };
+            mixer(
+                be,
+                &self.cfg,
+                &self.w,
+                lw,
+                pass,
+                &s.normed,
+                &mut conv[l],
+                &mut ssm[l],
+                bufs,
+                &mut s.hidden,
+            )?;
         }
         ops::rms_norm(
             be,
@@ -481,44 +495,6 @@ impl<B: Backend> MambaModel<B> {
             &mut s.normed,
         )?;
         ops::matmul(be, &s.normed, self.lm_head(), None, &mut s.logits)
-    }
-
-    fn mixer_step(
-        &self,
-        lw: &LayerWeights<B>,
-        conv: &mut B::Buffer,
-        ssm: &mut B::Buffer,
-        s: &mut StepScratch<B>,
-    ) -> Result<()> {
-        let be = &self.be;
-        ops::matmul(be, &s.normed, &lw.w_x, lw.b_x.as_ref(), &mut s.x)?;
-        ops::matmul(be, &s.normed, &lw.w_z, lw.b_z.as_ref(), &mut s.z)?;
-        ops::causal_conv1d_update(
-            be,
-            &s.x,
-            &lw.conv_w,
-            lw.conv_b.as_ref(),
-            true,
-            conv,
-            &mut s.xc,
-        )?;
-        ops::matmul(be, &s.xc, &lw.w_dt, None, &mut s.dt_low)?;
-        ops::matmul(be, &s.xc, &lw.w_b, None, &mut s.bm)?;
-        ops::matmul(be, &s.xc, &lw.w_c, None, &mut s.cm)?;
-        ops::matmul(be, &s.dt_low, &lw.dt_proj, None, &mut s.dt)?;
-        let inputs = StepInputs {
-            x: &s.xc,
-            dt: &s.dt,
-            a: &lw.a,
-            b: &s.bm,
-            c: &s.cm,
-            d: Some(&lw.d),
-            z: Some(&s.z),
-            dt_bias: Some(&lw.dt_bias),
-            dt_softplus: true,
-        };
-        ops::selective_state_update(be, &inputs, ssm, &mut s.y)?;
-        ops::matmul(be, &s.y, &lw.out_w, lw.out_b.as_ref(), &mut s.hidden)
     }
 
     /// Downloads the current logits `(batch, V)` as one row-major vector.

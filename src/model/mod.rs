@@ -12,7 +12,9 @@
 
 mod checkpoint;
 pub mod config;
+mod config_mamba2;
 pub mod mamba;
+mod mixer;
 pub mod sample;
 pub mod state;
 mod state_bytes;
@@ -22,8 +24,9 @@ pub mod text;
 #[cfg(feature = "tokenizers")]
 pub mod text_model;
 pub mod weights;
+mod weights_mamba2;
 
-pub use config::MambaConfig;
+pub use config::{Family, Mamba2Dims, MambaConfig};
 pub use mamba::MambaModel;
 pub use sample::{
     BatchGenerator, GenerateOptions, GenerationStats, Generator, Sampler, SamplingParams,
@@ -36,4 +39,4 @@ pub use synthetic::SyntheticModel;
 pub use text::{TextStream, TextTokenizer};
 #[cfg(feature = "tokenizers")]
 pub use text_model::{TextGeneration, TextModel, TextOptions};
-pub use weights::{LayerWeights, LoadOptions, WeightDType, Weights};
+pub use weights::{LayerWeights, LoadOptions, Mamba2Extra, UnitNorms, WeightDType, Weights};

@@ -1,7 +1,10 @@
 //! The recurrent state of a batch of sequences, and its host copy.
 //!
-//! Per layer: `conv_state (batch, E, K−1)` (the last K−1 conv inputs, oldest first) and
-//! `ssm_state (batch, E, N)`, both f32 on the device. Its size does not grow with the
+//! Per layer: `conv_state (batch, C, K−1)` (the last K−1 conv inputs, oldest first; C
+//! = E channels, or E + 2GN for Mamba-2, whose conv also runs over B and C) and
+//! `ssm_state (batch, E, N)` (Mamba-2: `(batch, heads, head_dim, N)`, the same
+//! memory), both f32 on the device. On the device a Mamba-2 conv state is three
+//! buffers (x, B, C channels); the host copy joins them per sequence in that order. Its size does not grow with the
 //! sequence: decoding runs in constant memory. The state also owns the per-step
 //! scratch buffers of the decode loop, allocated once with it.
 //!
@@ -13,7 +16,7 @@
 //! [`HostState::to_bytes`] / [`HostState::from_bytes`] (in `state_bytes.rs`) write and
 //! read it in a small versioned format.
 
-use super::config::MambaConfig;
+use super::config::{Family, MambaConfig};
 use super::mamba::MambaModel;
 use crate::backend::{Backend, unique_id};
 use crate::error::{Error, Result};
@@ -33,20 +36,59 @@ pub(crate) struct StepScratch<B: Backend> {
     pub xc: B::Buffer,
     pub dt: B::Buffer,
     pub y: B::Buffer,
-    /// `(batch, R)`.
+    /// `(batch, R)` (Mamba-2: one Δ per head).
     pub dt_low: B::Buffer,
-    /// `(batch, N)` each.
+    /// `(batch, G·N)` each: the B and C the scan reads.
     pub bm: B::Buffer,
     pub cm: B::Buffer,
+    /// Falcon-Mamba and Mamba-2: B and C before their norm / conv; Falcon's normed Δ
+    /// input `(batch, R)`; Mamba-2's normed output `(batch, E)`.
+    pub extra: Extra<B>,
     /// `(batch, V)`: the latest logits (from the prefill or the last step).
     pub logits: B::Buffer,
     /// `(batch)` u32: the ids the next step embeds when they come from the device.
     pub ids: B::Buffer,
 }
 
+/// The buffers only some families use, sized like the ones they stand beside.
+pub(crate) struct Extra<B: Backend> {
+    pub b_raw: Option<B::Buffer>,
+    pub c_raw: Option<B::Buffer>,
+    pub dt_normed: Option<B::Buffer>,
+    pub y_normed: Option<B::Buffer>,
+}
+
+impl<B: Backend> Extra<B> {
+    /// The extra buffers of `dims`'s family, each `(rows..., width)`.
+    pub(crate) fn new(be: &B, dims: &Dims, rows: &[usize]) -> Result<Self> {
+        let z = |w: usize| {
+            let mut s = rows.to_vec();
+            s.push(w);
+            be.zeros(DType::F32, &s)
+        };
+        let (falcon, m2) = (dims.kind == Kind::Falcon, dims.kind == Kind::Mamba2);
+        let gn = dims.gn();
+        Ok(Extra {
+            b_raw: (falcon || m2).then(|| z(gn)).transpose()?,
+            c_raw: (falcon || m2).then(|| z(gn)).transpose()?,
+            dt_normed: falcon.then(|| z(dims.r)).transpose()?,
+            y_normed: m2.then(|| z(dims.e)).transpose()?,
+        })
+    }
+}
+
+/// The family, as far as buffers and the forward pass care.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    Mamba1,
+    Falcon,
+    Mamba2,
+}
+
 /// Sizes the state is built from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Dims {
+    pub kind: Kind,
     pub layers: usize,
     pub d: usize,
     pub e: usize,
@@ -54,6 +96,48 @@ pub(crate) struct Dims {
     pub k: usize,
     pub r: usize,
     pub v: usize,
+    /// B/C groups (1 but for Mamba-2).
+    pub g: usize,
+}
+
+impl Dims {
+    pub(crate) fn of(c: &MambaConfig) -> Dims {
+        let (kind, g) = match c.family {
+            Family::Mamba1 => (Kind::Mamba1, 1),
+            Family::FalconMamba { .. } => (Kind::Falcon, 1),
+            Family::Mamba2(m2) => (Kind::Mamba2, m2.n_groups),
+        };
+        Dims {
+            kind,
+            layers: c.num_layers,
+            d: c.hidden_size,
+            e: c.intermediate_size,
+            n: c.state_size,
+            k: c.conv_kernel,
+            r: c.dt_rank,
+            v: c.vocab_size,
+            g,
+        }
+    }
+
+    /// Width of B and C.
+    pub(crate) fn gn(&self) -> usize {
+        self.g * self.n
+    }
+
+    /// The channels of each device conv state of a layer: `[E]`, or Mamba-2's
+    /// `[E, GN, GN]` (x, B, C).
+    pub(crate) fn conv_parts(&self) -> Vec<usize> {
+        match self.kind {
+            Kind::Mamba2 => vec![self.e, self.gn(), self.gn()],
+            _ => vec![self.e],
+        }
+    }
+
+    /// All conv channels of a layer (the host copy's C).
+    pub(crate) fn conv_channels(&self) -> usize {
+        self.conv_parts().iter().sum()
+    }
 }
 
 /// What a saved state must match to be restored into a model: the config values that
@@ -70,9 +154,12 @@ pub struct ModelIdentity {
     pub conv_kernel: usize,
     pub dt_rank: usize,
     pub vocab_size: usize,
+    /// Channels of a layer's conv state: E, or E + 2GN for Mamba-2.
+    pub conv_channels: usize,
     pub weight_dtype: DType,
-    /// FNV-1a of `use_bias`, `use_conv_bias`, `tie_word_embeddings` and the bits of
-    /// `layer_norm_epsilon` ([`ModelIdentity::config_hash_of`]).
+    /// FNV-1a of the family and its own values, `use_bias`, `use_conv_bias`,
+    /// `tie_word_embeddings` and the bits of `layer_norm_epsilon`
+    /// ([`ModelIdentity::config_hash_of`]).
     pub config_hash: u64,
 }
 
@@ -97,6 +184,7 @@ impl ModelIdentity {
             conv_kernel: cfg.conv_kernel,
             dt_rank: cfg.dt_rank,
             vocab_size: cfg.vocab_size,
+            conv_channels: Dims::of(cfg).conv_channels(),
             weight_dtype: weights,
             config_hash: Self::config_hash_of(cfg),
         }
@@ -110,6 +198,19 @@ impl ModelIdentity {
             cfg.tie_word_embeddings as u8,
         ];
         b.extend(cfg.layer_norm_epsilon.to_bits().to_le_bytes());
+        b.extend(cfg.family.name().as_bytes());
+        match cfg.family {
+            Family::Mamba1 => {}
+            Family::FalconMamba { mixer_rms_eps } => {
+                b.extend(mixer_rms_eps.to_bits().to_le_bytes())
+            }
+            Family::Mamba2(m2) => {
+                for v in [m2.num_heads, m2.head_dim, m2.n_groups] {
+                    b.extend((v as u64).to_le_bytes());
+                }
+                b.extend(m2.gated_norm_eps.to_bits().to_le_bytes());
+            }
+        }
         fnv1a(FNV_OFFSET, &b)
     }
 
@@ -128,6 +229,7 @@ impl ModelIdentity {
             ("conv_kernel", self.conv_kernel, model.conv_kernel),
             ("dt_rank", self.dt_rank, model.dt_rank),
             ("vocab_size", self.vocab_size, model.vocab_size),
+            ("conv channels", self.conv_channels, model.conv_channels),
         ];
         for (what, got, expected) in fields {
             if got != expected {
@@ -147,7 +249,7 @@ impl ModelIdentity {
         }
         if self.config_hash != model.config_hash {
             return Err(Error::StateModel {
-                what: "config hash (biases, tied head, norm epsilon)",
+                what: "config hash (family, biases, tied head, norm epsilons, heads/groups)",
                 got: format!("{:#018x}", self.config_hash),
                 expected: format!("{:#018x}", model.config_hash),
             });
@@ -165,7 +267,8 @@ pub struct State<B: Backend> {
     pub(crate) dims: Dims,
     /// The model this state was made for; checked when a saved state is restored.
     pub(crate) model: ModelIdentity,
-    pub(crate) conv: Vec<B::Buffer>,
+    /// Per layer, one buffer per part of [`Dims::conv_parts`].
+    pub(crate) conv: Vec<Vec<B::Buffer>>,
     pub(crate) ssm: Vec<B::Buffer>,
     pub(crate) scratch: StepScratch<B>,
     /// Tokens consumed per sequence (prompt and generated).
@@ -179,7 +282,7 @@ pub struct HostState {
     /// The model the state belongs to.
     pub model: ModelIdentity,
     pub batch: usize,
-    /// `(batch, E, K−1)`.
+    /// `(batch, C, K−1)`: C conv channels (E, or E + 2GN for Mamba-2: x, B, C).
     pub conv_shape: [usize; 3],
     /// `(batch, E, N)`.
     pub ssm_shape: [usize; 3],
@@ -209,13 +312,13 @@ impl<B: Backend> State<B> {
             d,
             e,
             n,
-            k,
             r,
             v,
+            ..
         } = dims;
         let z = |shape: &[usize]| be.zeros(DType::F32, shape);
         let conv = (0..layers)
-            .map(|_| z(&[batch, e, k - 1]))
+            .map(|_| Self::new_conv(be, &dims, batch))
             .collect::<Result<_>>()?;
         let ssm = (0..layers)
             .map(|_| z(&[batch, e, n]))
@@ -230,8 +333,9 @@ impl<B: Backend> State<B> {
             dt: z(&[batch, e])?,
             y: z(&[batch, e])?,
             dt_low: z(&[batch, r])?,
-            bm: z(&[batch, n])?,
-            cm: z(&[batch, n])?,
+            bm: z(&[batch, dims.gn()])?,
+            cm: z(&[batch, dims.gn()])?,
+            extra: Extra::new(be, &dims, &[batch])?,
             logits: z(&[batch, v])?,
             ids: be.zeros(DType::U32, &[batch])?,
         };
@@ -245,6 +349,14 @@ impl<B: Backend> State<B> {
             scratch,
             seen: vec![0; batch],
         })
+    }
+
+    /// Zero conv state buffers of one layer.
+    fn new_conv(be: &B, dims: &Dims, batch: usize) -> Result<Vec<B::Buffer>> {
+        dims.conv_parts()
+            .iter()
+            .map(|&c| be.zeros(DType::F32, &[batch, c, dims.k - 1]))
+            .collect()
     }
 
     /// Number of sequences.
@@ -282,12 +394,24 @@ impl<B: Backend> State<B> {
                 });
             }
         };
+        // The parts of a layer's conv state joined per sequence: (batch, C, K-1).
+        let km1 = self.dims.k - 1;
+        let join = |parts: &Vec<B::Buffer>| -> Result<Vec<f32>> {
+            let host: Vec<Vec<f32>> = parts.iter().map(down).collect::<Result<_>>()?;
+            let mut out = Vec::with_capacity(host.iter().map(Vec::len).sum());
+            for b in 0..self.batch {
+                for (h, &c) in host.iter().zip(&self.dims.conv_parts()) {
+                    out.extend_from_slice(&h[b * c * km1..(b + 1) * c * km1]);
+                }
+            }
+            Ok(out)
+        };
         Ok(HostState {
             model: self.model,
             batch: self.batch,
-            conv_shape: [self.batch, self.dims.e, self.dims.k - 1],
+            conv_shape: [self.batch, self.dims.conv_channels(), km1],
             ssm_shape: [self.batch, self.dims.e, self.dims.n],
-            conv: self.conv.iter().map(down).collect::<Result<_>>()?,
+            conv: self.conv.iter().map(join).collect::<Result<_>>()?,
             ssm: self.ssm.iter().map(down).collect::<Result<_>>()?,
             seen: self.seen.clone(),
             logits: down(&self.scratch.logits)?,
@@ -300,7 +424,7 @@ impl<B: Backend> State<B> {
     /// anything is written, so a refused state leaves this one as it was.
     pub fn restore(&mut self, be: &B, host: &HostState) -> Result<()> {
         host.model.check(&self.model)?;
-        let conv_shape = [self.batch, self.dims.e, self.dims.k - 1];
+        let conv_shape = [self.batch, self.dims.conv_channels(), self.dims.k - 1];
         let ssm_shape = [self.batch, self.dims.e, self.dims.n];
         let check = |what, got: &[usize], exp: &[usize]| {
             if got == exp {
@@ -337,9 +461,24 @@ impl<B: Backend> State<B> {
                 &[ssm_shape.iter().product()],
             )?;
         }
+        let (km1, parts) = (self.dims.k - 1, self.dims.conv_parts());
         let layers = self.conv.iter_mut().zip(self.ssm.iter_mut());
         for ((c, s), (hc, hs)) in layers.zip(host.conv.iter().zip(&host.ssm)) {
-            crate::ops::write(be, HostSlice::F32(hc), c)?;
+            // Split (batch, C, K-1) back into the parts, sequence by sequence.
+            let mut split: Vec<Vec<f32>> = parts
+                .iter()
+                .map(|&p| Vec::with_capacity(p * km1 * self.batch))
+                .collect();
+            let mut at = 0;
+            for _ in 0..self.batch {
+                for (v, &p) in split.iter_mut().zip(&parts) {
+                    v.extend_from_slice(&hc[at..at + p * km1]);
+                    at += p * km1;
+                }
+            }
+            for (buf, v) in c.iter_mut().zip(&split) {
+                crate::ops::write(be, HostSlice::F32(v), buf)?;
+            }
             crate::ops::write(be, HostSlice::F32(hs), s)?;
         }
         crate::ops::write(be, HostSlice::F32(&host.logits), &mut self.scratch.logits)?;
@@ -350,12 +489,12 @@ impl<B: Backend> State<B> {
 
     /// Zeroes the state (a fresh start for every sequence).
     pub fn reset(&mut self, be: &B) -> Result<()> {
-        let Dims { e, n, k, .. } = self.dims;
+        let Dims { e, n, .. } = self.dims;
         // New buffers (first, in case an allocation fails half-way): a step captured on
         // the old ones must not be replayed.
         self.id = unique_id();
         for c in &mut self.conv {
-            *c = be.zeros(DType::F32, &[self.batch, e, k - 1])?;
+            *c = Self::new_conv(be, &self.dims, self.batch)?;
         }
         for s in &mut self.ssm {
             *s = be.zeros(DType::F32, &[self.batch, e, n])?;
@@ -395,9 +534,12 @@ pub(crate) fn copy_slot<B: Backend>(
     dst_slot: usize,
 ) -> Result<()> {
     let Dims { e, n, k, .. } = src.dims;
-    let (cs, ss) = (e * (k - 1), e * n);
+    let ss = e * n;
     for (s, d) in src.conv.iter().zip(dst.conv.iter_mut()) {
-        crate::ops::copy(be, s, src_slot * cs, d, dst_slot * cs, cs)?;
+        for ((s, d), c) in s.iter().zip(d.iter_mut()).zip(src.dims.conv_parts()) {
+            let cs = c * (k - 1);
+            crate::ops::copy(be, s, src_slot * cs, d, dst_slot * cs, cs)?;
+        }
     }
     for (s, d) in src.ssm.iter().zip(dst.ssm.iter_mut()) {
         crate::ops::copy(be, s, src_slot * ss, d, dst_slot * ss, ss)?;

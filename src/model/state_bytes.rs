@@ -5,21 +5,23 @@
 //! ```text
 //! offset  size  field
 //!      0     8  magic b"MAMBAST\0"
-//!      8     4  format version (u32) = 1
+//!      8     4  format version (u32) = 2
 //!     12     4  reserved, 0
-//!     16  7×8   num_layers, hidden_size, intermediate_size, state_size, conv_kernel,
-//!               dt_rank, vocab_size (u64 each)
-//!     72     4  weight dtype (u32: 0 f32, 1 f16, 2 bf16)
-//!     76     4  reserved, 0
-//!     80     8  config hash (u64, ModelIdentity::config_hash)
-//!     88     8  batch (u64)
-//!     96        seen      batch × u64
+//!     16  8×8   num_layers, hidden_size, intermediate_size, state_size, conv_kernel,
+//!               dt_rank, vocab_size, conv_channels (u64 each)
+//!     80     4  weight dtype (u32: 0 f32, 1 f16, 2 bf16)
+//!     84     4  reserved, 0
+//!     88     8  config hash (u64, ModelIdentity::config_hash)
+//!     96     8  batch (u64)
+//!    104        seen      batch × u64
 //!               ids       batch × u32
 //!               logits    batch·V × f32
-//!               conv      layers × batch·E·(K−1) × f32
+//!               conv      layers × batch·C·(K−1) × f32  (C = conv_channels)
 //!               ssm       layers × batch·E·N × f32
 //!    end−8   8  FNV-1a 64 of every byte before it
 //! ```
+//!
+//! Version 2 added conv_channels (Mamba-2's conv runs over E + 2GN channels).
 //!
 //! Reading never trusts the header: the payload size is computed with checked
 //! arithmetic from the header and compared with the bytes actually there before
@@ -32,9 +34,9 @@ use crate::tensor::DType;
 /// The first bytes of every saved state.
 pub const STATE_MAGIC: [u8; 8] = *b"MAMBAST\0";
 /// The format version this build writes and reads.
-pub const STATE_FORMAT_VERSION: u32 = 1;
+pub const STATE_FORMAT_VERSION: u32 = 2;
 
-const HEADER: usize = 96;
+const HEADER: usize = 104;
 const TRAILER: usize = 8;
 
 fn dtype_code(d: DType) -> u32 {
@@ -60,7 +62,9 @@ impl Sizes {
     fn of(m: &ModelIdentity, batch: usize) -> Option<Sizes> {
         let logits = batch.checked_mul(m.vocab_size)?;
         let per_e = batch.checked_mul(m.intermediate_size)?;
-        let conv = per_e.checked_mul(m.conv_kernel.checked_sub(1)?)?;
+        let conv = batch
+            .checked_mul(m.conv_channels)?
+            .checked_mul(m.conv_kernel.checked_sub(1)?)?;
         let ssm = per_e.checked_mul(m.state_size)?;
         let floats = conv
             .checked_add(ssm)?
@@ -95,6 +99,7 @@ impl HostState {
             m.conv_kernel,
             m.dt_rank,
             m.vocab_size,
+            m.conv_channels,
         ] {
             out.extend((v as u64).to_le_bytes());
         }
@@ -215,7 +220,7 @@ fn parse(b: &[u8], file: &str) -> Result<HostState> {
         ));
     }
     let _reserved = c.u32();
-    let mut dims = [0usize; 7];
+    let mut dims = [0usize; 8];
     for d in &mut dims {
         let v = c.u64();
         *d = usize::try_from(v).map_err(|_| err("header", format!("size {v} is too large")))?;
@@ -237,6 +242,7 @@ fn parse(b: &[u8], file: &str) -> Result<HostState> {
         conv_kernel,
         dt_rank,
         vocab_size,
+        conv_channels,
     ] = dims;
     let model = ModelIdentity {
         num_layers,
@@ -246,6 +252,7 @@ fn parse(b: &[u8], file: &str) -> Result<HostState> {
         conv_kernel,
         dt_rank,
         vocab_size,
+        conv_channels,
         weight_dtype,
         config_hash,
     };
@@ -305,7 +312,7 @@ fn parse(b: &[u8], file: &str) -> Result<HostState> {
     Ok(HostState {
         model,
         batch,
-        conv_shape: [batch, intermediate_size, conv_kernel - 1],
+        conv_shape: [batch, conv_channels, conv_kernel - 1],
         ssm_shape: [batch, intermediate_size, state_size],
         conv,
         ssm,

@@ -10,6 +10,9 @@
 //! * `in_proj.weight (2E, D)` is split into `W_x (E, D)` and `W_z (E, D)`;
 //! * `x_proj.weight (R + 2N, E)` into `W_dt (R, E)`, `W_B (N, E)`, `W_C (N, E)`.
 //!
+//! Falcon-Mamba has the same tensors; its weightless norms get all-ones weights
+//! ([`UnitNorms`]). Mamba-2 maps onto the same fields (see `weights_mamba2.rs`).
+//!
 //! Every tensor name and shape is checked against the config before anything is
 //! uploaded, so a bad checkpoint fails fast with an error naming the file and tensor.
 
@@ -20,7 +23,7 @@ use safetensors::{Dtype, SafeTensors};
 
 pub use super::checkpoint::Shard;
 use super::checkpoint::parse_shard;
-use super::config::MambaConfig;
+use super::config::{Family, MambaConfig};
 use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::tensor::{DType, HostSlice};
@@ -90,6 +93,34 @@ pub struct LayerWeights<B: Backend> {
     /// out_proj `(D, E)`.
     pub out_w: B::Buffer,
     pub out_b: Option<B::Buffer>,
+    /// Mamba-2 only: what Mamba-1 has no place for.
+    pub mamba2: Option<Mamba2Extra<B>>,
+}
+
+/// The Mamba-2 weights beyond [`LayerWeights`]' Mamba-1 fields. There, `w_dt (H, D)`,
+/// `w_b`/`w_c (G·N, D)` are rows of `in_proj`; `conv_w`/`conv_b` the x channels of the
+/// conv; `dt_proj (E, H)` is the 0/1 matrix that repeats each head's Δ over its
+/// `head_dim` channels (exact in every dtype); `a (E, N)`, `d`, `dt_bias (E)` hold the
+/// per-head values repeated over the head's channels and states.
+pub struct Mamba2Extra<B: Backend> {
+    /// The conv over the B and C channels `(G·N, K)`, f32.
+    pub conv_wb: B::Buffer,
+    pub conv_wc: B::Buffer,
+    pub conv_bb: Option<B::Buffer>,
+    pub conv_bc: Option<B::Buffer>,
+    /// in_proj bias parts of B, C and Δ (`use_bias`).
+    pub b_b: Option<B::Buffer>,
+    pub b_c: Option<B::Buffer>,
+    pub b_dt: Option<B::Buffer>,
+    /// The gated grouped norm's weight `(E)`, f32.
+    pub norm: B::Buffer,
+}
+
+/// All-ones weights `(R)` and `(N)`: Falcon-Mamba's weightless RMS norms run as
+/// the weighted norm op (`x · 1` is exact).
+pub struct UnitNorms<B: Backend> {
+    pub dt: B::Buffer,
+    pub bc: B::Buffer,
 }
 
 /// All the weights of a model.
@@ -101,6 +132,8 @@ pub struct Weights<B: Backend> {
     pub norm_f: B::Buffer,
     /// `(V, D)`; `None` when tied to the embedding table.
     pub lm_head: Option<B::Buffer>,
+    /// Falcon-Mamba only.
+    pub unit_norms: Option<UnitNorms<B>>,
     /// The storage dtype chosen for matmul weights.
     pub dtype: DType,
 }
@@ -109,19 +142,19 @@ pub struct Weights<B: Backend> {
 type Entry<'a> = (usize, Dtype, Vec<usize>, &'a [u8]);
 
 /// One tensor the model expects.
-struct Spec {
-    name: String,
-    shape: Vec<usize>,
+pub(super) struct Spec {
+    pub(super) name: String,
+    pub(super) shape: Vec<usize>,
     /// Alternative accepted shape (conv1d weight as `(E, K)`).
-    alt_shape: Option<Vec<usize>>,
-    required: bool,
+    pub(super) alt_shape: Option<Vec<usize>>,
+    pub(super) required: bool,
 }
 
-struct Found<'a> {
-    file: String,
-    name: String,
-    dtype: Dtype,
-    bytes: &'a [u8],
+pub(super) struct Found<'a> {
+    pub(super) file: String,
+    pub(super) name: String,
+    pub(super) dtype: Dtype,
+    pub(super) bytes: &'a [u8],
 }
 
 /// The names of the tensors, with the prefix/embedding spelling this checkpoint uses.
@@ -219,6 +252,10 @@ pub(crate) fn load_weights<B: Backend>(
     for i in 0..cfg.num_layers {
         let l = |w: &str| names.layer(i, w);
         specs.push(spec(l("norm.weight"), vec![d], true));
+        if let Family::Mamba2(m2) = &cfg.family {
+            specs.extend(super::weights_mamba2::specs(cfg, m2, &l));
+            continue;
+        }
         specs.push(spec(l("mixer.A_log"), vec![e, n], true));
         specs.push(spec(l("mixer.D"), vec![e], true));
         specs.push(Spec {
@@ -344,6 +381,11 @@ pub(crate) fn load_weights<B: Backend>(
             upload(be, t, 0, shape.iter().product(), shape, DType::F32)
         };
         let norm = f32v(&get(&l("norm.weight")), &[d])?;
+        if let Family::Mamba2(m2) = &cfg.family {
+            let lw = super::weights_mamba2::load_layer(be, cfg, m2, norm, &get, &l, dtype, opts)?;
+            layers.push(lw);
+            continue;
+        }
         let a_log_t = get(&l("mixer.A_log"));
         let a_log = to_f32(&a_log_t, 0, e * n);
         let a: Vec<f32> = a_log.iter().map(|&x| -x.exp()).collect();
@@ -422,6 +464,7 @@ pub(crate) fn load_weights<B: Backend>(
             d: dd,
             out_w,
             out_b,
+            mamba2: None,
         });
     }
     let norm_f = upload(
@@ -449,11 +492,19 @@ pub(crate) fn load_weights<B: Backend>(
         )?)
     };
     bar.finish_and_clear();
+    let unit_norms = match cfg.family {
+        Family::FalconMamba { .. } => Some(UnitNorms {
+            dt: be.upload(HostSlice::F32(&vec![1.0; r]), &[r])?,
+            bc: be.upload(HostSlice::F32(&vec![1.0; n]), &[n])?,
+        }),
+        _ => None,
+    };
     Ok(Weights {
         embedding,
         layers,
         norm_f,
         lm_head,
+        unit_norms,
         dtype,
     })
 }
@@ -531,7 +582,7 @@ fn progress_bar(show: bool, total: u64) -> indicatif::ProgressBar {
 }
 
 /// Elements `[start, start + len)` of a tensor converted to f32.
-fn to_f32(t: &Found<'_>, start: usize, len: usize) -> Vec<f32> {
+pub(super) fn to_f32(t: &Found<'_>, start: usize, len: usize) -> Vec<f32> {
     let es = t.dtype.bitsize() / 8;
     let bytes = &t.bytes[start * es..(start + len) * es];
     match t.dtype {
@@ -550,7 +601,7 @@ fn to_f32(t: &Found<'_>, start: usize, len: usize) -> Vec<f32> {
 /// Uploads elements `[start, start + len)` of a tensor as `dtype`, shaped `shape`.
 /// Data already in the right dtype is uploaded straight from the (mapped) file when
 /// aligned; otherwise one tensor at a time is converted.
-fn upload<B: Backend>(
+pub(super) fn upload<B: Backend>(
     be: &B,
     t: &Found<'_>,
     start: usize,

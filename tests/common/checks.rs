@@ -302,6 +302,42 @@ pub fn run_rms_norm<B: Backend>(
     (down(be, &out), down(be, &r))
 }
 
+/// Mamba-2's grouped RMSNorm against an f64 loop written here (independent of the CPU
+/// backend): each row of `dim` splits into `groups` segments, each normalised alone.
+pub fn check_rms_norm_grouped<B: Backend>(be: &B, rows: usize, dim: usize, groups: usize) {
+    let mut g = Gen::new((rows * 7919 + dim * 31 + groups) as u64);
+    let xv = g.normal(rows * dim);
+    // Scale the groups differently, so a norm over the whole row gives other values.
+    let xv: Vec<f32> = xv
+        .iter()
+        .enumerate()
+        .map(|(i, v)| v * (1.0 + 3.0 * ((i % dim) / (dim / groups)) as f32))
+        .collect();
+    let wv = g.uniform(dim, 0.5, 1.5);
+    let x = up(be, &xv, &[rows, dim]);
+    let w = up(be, &wv, &[dim]);
+    let mut out = poison(be, &[rows, dim]);
+    ops::rms_norm_grouped(be, &x, &w, 1e-5, groups, &mut out).expect("rms_norm_grouped");
+    let seg = dim / groups;
+    let mut want = vec![0f32; rows * dim];
+    for (s, (xs, o)) in xv.chunks(seg).zip(want.chunks_mut(seg)).enumerate() {
+        let ms = xs.iter().map(|&v| v as f64 * v as f64).sum::<f64>() / seg as f64;
+        let inv = 1.0 / (ms + 1e-5).sqrt();
+        for (j, (o, &v)) in o.iter_mut().zip(xs).enumerate() {
+            *o = (v as f64 * inv * wv[(s % groups) * seg + j] as f64) as f32;
+        }
+    }
+    assert_close(
+        &format!(
+            "{} rms_norm_grouped {rows}x{dim} groups {groups}",
+            be.name()
+        ),
+        &down(be, &out),
+        &want,
+        Tol::F32,
+    );
+}
+
 pub fn check_rms_norm<B: Backend>(be: &B, rows: usize, dim: usize, residual: bool, tol: Tol) {
     let seed = (rows * 131 + dim) as u64;
     let (o, r) = run_rms_norm(be, rows, dim, residual, seed);

@@ -384,6 +384,14 @@ pub fn rms_norm<B: Backend>(be: &B) {
     }
 }
 
+/// The grouped norm of Mamba-2, groups 1 (the plain norm) to 8, segments from 1 value
+/// to more than one workgroup/block of 256.
+pub fn rms_norm_grouped<B: Backend>(be: &B) {
+    for &(rows, dim, groups) in &[(1, 8, 8), (3, 64, 1), (5, 96, 2), (2, 1024, 8), (4, 600, 2)] {
+        check_rms_norm_grouped(be, rows, dim, groups);
+    }
+}
+
 /// Embedding lookups from f32, f16 and bf16 tables (exact).
 pub fn embedding<B: Backend>(be: &B) {
     for dtype in [DType::F32, DType::F16, DType::BF16] {
@@ -526,6 +534,7 @@ macro_rules! op_suite_tests {
             conv_update_matches_cpu => conv_update,
             matmul_matches_cpu => matmul,
             rms_norm_matches_cpu => rms_norm,
+            rms_norm_grouped_matches_f64 => rms_norm_grouped,
             embedding_matches_cpu => embedding,
             elementwise_matches_cpu => elementwise,
             argmax_matches_cpu => argmax,
