@@ -166,6 +166,24 @@ pub trait Backend {
     /// [`crate::ops::selective_state_update`]).
     fn selective_state_update(&self, call: StepCall<'_, Self::Buffer>) -> Result<()>;
 
+    /// Whether [`Backend::ssd_scan`] is implemented (the model uses the general scan
+    /// for Mamba-2 where it is not).
+    fn has_ssd_scan(&self) -> bool {
+        false
+    }
+
+    /// Mamba-2's scan in head form ([`crate::ops::ssd_scan`]). Not every backend has
+    /// it yet: the default refuses with [`crate::Error::Limit`].
+    fn ssd_scan(&self, call: SsdCall<'_, Self::Buffer>) -> Result<()> {
+        let _ = call;
+        Err(crate::Error::limit(
+            self.name(),
+            "ssd_scan",
+            "x",
+            "not implemented on this backend",
+        ))
+    }
+
     /// Elementwise op on f32 buffers: `out = op(a[, b])` ([`crate::ops::elementwise`]).
     fn elementwise(&self, call: ElementwiseCall<'_, Self::Buffer>) -> Result<()>;
 
@@ -246,6 +264,14 @@ impl<B: Backend> Backend for &B {
 
     fn selective_state_update(&self, call: StepCall<'_, B::Buffer>) -> Result<()> {
         (**self).selective_state_update(call)
+    }
+
+    fn has_ssd_scan(&self) -> bool {
+        (**self).has_ssd_scan()
+    }
+
+    fn ssd_scan(&self, call: SsdCall<'_, B::Buffer>) -> Result<()> {
+        (**self).ssd_scan(call)
     }
 
     fn elementwise(&self, call: ElementwiseCall<'_, B::Buffer>) -> Result<()> {

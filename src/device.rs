@@ -355,6 +355,14 @@ impl Backend for Device {
         dispatch!(self, b => forward::selective_state_update(b, call))
     }
 
+    fn has_ssd_scan(&self) -> bool {
+        dispatch!(self, b => b.has_ssd_scan())
+    }
+
+    fn ssd_scan(&self, call: SsdCall<'_, DeviceBuf>) -> Result<()> {
+        dispatch!(self, b => forward::ssd_scan(b, call))
+    }
+
     fn elementwise(&self, call: ElementwiseCall<'_, DeviceBuf>) -> Result<()> {
         dispatch!(self, b => forward::elementwise(b, call))
     }

@@ -60,6 +60,29 @@ pub struct ScanParams {
     pub _pad1: u32,
 }
 
+/// Mamba-2's scan in head form ([`crate::ops::ssd_scan`]): x / z / out
+/// `(batch, len, heads·head_dim)`, dt `(batch, len, heads)`, B / C
+/// `(batch, len, groups, dstate)`, A / D / dt_bias `(heads)`, state
+/// `(batch, heads, head_dim, dstate)`. Head h reads group `h / (heads / groups)`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Pod, Zeroable)]
+#[non_exhaustive]
+pub struct SsdParams {
+    pub batch: u32,
+    pub len: u32,
+    pub heads: u32,
+    pub head_dim: u32,
+    pub dstate: u32,
+    pub groups: u32,
+    pub has_d: u32,
+    pub has_z: u32,
+    pub has_dt_bias: u32,
+    pub dt_softplus: u32,
+    /// One of [`STATE_NONE`], [`STATE_FINAL`], [`STATE_CARRY`].
+    pub state_mode: u32,
+    pub _pad0: u32,
+}
+
 /// Single-step state update (decode).
 ///
 /// state (batch, dim, dstate), x / dt / z / out (batch, dim), B / C (batch, groups, dstate).

@@ -189,6 +189,16 @@ fn check_all<B: Backend>(be: &B) {
     );
     let f = fixture(be, "untied_bias_v389", WeightDType::Auto);
     check_continuation(&f, &[&[1, 2, 3, 4], &[388, 0, 17, 5]], "fixture batch 2");
+    // Mamba-2 (three conv parts per layer, joined per sequence on the host; 2 groups)
+    // with ragged prompts, and Falcon-Mamba.
+    let m2 = fixture(be, "mamba2_g2_untied_bias", WeightDType::Auto);
+    check_continuation(
+        &m2,
+        &[&[1, 2, 3, 4, 5], &[299], &[7, 8, 9]],
+        "mamba2 ragged",
+    );
+    let fm = fixture(be, "falcon_tiny_tied", WeightDType::Auto);
+    check_continuation(&fm, &[&[1, 2, 3], &[200, 100, 50]], "falcon batch 2");
 }
 
 #[test]
@@ -245,10 +255,14 @@ fn saved_bytes_are_checked() {
     let e = HostState::from_bytes(b"{\"not\": \"a state\"}").unwrap_err();
     assert_eq!(format_what(&e), "magic");
     let mut bad = bytes.clone();
-    bad[8] = 2;
+    bad[8] = 1; // version 1 had no conv_channels: refused, not misread
     let e = HostState::from_bytes(&bad).unwrap_err();
     assert_eq!(format_what(&e), "version");
-    assert!(e.to_string().contains("version 2"), "{e}");
+    assert!(e.to_string().contains("version 1"), "{e}");
+    bad[8] = 3;
+    let e = HostState::from_bytes(&bad).unwrap_err();
+    assert_eq!(format_what(&e), "version");
+    assert!(e.to_string().contains("version 3"), "{e}");
 
     // Every truncation.
     for len in 0..bytes.len() {

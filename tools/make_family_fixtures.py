@@ -15,6 +15,11 @@ reference `rms_norm_ref` (mamba_ssm/ops/triton/layernorm_gated.py of the sdist, 
 with `ast` as tools/make_scan_fixtures.py does) replaces `MambaRMSNormGated.forward` here
 for every Mamba-2 model (for n_groups = 1 the two agree; the script checks that).
 
+Also tests/fixtures/ssd/: cases for ops::ssd_scan from mamba_ssm's `ssd_minimal_discrete`
+(mamba_ssm/modules/ssd_minimal.py, cut out of the sdist) in float64, L at chunk
+boundaries and beyond, with and without an initial state; each checked against the
+per-step recurrence before it is written.
+
 Usage (from the repository root; needs PyPI for the mamba_ssm sdist):
     /opt/pyref/bin/python tools/make_family_fixtures.py [--out tests/fixtures/models] [--sdist PATH]
 """
@@ -220,8 +225,73 @@ def main():
         }
         save_file(out, os.path.join(d, "expected.safetensors"), metadata=meta)
     m2.MambaRMSNormGated.forward = transformers_norm
+    ssd_fixtures(sdist, os.path.join(os.path.dirname(os.path.abspath(args.out)), "ssd"))
     ssm_layout(os.path.join(args.out, SSM_LAYOUT[0]), os.path.join(args.out, SSM_LAYOUT[1]))
     print(f"transformers {transformers.__version__}, torch {torch.__version__}, mamba_ssm sdist {sdist}")
+
+
+# SSD scan cases: (batch, L, heads, head_dim, groups, N, block, D, z, dt_bias, h0)
+SSD_CASES = [
+    (1, 64, 4, 8, 1, 16, 64, True, True, True, False),     # one whole chunk
+    (2, 63, 4, 8, 2, 16, 64, True, False, True, False),    # a chunk minus one
+    (1, 65, 6, 4, 3, 8, 64, False, True, True, True),      # a chunk plus one, initial state
+    (2, 1, 2, 4, 1, 128, 64, True, True, True, True),      # one decode step, state 128
+    (1, 300, 4, 16, 1, 128, 64, True, True, True, True),   # Mamba-2 sizes, several chunks
+    (1, 8192, 2, 2, 2, 8, 256, True, False, True, True),   # long
+]
+
+
+def ssd_fixtures(sdist, out_dir):
+    """Cases for ops::ssd_scan from mamba_ssm's ssd_minimal_discrete, in float64."""
+    from einops import repeat
+    from safetensors.torch import save_file
+    src = msf.read_member(sdist, "mamba_ssm/modules/ssd_minimal.py")
+    ns = {"torch": torch, "F": F, "rearrange": rearrange, "repeat": repeat}
+    for name in ("segsum", "ssd_minimal_discrete"):
+        exec(msf.function_source(src, name), ns)
+    ssd = ns["ssd_minimal_discrete"]
+    os.makedirs(out_dir, exist_ok=True)
+    for i, (b, L, H, P, G, N, block, has_d, has_z, has_bias, has_h0) in enumerate(SSD_CASES):
+        g = torch.Generator().manual_seed(500 + i)
+        rn = lambda *s: torch.randn(*s, generator=g, dtype=torch.float64)  # noqa: E731
+        x, dt, Bm, Cm = rn(b, L, H, P), rn(b, L, H) - 1.0, rn(b, L, G, N), rn(b, L, G, N)
+        A = -torch.exp(torch.rand(H, generator=g, dtype=torch.float64) * 2.0 - 1.0)
+        D, z, bias, h0 = rn(H), rn(b, L, H * P), 0.5 * rn(H), rn(b, H, P, N)
+        # round the inputs to f32 first: the op reads f32
+        x, dt, Bm, Cm, A, D, z, bias, h0 = [t.float().double() for t in (x, dt, Bm, Cm, A, D, z, bias, h0)]
+        dte = F.softplus(dt + (bias if has_bias else 0.0))
+        pad = (-L) % block
+        padt = lambda t: F.pad(t, [0, 0] * (t.dim() - 2) + [0, pad])  # noqa: E731  (time axis 1)
+        Bh = repeat(Bm, "b l g n -> b l (g r) n", r=H // G)
+        Ch = repeat(Cm, "b l g n -> b l (g r) n", r=H // G)
+        y, last = ssd(padt(x * dte[..., None]), padt(A * dte), padt(Bh), padt(Ch), block,
+                      initial_states=h0[:, None] if has_h0 else None)
+        y = y[:, :L]
+        if has_d:
+            y = y + D[:, None] * x
+        y = y.reshape(b, L, H * P)
+        if has_z:
+            y = y * F.silu(z)
+        # an independent check of the reference itself: the per-step recurrence
+        hs = h0.clone() if has_h0 else torch.zeros(b, H, P, N, dtype=torch.float64)
+        for t in range(L):
+            hs = torch.exp(A * dte[:, t])[:, :, None, None] * hs + (dte[:, t, :, None, None] * x[:, t, :, :, None]
+                                                                    * Bh[:, t, :, None, :])
+        assert (hs - last).abs().max() < 1e-9 * max(1.0, last.abs().max().item()), "ssd final state"
+        t = dict(x=x.reshape(b, L, H * P), dt=dt, A=A, B=Bm, C=Cm, out=y, last_state=last)
+        if has_d:
+            t["D"] = D
+        if has_z:
+            t["z"] = z
+        if has_bias:
+            t["dt_bias"] = bias
+        if has_h0:
+            t["h0"] = h0
+        name = f"ssd_b{b}_l{L}_h{H}_p{P}_g{G}_n{N}" + ("_h0" if has_h0 else "")
+        save_file({k: v.float().contiguous() for k, v in t.items()}, os.path.join(out_dir, f"{name}.safetensors"),
+                  metadata={"reference": "mamba_ssm ssd_minimal_discrete (float64), sdist " + os.path.basename(str(sdist)),
+                            "block_len": str(block), "head_dim": str(P), "dt_softplus": "1"})
+        print(f"ssd fixture {name}: |y| max {y.abs().max().item():.3f}")
 
 
 def mmf_rel(a, b):

@@ -16,6 +16,7 @@ mod rms_norm;
 mod scan_lanes;
 mod selective_scan;
 mod selective_state_update;
+mod ssd_scan;
 
 use std::borrow::Cow;
 
@@ -444,6 +445,36 @@ impl Backend for CpuBackend {
         let mut wide = vec![0f32; out.numel()];
         self.scan_f32(p, &inputs, state, &mut wide);
         out.store_f32(&wide)
+    }
+
+    fn has_ssd_scan(&self) -> bool {
+        true
+    }
+
+    fn ssd_scan(&self, call: SsdCall<'_, CpuBuffer>) -> Result<()> {
+        let SsdCall {
+            p,
+            inputs: i,
+            mut state,
+            out,
+        } = call;
+        let inputs = ssd_scan::SsdSlices {
+            x: i.x.f32()?,
+            dt: i.dt.f32()?,
+            a: i.a.f32()?,
+            b: i.b.f32()?,
+            c: i.c.f32()?,
+            d: opt_f32(i.d)?,
+            z: opt_f32(i.z)?,
+            dt_bias: opt_f32(i.dt_bias)?,
+        };
+        let state = state.buffer().map(CpuBuffer::f32_mut).transpose()?;
+        let out = out.f32_mut()?;
+        match self.precision {
+            Precision::Exact => ssd_scan::ssd_scan::<f64>(p, &inputs, state, out),
+            Precision::Fast => ssd_scan::ssd_scan::<f32>(p, &inputs, state, out),
+        }
+        Ok(())
     }
 
     fn selective_state_update(&self, call: StepCall<'_, CpuBuffer>) -> Result<()> {

@@ -12,7 +12,7 @@ use crate::backend::Backend;
 use crate::cpu::{CpuBackend, CpuBuffer};
 use crate::error::{Error, Result};
 use crate::ops::call::*;
-use crate::ops::{ScanInputs, StateIo, StepInputs};
+use crate::ops::{ScanInputs, SsdInputs, StateIo, StepInputs};
 
 /// An inner backend of a [`Device`](super::Device): which `DeviceBuf` variant holds its
 /// buffers.
@@ -238,6 +238,39 @@ pub(super) fn selective_scan<Bk: Inner>(be: &Bk, call: ScanCall<'_, DeviceBuf>) 
         StateIo::Carry(s) => StateIo::Carry(get_mut::<Bk>(OP, "state", s)?),
     };
     be.selective_scan(ScanCall {
+        p,
+        inputs: &inputs,
+        state,
+        out: get_mut::<Bk>(OP, "out", out)?,
+    })
+}
+
+pub(super) fn ssd_scan<Bk: Inner>(be: &Bk, call: SsdCall<'_, DeviceBuf>) -> Result<()> {
+    const OP: &str = "ssd_scan";
+    let SsdCall {
+        p,
+        inputs: i,
+        state,
+        out,
+    } = call;
+    let inputs = SsdInputs {
+        x: get::<Bk>(OP, "x", i.x)?,
+        dt: get::<Bk>(OP, "dt", i.dt)?,
+        a: get::<Bk>(OP, "A", i.a)?,
+        b: get::<Bk>(OP, "B", i.b)?,
+        c: get::<Bk>(OP, "C", i.c)?,
+        d: opt::<Bk>(OP, "D", i.d)?,
+        z: opt::<Bk>(OP, "z", i.z)?,
+        dt_bias: opt::<Bk>(OP, "dt_bias", i.dt_bias)?,
+        dt_softplus: i.dt_softplus,
+        head_dim: i.head_dim,
+    };
+    let state = match state {
+        StateIo::None => StateIo::None,
+        StateIo::Final(s) => StateIo::Final(get_mut::<Bk>(OP, "state", s)?),
+        StateIo::Carry(s) => StateIo::Carry(get_mut::<Bk>(OP, "state", s)?),
+    };
+    be.ssd_scan(SsdCall {
         p,
         inputs: &inputs,
         state,

@@ -182,10 +182,11 @@ impl MambaConfig {
                 }
             }
         }
+        self.check_sizes(file)?;
         if let Family::Mamba2(m2) = self.family {
             self.check_mamba2(file, &m2)?;
         }
-        self.check_sizes(file)
+        Ok(())
     }
 
     /// Every tensor size the loader and the forward pass derive from the config, in

@@ -16,10 +16,10 @@
 
 use super::config::{Family, MambaConfig};
 use super::state::Extra;
-use super::weights::{LayerWeights, Weights};
+use super::weights::{LayerWeights, Mamba2Extra, Weights};
 use crate::backend::{Backend, DeviceBuffer};
 use crate::error::{Error, Result};
-use crate::ops::{self, Layout, ScanInputs, StateIo, StepInputs};
+use crate::ops::{self, Layout, ScanInputs, SsdInputs, StateIo, StepInputs};
 
 /// Prefill over `len` tokens per sequence, or one decode step.
 #[derive(Clone, Copy)]
@@ -168,6 +168,7 @@ pub(crate) fn mixer<B: Backend>(
             let [cx, cb, cc] = conv_state else {
                 return Err(missing("mamba2 conv states"));
             };
+            let mut s = s;
             let e = &mut *s.extra;
             let br = e.b_raw.as_mut().ok_or(missing("b_raw"))?;
             let cr = e.c_raw.as_mut().ok_or(missing("c_raw"))?;
@@ -179,26 +180,120 @@ pub(crate) fn mixer<B: Backend>(
             conv(be, pass, s.x, &lw.conv_w, lw.conv_b.as_ref(), cx, s.xc)?;
             conv(be, pass, br, &ex.conv_wb, ex.conv_bb.as_ref(), cb, s.bm)?;
             conv(be, pass, cr, &ex.conv_wc, ex.conv_bc.as_ref(), cc, s.cm)?;
-            ops::matmul(be, s.dt_low, &lw.dt_proj, None, s.dt)?;
-            // B and C as groups for the scan: (rows..., G, N), and back afterwards
-            // (the conv writes them flat), whatever the scan returned.
             let (g, n) = (m2.n_groups, cfg.state_size);
-            let flat = s.bm.shape().to_vec();
-            if g > 1 {
-                let grouped = match pass {
-                    Pass::Seq { batch, len } => vec![batch, len, g, n],
-                    Pass::Step { batch } => vec![batch, g, n],
-                };
-                s.bm.reshape(&grouped)?;
-                s.cm.reshape(&grouped)?;
+            if be.has_ssd_scan() {
+                ssd(be, pass, ex, m2.head_dim, g, n, &mut s, ssm_state)?;
+            } else {
+                general(be, pass, lw, g, n, &mut s, ssm_state)?;
             }
-            let r = ssm(be, pass, lw, s.xc, s.dt, s.bm, s.cm, s.z, ssm_state, s.y);
-            s.bm.reshape(&flat)?;
-            s.cm.reshape(&flat)?;
-            r?;
-            let yn = e.y_normed.as_mut().ok_or(missing("y_normed"))?;
+            let yn = s.extra.y_normed.as_mut().ok_or(missing("y_normed"))?;
             ops::rms_norm_grouped(be, s.y, &ex.norm, m2.gated_norm_eps, g, yn)?;
             ops::matmul(be, yn, &lw.out_w, lw.out_b.as_ref(), out)
         }
     }
+}
+
+/// Mamba-2 through the general scan: Δ spread over each head's channels by `dt_proj`.
+fn general<B: Backend>(
+    be: &B,
+    pass: Pass,
+    lw: &LayerWeights<B>,
+    g: usize,
+    n: usize,
+    s: &mut Bufs<'_, B>,
+    ssm_state: &mut B::Buffer,
+) -> Result<()> {
+    ops::matmul(be, s.dt_low, &lw.dt_proj, None, s.dt)?;
+    // B and C as groups for the scan: (rows..., G, N), and back afterwards
+    // (the conv writes them flat), whatever the scan returned.
+    let flat = s.bm.shape().to_vec();
+    if g > 1 {
+        let grouped = match pass {
+            Pass::Seq { batch, len } => vec![batch, len, g, n],
+            Pass::Step { batch } => vec![batch, g, n],
+        };
+        s.bm.reshape(&grouped)?;
+        s.cm.reshape(&grouped)?;
+    }
+    let r = ssm(be, pass, lw, s.xc, s.dt, s.bm, s.cm, s.z, ssm_state, s.y);
+    s.bm.reshape(&flat)?;
+    s.cm.reshape(&flat)?;
+    r
+}
+
+/// Mamba-2 through the head-form scan ([`ops::ssd_scan`]) with the per-head A, D,
+/// dt_bias: one `exp` per head and step. A decode step is a scan of length 1; the
+/// buffers are viewed as `(batch, L, ...)` for it and restored afterwards.
+#[allow(clippy::too_many_arguments)]
+fn ssd<B: Backend>(
+    be: &B,
+    pass: Pass,
+    ex: &Mamba2Extra<B>,
+    head_dim: usize,
+    g: usize,
+    n: usize,
+    s: &mut Bufs<'_, B>,
+    ssm_state: &mut B::Buffer,
+) -> Result<()> {
+    let (batch, len) = match pass {
+        Pass::Seq { batch, len } => (batch, len),
+        Pass::Step { batch } => (batch, 1),
+    };
+    let heads = s.dt_low.shape().last().copied().unwrap_or(0);
+    let e = heads * head_dim;
+    let before: Vec<Vec<usize>> = [&*s.xc, &*s.z, &*s.y, &*s.dt_low, &*s.bm, &*s.cm]
+        .iter()
+        .map(|b| b.shape().to_vec())
+        .collect();
+    let views = [
+        vec![batch, len, e],
+        vec![batch, len, e],
+        vec![batch, len, e],
+        vec![batch, len, heads],
+        vec![batch, len, g, n],
+        vec![batch, len, g, n],
+    ];
+    let mut r = Ok(());
+    for (b, v) in [
+        &mut *s.xc,
+        &mut *s.z,
+        &mut *s.y,
+        &mut *s.dt_low,
+        &mut *s.bm,
+        &mut *s.cm,
+    ]
+    .into_iter()
+    .zip(&views)
+    {
+        r = r.and(b.reshape(v));
+    }
+    if r.is_ok() {
+        let inputs = SsdInputs {
+            x: s.xc,
+            dt: s.dt_low,
+            a: &ex.a_head,
+            b: s.bm,
+            c: s.cm,
+            d: Some(&ex.d_head),
+            z: Some(s.z),
+            dt_bias: Some(&ex.dt_bias_head),
+            dt_softplus: true,
+            head_dim,
+        };
+        r = ops::ssd_scan(be, &inputs, StateIo::Carry(ssm_state), s.y);
+    }
+    for (b, v) in [
+        &mut *s.xc,
+        &mut *s.z,
+        &mut *s.y,
+        &mut *s.dt_low,
+        &mut *s.bm,
+        &mut *s.cm,
+    ]
+    .into_iter()
+    .zip(&before)
+    {
+        b.reshape(v)?;
+    }
+    r
 }

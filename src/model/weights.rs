@@ -114,6 +114,11 @@ pub struct Mamba2Extra<B: Backend> {
     pub b_dt: Option<B::Buffer>,
     /// The gated grouped norm's weight `(E)`, f32.
     pub norm: B::Buffer,
+    /// Per head `(H)`, f32, for backends with the head-form scan
+    /// ([`crate::ops::ssd_scan`]): `A = −exp(A_log)`, D, dt_bias.
+    pub a_head: B::Buffer,
+    pub d_head: B::Buffer,
+    pub dt_bias_head: B::Buffer,
 }
 
 /// All-ones weights `(R)` and `(N)`: Falcon-Mamba's weightless RMS norms run as

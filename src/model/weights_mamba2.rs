@@ -87,6 +87,11 @@ pub(super) fn load_layer<'a, B: Backend>(
             .collect()
     };
     let a_log_t = get(&l("mixer.A_log"));
+    let head = |t: &Found<'_>| to_f32(t, 0, h);
+    let a_head: Vec<f32> = head(&a_log_t).iter().map(|&x| -x.exp()).collect();
+    let a_head = be.upload(HostSlice::F32(&a_head), &[h])?;
+    let d_head = be.upload(HostSlice::F32(&head(&get(&l("mixer.D")))), &[h])?;
+    let dt_bias_head = be.upload(HostSlice::F32(&head(&get(&l("mixer.dt_bias")))), &[h])?;
     let a: Vec<f32> = spread(&a_log_t, n).iter().map(|&x| -x.exp()).collect();
     if !opts.allow_non_finite {
         if let Some(i) = a.iter().position(|x| !x.is_finite()) {
@@ -192,6 +197,9 @@ pub(super) fn load_layer<'a, B: Backend>(
             b_c,
             b_dt,
             norm: gated,
+            a_head,
+            d_head,
+            dt_bias_head,
         }),
     })
 }

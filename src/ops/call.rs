@@ -97,7 +97,7 @@
 
 use std::marker::PhantomData;
 
-use super::{Elementwise, ScanInputs, StateIo, StepInputs};
+use super::{Elementwise, ScanInputs, SsdInputs, StateIo, StepInputs};
 use crate::backend::ReplayKey;
 use crate::error::Result;
 use crate::params::*;
@@ -158,6 +158,15 @@ pub struct ConvUpdateCall<'a, B> {
 pub struct ScanCall<'a, B> {
     pub(crate) p: &'a ScanParams,
     pub(crate) inputs: &'a ScanInputs<'a, B>,
+    pub(crate) state: StateIo<'a, B>,
+    pub(crate) out: &'a mut B,
+}
+
+/// A checked [`Backend::ssd_scan`](crate::Backend::ssd_scan) call, built by
+/// [`crate::ops::ssd_scan`].
+pub struct SsdCall<'a, B> {
+    pub(crate) p: &'a SsdParams,
+    pub(crate) inputs: &'a SsdInputs<'a, B>,
     pub(crate) state: StateIo<'a, B>,
     pub(crate) out: &'a mut B,
 }

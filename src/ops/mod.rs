@@ -6,6 +6,7 @@
 
 pub mod call;
 mod check;
+mod ssd;
 
 use crate::backend::{Backend, DeviceBuffer};
 use crate::error::{Error, Result};
@@ -13,6 +14,7 @@ use crate::params::*;
 use crate::tensor::{DType, HostSlice};
 pub use call::*;
 use check::*;
+pub use ssd::{SsdInputs, ssd_scan};
 
 /// Memory layout of the sequence tensors of the scan and the conv1d.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
