@@ -41,7 +41,7 @@ struct Args {
     /// ratio to the memory floor; also read from `MAMBA_GPU_PEAK_GBS`.
     #[arg(long)]
     peak_gbs: Option<f64>,
-    /// Model shapes to time, comma separated: 130m, 2.8b, or none.
+    /// Model shapes to time, comma separated: 130m, 2.8b, mamba2-130m, or none.
     #[arg(long, default_value = "130m,2.8b")]
     models: String,
     /// Prefill batch and prompt length, BATCHxLEN.
@@ -87,7 +87,8 @@ fn model_table<B: Backend>(be: &B, args: &Args) -> Result<()> {
         let shape = match name {
             "130m" => SyntheticModel::MAMBA_130M,
             "2.8b" => SyntheticModel::MAMBA_2_8B,
-            other => panic!("unknown model shape `{other}` (130m | 2.8b)"),
+            "mamba2-130m" => SyntheticModel::MAMBA2_130M,
+            other => panic!("unknown model shape `{other}` (130m | 2.8b | mamba2-130m)"),
         };
         let bytes = shape.checkpoint(7, store)?;
         let opts = LoadOptions {

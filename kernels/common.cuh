@@ -21,6 +21,12 @@ struct ScanParams {
     unsigned int _pad0, _pad1;
 };
 
+struct SsdParams {
+    unsigned int batch, len, heads, head_dim, dstate, groups;
+    unsigned int has_d, has_z, has_dt_bias, dt_softplus, state_mode;
+    unsigned int t_begin, t_end, _pad0, _pad1, _pad2;
+};
+
 struct StepParams {
     unsigned int batch, dim, dstate, group_dim, groups;
     unsigned int has_d, has_z, has_dt_bias, dt_softplus;

@@ -33,6 +33,25 @@ struct ScanParams {
     _pad1: u32,
 }
 
+struct SsdParams {
+    batch: u32,
+    len: u32,
+    heads: u32,
+    head_dim: u32,
+    dstate: u32,
+    groups: u32,
+    has_d: u32,
+    has_z: u32,
+    has_dt_bias: u32,
+    dt_softplus: u32,
+    state_mode: u32,
+    t_begin: u32,
+    t_end: u32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
+}
+
 struct StepParams {
     batch: u32,
     dim: u32,

@@ -80,7 +80,13 @@ pub struct SsdParams {
     pub dt_softplus: u32,
     /// One of [`STATE_NONE`], [`STATE_FINAL`], [`STATE_CARRY`].
     pub state_mode: u32,
+    /// The time steps this launch walks, `t_begin..t_end` (the front door sets
+    /// `0..len`; a backend may split a long sequence into launches carrying the state).
+    pub t_begin: u32,
+    pub t_end: u32,
     pub _pad0: u32,
+    pub _pad1: u32,
+    pub _pad2: u32,
 }
 
 /// Single-step state update (decode).

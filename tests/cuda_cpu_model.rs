@@ -247,6 +247,24 @@ fn param_layouts_match_src_params() {
             _pad0: u32,
             _pad1: u32
         }),
+        rust_layout!(SsdParams {
+            batch: u32,
+            len: u32,
+            heads: u32,
+            head_dim: u32,
+            dstate: u32,
+            groups: u32,
+            has_d: u32,
+            has_z: u32,
+            has_dt_bias: u32,
+            dt_softplus: u32,
+            state_mode: u32,
+            t_begin: u32,
+            t_end: u32,
+            _pad0: u32,
+            _pad1: u32,
+            _pad2: u32
+        }),
         rust_layout!(StepParams {
             batch: u32,
             dim: u32,

@@ -79,6 +79,24 @@ mod host {
                 _pad0,
                 _pad1,
             }),
+            "SsdParams" => layout!(SsdParams {
+                batch,
+                len,
+                heads,
+                head_dim,
+                dstate,
+                groups,
+                has_d,
+                has_z,
+                has_dt_bias,
+                dt_softplus,
+                state_mode,
+                t_begin,
+                t_end,
+                _pad0,
+                _pad1,
+                _pad2,
+            }),
             "StepParams" => layout!(StepParams {
                 batch,
                 dim,
@@ -160,6 +178,7 @@ mod host {
         match entry {
             "selective_scan" => &["ScanParams"],
             "selective_state_update" => &["StepParams"],
+            "ssd_scan" => &["SsdParams"],
             "causal_conv1d" | "causal_conv1d_state" | "causal_conv1d_update" => &["ConvParams"],
             "matmul" | "matmul_decode" => &["MatmulParams", "WindowParams"],
             "rms_norm" => &["NormParams"],
@@ -281,7 +300,7 @@ fn param_layouts_and_bindings_match_the_host() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
     assert_eq!(
         structs_checked.len(),
-        10,
+        11,
         "uniform structs seen: {structs_checked:?}"
     );
 }

@@ -55,7 +55,7 @@ pub(crate) fn ssd_scan<T: Real + Send>(
             let a = T::of(s.a[h]);
             let dv = s.d.map(|d| T::of(d[h]));
             let mut y = vec![0f32; len * hd];
-            for t in 0..len {
+            for t in p.t_begin as usize..p.t_end as usize {
                 let row = b * len + t;
                 let dt: T = discretize_delta(
                     s.dt[row * heads + h],
@@ -93,7 +93,7 @@ pub(crate) fn ssd_scan<T: Real + Send>(
         .collect();
     for (bh, y) in ys.iter().enumerate() {
         let (b, h) = (bh / heads, bh % heads);
-        for t in 0..len {
+        for t in p.t_begin as usize..p.t_end as usize {
             let o = (b * len + t) * e + h * hd;
             out[o..o + hd].copy_from_slice(&y[t * hd..(t + 1) * hd]);
         }

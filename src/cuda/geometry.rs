@@ -99,6 +99,22 @@ pub fn selective_scan(p: &ScanParams, io: DType) -> Result<Launch> {
     })
 }
 
+/// `SSD_MAX_N` of kernels/ssd_scan.cu: the states its local array holds.
+pub const SSD_MAX_N: u32 = 256;
+
+/// One thread per (batch, channel); N is bounded by the kernel's local state array.
+pub fn ssd_scan(p: &SsdParams) -> Result<Launch> {
+    if p.dstate > SSD_MAX_N {
+        return Err(Error::limit(
+            "cuda",
+            "ssd_scan",
+            "B",
+            format!("N = {} states exceed the kernel's {SSD_MAX_N}", p.dstate),
+        ));
+    }
+    Ok(grid1d(Kernel::SsdScan, p.batch * p.heads * p.head_dim))
+}
+
 pub fn selective_state_update(p: &StepParams) -> Launch {
     grid1d(Kernel::SelectiveStateUpdate, p.batch * p.dim)
 }

@@ -51,6 +51,7 @@ pub const COMMON_HEADER: KernelSource = KernelSource {
 
 pub const SELECTIVE_SCAN: KernelSource = kernel!("selective_scan");
 pub const SELECTIVE_STATE_UPDATE: KernelSource = kernel!("selective_state_update");
+pub const SSD_SCAN: KernelSource = kernel!("ssd_scan");
 pub const CAUSAL_CONV1D: KernelSource = kernel!("causal_conv1d");
 pub const RMS_NORM: KernelSource = kernel!("rms_norm");
 pub const EMBEDDING: KernelSource = kernel!("embedding");
@@ -63,6 +64,7 @@ pub const MATMUL: KernelSource = kernel!("matmul");
 pub const KERNELS: &[KernelSource] = &[
     SELECTIVE_SCAN,
     SELECTIVE_STATE_UPDATE,
+    SSD_SCAN,
     CAUSAL_CONV1D,
     RMS_NORM,
     EMBEDDING,
@@ -105,6 +107,7 @@ pub enum Kernel {
     /// Instantiated on the I/O type of u, delta, B, C, z and out.
     SelectiveScan(Float),
     SelectiveStateUpdate,
+    SsdScan,
     CausalConv1d,
     CausalConv1dState,
     CausalConv1dUpdate,
@@ -132,6 +135,7 @@ impl Kernel {
         Kernel::SelectiveScan(Float::F16),
         Kernel::SelectiveScan(Float::BF16),
         Kernel::SelectiveStateUpdate,
+        Kernel::SsdScan,
         Kernel::CausalConv1d,
         Kernel::CausalConv1dState,
         Kernel::CausalConv1dUpdate,
@@ -157,6 +161,7 @@ impl Kernel {
         match self {
             Kernel::SelectiveScan(_) => &SELECTIVE_SCAN,
             Kernel::SelectiveStateUpdate => &SELECTIVE_STATE_UPDATE,
+            Kernel::SsdScan => &SSD_SCAN,
             Kernel::CausalConv1d | Kernel::CausalConv1dState | Kernel::CausalConv1dUpdate => {
                 &CAUSAL_CONV1D
             }
@@ -177,6 +182,7 @@ impl Kernel {
             Kernel::SelectiveScan(F16) => "selective_scan_f16",
             Kernel::SelectiveScan(BF16) => "selective_scan_bf16",
             Kernel::SelectiveStateUpdate => "selective_state_update",
+            Kernel::SsdScan => "ssd_scan",
             Kernel::CausalConv1d => "causal_conv1d",
             Kernel::CausalConv1dState => "causal_conv1d_state",
             Kernel::CausalConv1dUpdate => "causal_conv1d_update",

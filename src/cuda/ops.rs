@@ -20,7 +20,7 @@ use super::{BACKEND, CudaBackend, CudaBuffer, Storage, dev_err};
 use crate::backend::{Backend, DeviceBuffer};
 use crate::error::{Error, Result};
 use crate::ops::call::*;
-use crate::ops::{ScanInputs, StepInputs};
+use crate::ops::{ScanInputs, SsdInputs, StepInputs};
 use crate::params::*;
 use crate::tensor::{DType, HostSlice, HostVec, buffer_numel};
 
@@ -29,6 +29,9 @@ use crate::tensor::{DType, HostSlice, HostVec, buffer_numel};
 // bytes mean the same on both sides.
 unsafe impl DeviceRepr for ScanParams {}
 unsafe impl DeviceRepr for StepParams {}
+// SAFETY: #[repr(C)] plain u32 fields, the layout of SsdParams in kernels/common.cuh
+// (checked by tests/cuda_cpu_model.rs).
+unsafe impl DeviceRepr for SsdParams {}
 unsafe impl DeviceRepr for ConvParams {}
 unsafe impl DeviceRepr for MatmulParams {}
 unsafe impl DeviceRepr for NormParams {}
@@ -156,6 +159,42 @@ pub(super) fn selective_scan(
     // the kernel's NT and CPB expect, and the dynamic shared memory holds its
     // carry[CPB][dstate].
     unsafe { a.launch(config(&l)) }.map_err(launch_err(name))?;
+    Ok(())
+}
+
+pub(super) fn ssd_scan(
+    be: &CudaBackend,
+    p: &SsdParams,
+    i: &SsdInputs<'_, CudaBuffer>,
+    state: Option<&mut CudaBuffer>,
+    out: &mut CudaBuffer,
+) -> Result<()> {
+    let l = geometry::ssd_scan(p)?;
+    let f = be.function(Kernel::SsdScan)?;
+    let mut a = be.cur().launch_builder(&f);
+    a.arg(p);
+    for t in [i.x, i.dt, i.a, i.b, i.c] {
+        a.arg(t.f32()?);
+    }
+    push_opt(&mut a, i.d, &be.dummy);
+    push_opt(&mut a, i.z, &be.dummy);
+    push_opt(&mut a, i.dt_bias, &be.dummy);
+    match state {
+        Some(s) => {
+            a.arg(s.f32_mut()?);
+        }
+        None => {
+            a.arg(&be.dummy);
+        }
+    }
+    a.arg(out.f32_mut()?);
+    // SAFETY: ssd_scan(SsdParams p, const float* x, dt, A, B, C, D, z, dt_bias,
+    // float* state, float* out): same order, all f32. ops::ssd_scan validated x/z/out
+    // (batch, L, E), dt (batch, L, heads), B/C (batch, L, G, N), A/D/dt_bias (heads) and
+    // the state (batch, E, N) against p; optional inputs and the state are read only
+    // when their flag / state_mode says so; one thread per (batch, channel), guarded by
+    // batch * E in the kernel; N <= SSD_MAX_N (geometry::ssd_scan).
+    unsafe { a.launch(config(&l)) }.map_err(launch_err("ssd_scan"))?;
     Ok(())
 }
 
@@ -553,6 +592,20 @@ impl Backend for CudaBackend {
             out,
         } = call;
         selective_scan(self, p, inputs, state.buffer(), out)
+    }
+
+    fn has_ssd_scan(&self) -> bool {
+        true
+    }
+
+    fn ssd_scan(&self, call: SsdCall<'_, CudaBuffer>) -> Result<()> {
+        let SsdCall {
+            p,
+            inputs,
+            mut state,
+            out,
+        } = call;
+        ssd_scan(self, p, inputs, state.buffer(), out)
     }
 
     fn selective_state_update(&self, call: StepCall<'_, CudaBuffer>) -> Result<()> {

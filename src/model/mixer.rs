@@ -16,7 +16,7 @@
 
 use super::config::{Family, MambaConfig};
 use super::state::Extra;
-use super::weights::{LayerWeights, Mamba2Extra, Weights};
+use super::weights::{LayerWeights, Weights};
 use crate::backend::{Backend, DeviceBuffer};
 use crate::error::{Error, Result};
 use crate::ops::{self, Layout, ScanInputs, SsdInputs, StateIo, StepInputs};
@@ -49,6 +49,10 @@ fn missing(what: &'static str) -> Error {
         arg: what,
         why: "this buffer was not allocated for the model's family".into(),
     }
+}
+
+fn dt_proj<B: Backend>(lw: &LayerWeights<B>) -> Result<&B::Buffer> {
+    lw.dt_proj.as_ref().ok_or(missing("dt_proj"))
 }
 
 fn conv<B: Backend>(
@@ -154,11 +158,11 @@ pub(crate) fn mixer<B: Backend>(
                 ops::rms_norm(be, cr, &un.bc, eps, None, s.cm)?;
                 let dn = e.dt_normed.as_mut().ok_or(missing("dt_normed"))?;
                 ops::rms_norm(be, s.dt_low, &un.dt, eps, None, dn)?;
-                ops::matmul(be, dn, &lw.dt_proj, None, s.dt)?;
+                ops::matmul(be, dn, dt_proj(lw)?, None, s.dt)?;
             } else {
                 ops::matmul(be, s.xc, &lw.w_b, None, s.bm)?;
                 ops::matmul(be, s.xc, &lw.w_c, None, s.cm)?;
-                ops::matmul(be, s.dt_low, &lw.dt_proj, None, s.dt)?;
+                ops::matmul(be, s.dt_low, dt_proj(lw)?, None, s.dt)?;
             }
             ssm(be, pass, lw, s.xc, s.dt, s.bm, s.cm, s.z, ssm_state, s.y)?;
             ops::matmul(be, s.y, &lw.out_w, lw.out_b.as_ref(), out)
@@ -182,7 +186,7 @@ pub(crate) fn mixer<B: Backend>(
             conv(be, pass, cr, &ex.conv_wc, ex.conv_bc.as_ref(), cc, s.cm)?;
             let (g, n) = (m2.n_groups, cfg.state_size);
             if be.has_ssd_scan() {
-                ssd(be, pass, ex, m2.head_dim, g, n, &mut s, ssm_state)?;
+                ssd(be, pass, lw, m2.head_dim, g, n, &mut s, ssm_state)?;
             } else {
                 general(be, pass, lw, g, n, &mut s, ssm_state)?;
             }
@@ -203,7 +207,7 @@ fn general<B: Backend>(
     s: &mut Bufs<'_, B>,
     ssm_state: &mut B::Buffer,
 ) -> Result<()> {
-    ops::matmul(be, s.dt_low, &lw.dt_proj, None, s.dt)?;
+    ops::matmul(be, s.dt_low, dt_proj(lw)?, None, s.dt)?;
     // B and C as groups for the scan: (rows..., G, N), and back afterwards
     // (the conv writes them flat), whatever the scan returned.
     let flat = s.bm.shape().to_vec();
@@ -228,7 +232,7 @@ fn general<B: Backend>(
 fn ssd<B: Backend>(
     be: &B,
     pass: Pass,
-    ex: &Mamba2Extra<B>,
+    lw: &LayerWeights<B>,
     head_dim: usize,
     g: usize,
     n: usize,
@@ -271,12 +275,12 @@ fn ssd<B: Backend>(
         let inputs = SsdInputs {
             x: s.xc,
             dt: s.dt_low,
-            a: &ex.a_head,
+            a: &lw.a,
             b: s.bm,
             c: s.cm,
-            d: Some(&ex.d_head),
+            d: Some(&lw.d),
             z: Some(s.z),
-            dt_bias: Some(&ex.dt_bias_head),
+            dt_bias: Some(&lw.dt_bias),
             dt_softplus: true,
             head_dim,
         };

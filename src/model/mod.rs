@@ -34,7 +34,7 @@ pub use sample::{
 };
 pub use state::{HostState, ModelIdentity, State};
 pub use state_bytes::{STATE_FORMAT_VERSION, STATE_MAGIC};
-pub use synthetic::SyntheticModel;
+pub use synthetic::{Mamba2Shape, SyntheticModel};
 #[cfg(feature = "tokenizers")]
 pub use text::{TextStream, TextTokenizer};
 #[cfg(feature = "tokenizers")]

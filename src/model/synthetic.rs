@@ -8,8 +8,8 @@ use rayon::prelude::*;
 use crate::error::{Error, Result};
 use crate::tensor::DType;
 
-/// The shape of a Mamba-1 language model (tied embeddings, conv bias, no other biases,
-/// like the state-spaces checkpoints).
+/// The shape of a Mamba-1 or Mamba-2 language model (tied embeddings, conv bias, no
+/// other biases, like the state-spaces checkpoints).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SyntheticModel {
     pub hidden: usize,
@@ -17,6 +17,15 @@ pub struct SyntheticModel {
     pub state: usize,
     pub conv: usize,
     pub vocab: usize,
+    /// Mamba-2 layers with this shape (`None`: Mamba-1).
+    pub mamba2: Option<Mamba2Shape>,
+}
+
+/// The Mamba-2 part of a [`SyntheticModel`]: heads of `head_dim` channels, B/C groups.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mamba2Shape {
+    pub head_dim: usize,
+    pub groups: usize,
 }
 
 impl SyntheticModel {
@@ -27,6 +36,7 @@ impl SyntheticModel {
         state: 16,
         conv: 4,
         vocab: 50280,
+        mamba2: None,
     };
     /// The shape of state-spaces/mamba-2.8b.
     pub const MAMBA_2_8B: SyntheticModel = SyntheticModel {
@@ -35,6 +45,19 @@ impl SyntheticModel {
         state: 16,
         conv: 4,
         vocab: 50280,
+        mamba2: None,
+    };
+    /// The shape of state-spaces/mamba2-130m (24 heads of 64, state 128, one group).
+    pub const MAMBA2_130M: SyntheticModel = SyntheticModel {
+        hidden: 768,
+        layers: 24,
+        state: 128,
+        conv: 4,
+        vocab: 50288,
+        mamba2: Some(Mamba2Shape {
+            head_dim: 64,
+            groups: 1,
+        }),
     };
 
     fn inner(&self) -> usize {
@@ -47,6 +70,13 @@ impl SyntheticModel {
 
     /// Number of parameters.
     pub fn params(&self) -> usize {
+        if let Some(m2) = self.mamba2 {
+            let (d, e, k) = (self.hidden, self.inner(), self.conv);
+            let (h, gn) = (e / m2.head_dim, m2.groups * self.state);
+            let conv = e + 2 * gn;
+            let layer = d + (e + conv + h) * d + conv * k + conv + 3 * h + e + d * e;
+            return self.vocab * d + self.layers * layer + d;
+        }
         let (d, e, n, k, r) = (
             self.hidden,
             self.inner(),
@@ -60,6 +90,22 @@ impl SyntheticModel {
 
     /// A Hugging Face `config.json` for this shape.
     pub fn config_json(&self) -> String {
+        if let Some(m2) = self.mamba2 {
+            return format!(
+                r#"{{"model_type": "mamba2", "hidden_size": {}, "num_hidden_layers": {}, "expand": 2,
+ "num_heads": {}, "head_dim": {}, "n_groups": {}, "state_size": {}, "conv_kernel": {}, "vocab_size": {},
+ "use_bias": false, "use_conv_bias": true, "layer_norm_epsilon": 1e-5, "chunk_size": 256,
+ "tie_word_embeddings": true}}"#,
+                self.hidden,
+                self.layers,
+                self.inner() / m2.head_dim,
+                m2.head_dim,
+                m2.groups,
+                self.state,
+                self.conv,
+                self.vocab
+            );
+        }
         format!(
             r#"{{"model_type": "mamba", "hidden_size": {}, "num_hidden_layers": {}, "intermediate_size": {},
  "state_size": {}, "conv_kernel": {}, "time_step_rank": {}, "vocab_size": {}, "use_bias": false,
@@ -106,6 +152,40 @@ impl SyntheticModel {
         ));
         for l in 0..self.layers {
             let p = |s: &str| format!("backbone.layers.{l}.{s}");
+            if let Some(m2) = self.mamba2 {
+                let (h, gn) = (e / m2.head_dim, m2.groups * n);
+                let conv = e + 2 * gn;
+                // mamba_ssm's init: A in [1, 16], dt in [1e-3, 1e-1].
+                let a_log: Vec<f32> = (0..h)
+                    .map(|i| (1.0 + 15.0 * i as f32 / h as f32).ln())
+                    .collect();
+                let dt_bias: Vec<f32> = (0..h)
+                    .map(|i| {
+                        let dt = (-6.9 + 4.6 * i as f64 / h as f64).exp();
+                        (dt + (-(-dt).exp_m1()).ln()) as f32
+                    })
+                    .collect();
+                tensors.push((p("norm.weight"), vec![d], vec![1.0; d]));
+                tensors.push((p("mixer.A_log"), vec![h], a_log));
+                tensors.push((p("mixer.D"), vec![h], vec![1.0; h]));
+                tensors.push((p("mixer.dt_bias"), vec![h], dt_bias));
+                let rows = e + conv + h;
+                tensors.push((p("mixer.in_proj.weight"), vec![rows, d], rand(rows * d, d)));
+                tensors.push((
+                    p("mixer.conv1d.weight"),
+                    vec![conv, 1, k],
+                    rand(conv * k, k),
+                ));
+                tensors.push((p("mixer.conv1d.bias"), vec![conv], rand(conv, 64)));
+                tensors.push((p("mixer.norm.weight"), vec![e], vec![1.0; e]));
+                tensors.push((
+                    p("mixer.out_proj.weight"),
+                    vec![d, e],
+                    rand(d * e, e * self.layers),
+                ));
+                let _ = r;
+                continue;
+            }
             let a_log: Vec<f32> = (0..e)
                 .flat_map(|_| (1..=n).map(|j| (j as f32).ln()))
                 .collect();

@@ -82,11 +82,11 @@ pub struct LayerWeights<B: Backend> {
     pub w_b: B::Buffer,
     /// C rows of x_proj `(N, E)`.
     pub w_c: B::Buffer,
-    /// dt_proj `(E, R)`.
-    pub dt_proj: B::Buffer,
-    /// dt_proj bias `(E)`, f32: the scan's `delta_bias`.
+    /// dt_proj `(E, R)` (Mamba-2: see [`Mamba2Extra`]; `None` for the head-form scan).
+    pub dt_proj: Option<B::Buffer>,
+    /// dt_proj bias `(E)`, f32: the scan's `delta_bias` (Mamba-2: see [`Mamba2Extra`]).
     pub dt_bias: B::Buffer,
-    /// `A = −exp(A_log)` `(E, N)`, f32.
+    /// `A = −exp(A_log)` `(E, N)`, f32 (Mamba-2: see [`Mamba2Extra`]).
     pub a: B::Buffer,
     /// `(E)`, f32.
     pub d: B::Buffer,
@@ -99,9 +99,10 @@ pub struct LayerWeights<B: Backend> {
 
 /// The Mamba-2 weights beyond [`LayerWeights`]' Mamba-1 fields. There, `w_dt (H, D)`,
 /// `w_b`/`w_c (G·N, D)` are rows of `in_proj`; `conv_w`/`conv_b` the x channels of the
-/// conv; `dt_proj (E, H)` is the 0/1 matrix that repeats each head's Δ over its
-/// `head_dim` channels (exact in every dtype); `a (E, N)`, `d`, `dt_bias (E)` hold the
-/// per-head values repeated over the head's channels and states.
+/// conv; `a`, `d`, `dt_bias` are per head `(H)` on backends with the head-form scan
+/// ([`crate::Backend::has_ssd_scan`]); on others they are repeated over each head's
+/// channels (and states), `(E, N)` / `(E)`, and `dt_proj (E, H)` is the 0/1 matrix that
+/// repeats each head's Δ over its `head_dim` channels (exact in every dtype).
 pub struct Mamba2Extra<B: Backend> {
     /// The conv over the B and C channels `(G·N, K)`, f32.
     pub conv_wb: B::Buffer,
@@ -114,11 +115,6 @@ pub struct Mamba2Extra<B: Backend> {
     pub b_dt: Option<B::Buffer>,
     /// The gated grouped norm's weight `(E)`, f32.
     pub norm: B::Buffer,
-    /// Per head `(H)`, f32, for backends with the head-form scan
-    /// ([`crate::ops::ssd_scan`]): `A = −exp(A_log)`, D, dt_bias.
-    pub a_head: B::Buffer,
-    pub d_head: B::Buffer,
-    pub dt_bias_head: B::Buffer,
 }
 
 /// All-ones weights `(R)` and `(N)`: Falcon-Mamba's weightless RMS norms run as
@@ -430,14 +426,14 @@ pub(crate) fn load_weights<B: Backend>(
         let w_dt = upload(be, &xp, 0, r * e, &[r, e], dtype)?;
         let w_b = upload(be, &xp, r * e, n * e, &[n, e], dtype)?;
         let w_c = upload(be, &xp, (r + n) * e, n * e, &[n, e], dtype)?;
-        let dt_proj = upload(
+        let dt_proj = Some(upload(
             be,
             &get(&l("mixer.dt_proj.weight")),
             0,
             e * r,
             &[e, r],
             dtype,
-        )?;
+        )?);
         let dt_bias = f32v(&get(&l("mixer.dt_proj.bias")), &[e])?;
         let out_w = upload(
             be,

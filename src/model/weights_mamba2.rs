@@ -4,11 +4,13 @@
 //! with rows `[z | x | B | C | Δ]`; `conv1d.weight (E + 2GN, 1, K)` over `[x | B | C]`;
 //! `A_log`, `D`, `dt_bias (H)`; `norm.weight (E)`; `out_proj.weight (D, E)`.
 //!
-//! The per-head values are spread over the head's channels at load, so the Mamba-1
-//! scan and decode step compute Mamba-2 exactly: channel `c = h·P + p` of head `h`
-//! gets `A[c, n] = −exp(A_log[h])` for every n, `D[c] = D[h]`, `dt_bias[c] =
-//! dt_bias[h]`, and Δ reaches it through `dt_proj`, the 0/1 matrix `(E, H)` with a
-//! one at `(c, c / P)` (a product with one 1 and zeros is exact, in f16/bf16 too).
+//! A backend with the head-form scan ([`crate::ops::ssd_scan`]) gets `A = −exp(A_log)`,
+//! D and dt_bias per head `(H)`. For one without it, the per-head values are spread
+//! over the head's channels at load, so the Mamba-1 scan and decode step compute
+//! Mamba-2 exactly: channel `c = h·P + p` of head `h` gets `A[c, n] = −exp(A_log[h])`
+//! for every n, `D[c] = D[h]`, `dt_bias[c] = dt_bias[h]`, and Δ reaches it through
+//! `dt_proj`, the 0/1 matrix `(E, H)` with a one at `(c, c / P)` (a product with one 1
+//! and zeros is exact, in f16/bf16 too).
 
 use super::config::{Mamba2Dims, MambaConfig};
 use super::weights::{Found, LayerWeights, LoadOptions, Mamba2Extra, Spec, to_f32, upload};
@@ -79,23 +81,26 @@ pub(super) fn load_layer<'a, B: Backend>(
     let f32_at = |t: &Found<'_>, start: usize, len: usize, shape: &[usize]| {
         upload(be, t, start, len, shape, DType::F32)
     };
-    // Per-head values, spread over each head's channels.
-    let spread = |t: &Found<'_>, per_channel: usize| -> Vec<f32> {
+    // Per-head values: as they are for the head-form scan, or spread over each head's
+    // channels (and states) for the general one. Only the form the backend runs is kept.
+    let head_form = be.has_ssd_scan();
+    let (rep_a, rep) = if head_form { (1, 1) } else { (p * n, p) };
+    let spread = |t: &Found<'_>, r: usize| -> Vec<f32> {
         let v = to_f32(t, 0, h);
-        (0..e * per_channel)
-            .map(|i| v[i / (p * per_channel)])
-            .collect()
+        (0..h * r).map(|i| v[i / r]).collect()
+    };
+    let shape = |r: usize, last: &[usize]| -> Vec<usize> {
+        if head_form {
+            vec![h]
+        } else {
+            [&[h * r / last.iter().product::<usize>()][..], last].concat()
+        }
     };
     let a_log_t = get(&l("mixer.A_log"));
-    let head = |t: &Found<'_>| to_f32(t, 0, h);
-    let a_head: Vec<f32> = head(&a_log_t).iter().map(|&x| -x.exp()).collect();
-    let a_head = be.upload(HostSlice::F32(&a_head), &[h])?;
-    let d_head = be.upload(HostSlice::F32(&head(&get(&l("mixer.D")))), &[h])?;
-    let dt_bias_head = be.upload(HostSlice::F32(&head(&get(&l("mixer.dt_bias")))), &[h])?;
-    let a: Vec<f32> = spread(&a_log_t, n).iter().map(|&x| -x.exp()).collect();
+    let a: Vec<f32> = spread(&a_log_t, rep_a).iter().map(|&x| -x.exp()).collect();
     if !opts.allow_non_finite {
         if let Some(i) = a.iter().position(|x| !x.is_finite()) {
-            let head = i / (p * n);
+            let head = i / rep_a;
             return Err(Error::NonFiniteWeight {
                 file: a_log_t.file.clone(),
                 tensor: a_log_t.name.clone(),
@@ -106,23 +111,19 @@ pub(super) fn load_layer<'a, B: Backend>(
             });
         }
     }
-    let a = be.upload(HostSlice::F32(&a), &[e, n])?;
-    let dd = be.upload(HostSlice::F32(&spread(&get(&l("mixer.D")), 1)), &[e])?;
-    let dt_bias = be.upload(HostSlice::F32(&spread(&get(&l("mixer.dt_bias")), 1)), &[e])?;
-    let mut expand = vec![0f32; e * h];
-    for c in 0..e {
-        expand[c * h + c / p] = 1.0;
-    }
-    let dt_proj = match dtype {
-        DType::F16 => {
-            let v: Vec<half::f16> = expand.iter().map(|&x| half::f16::from_f32(x)).collect();
-            be.upload(HostSlice::F16(&v), &[e, h])?
-        }
-        DType::BF16 => {
-            let v: Vec<half::bf16> = expand.iter().map(|&x| half::bf16::from_f32(x)).collect();
-            be.upload(HostSlice::BF16(&v), &[e, h])?
-        }
-        _ => be.upload(HostSlice::F32(&expand), &[e, h])?,
+    let a = be.upload(HostSlice::F32(&a), &shape(rep_a, &[n]))?;
+    let dd = be.upload(
+        HostSlice::F32(&spread(&get(&l("mixer.D")), rep)),
+        &shape(rep, &[]),
+    )?;
+    let dt_bias = be.upload(
+        HostSlice::F32(&spread(&get(&l("mixer.dt_bias")), rep)),
+        &shape(rep, &[]),
+    )?;
+    let dt_proj = if head_form {
+        None
+    } else {
+        Some(expansion(be, e, h, p, dtype)?)
     };
 
     let conv_t = get(&l("mixer.conv1d.weight"));
@@ -197,9 +198,26 @@ pub(super) fn load_layer<'a, B: Backend>(
             b_c,
             b_dt,
             norm: gated,
-            a_head,
-            d_head,
-            dt_bias_head,
         }),
     })
+}
+
+/// The 0/1 matrix `(E, H)` with a one at `(c, c / P)`: `dt_proj` of the general-scan
+/// form, repeating each head's Δ over its channels (exact in every dtype).
+fn expansion<B: Backend>(be: &B, e: usize, h: usize, p: usize, dtype: DType) -> Result<B::Buffer> {
+    let mut m = vec![0f32; e * h];
+    for c in 0..e {
+        m[c * h + c / p] = 1.0;
+    }
+    match dtype {
+        DType::F16 => {
+            let v: Vec<half::f16> = m.iter().map(|&x| half::f16::from_f32(x)).collect();
+            be.upload(HostSlice::F16(&v), &[e, h])
+        }
+        DType::BF16 => {
+            let v: Vec<half::bf16> = m.iter().map(|&x| half::bf16::from_f32(x)).collect();
+            be.upload(HostSlice::BF16(&v), &[e, h])
+        }
+        _ => be.upload(HostSlice::F32(&m), &[e, h]),
+    }
 }

@@ -149,7 +149,11 @@ pub fn ssd_scan<Bk: Backend>(
         has_dt_bias,
         dt_softplus: i.dt_softplus as u32,
         state_mode: state.mode(),
+        t_begin: 0,
+        t_end: len,
         _pad0: 0,
+        _pad1: 0,
+        _pad2: 0,
     };
     if !be.has_ssd_scan() {
         return Err(Error::limit(

@@ -116,6 +116,7 @@ pub(crate) enum Kernel {
     /// The same scan with the subgroup row scan (`selective_scan/subgroup.wgsl`).
     SelectiveScanSubgroup(ScanSize),
     SelectiveStateUpdate,
+    SsdScan,
     CausalConv1d,
     CausalConv1dState,
     CausalConv1dUpdate,
@@ -176,6 +177,7 @@ const FILES: &[(&str, &str)] = files!(
     "selective_scan/shared.wgsl",
     "selective_scan/subgroup.wgsl",
     "selective_state_update.wgsl",
+    "ssd_scan.wgsl",
 );
 
 /// The shader modules the backend builds (the files it starts joining from); every
@@ -192,6 +194,7 @@ pub const SHADERS: &[&str] = &[
     "selective_scan/shared.wgsl",
     "selective_scan/subgroup.wgsl",
     "selective_state_update.wgsl",
+    "ssd_scan.wgsl",
 ];
 
 /// What an include line looks like: `//#include "common.wgsl"` (a comment to WGSL
@@ -261,6 +264,7 @@ impl Kernel {
             Kernel::SelectiveScan(_) => shader!("selective_scan/shared.wgsl", true),
             Kernel::SelectiveScanSubgroup(_) => shader!("selective_scan/subgroup.wgsl", true),
             Kernel::SelectiveStateUpdate => shader!("selective_state_update.wgsl"),
+            Kernel::SsdScan => shader!("ssd_scan.wgsl"),
             Kernel::CausalConv1d | Kernel::CausalConv1dState | Kernel::CausalConv1dUpdate => {
                 shader!("causal_conv1d.wgsl")
             }
@@ -277,6 +281,7 @@ impl Kernel {
         match self {
             Kernel::SelectiveScan(_) | Kernel::SelectiveScanSubgroup(_) => "selective_scan",
             Kernel::SelectiveStateUpdate => "selective_state_update",
+            Kernel::SsdScan => "ssd_scan",
             Kernel::CausalConv1d => "causal_conv1d",
             Kernel::CausalConv1dState => "causal_conv1d_state",
             Kernel::CausalConv1dUpdate => "causal_conv1d_update",
@@ -299,6 +304,8 @@ impl Kernel {
             }
             // params, x, dt, A, B, C, D, z, dt_bias, state, out
             Kernel::SelectiveStateUpdate => &[U, R, R, R, R, R, R, R, R, W, W],
+            // params, x, dt, A, B, C, D, z, dt_bias, state, out
+            Kernel::SsdScan => &[U, R, R, R, R, R, R, R, R, W, W],
             // params, x, weight, bias, conv_state, out
             Kernel::CausalConv1d | Kernel::CausalConv1dState | Kernel::CausalConv1dUpdate => {
                 &[U, R, R, R, W, W]
@@ -393,6 +400,7 @@ pub fn pipeline_sources(
     }
     kernels.extend([
         Kernel::SelectiveStateUpdate,
+        Kernel::SsdScan,
         Kernel::CausalConv1d,
         Kernel::CausalConv1dState,
         Kernel::CausalConv1dUpdate,
@@ -411,6 +419,7 @@ pub fn pipeline_sources(
         Kernel::SelectiveScan(_)
         | Kernel::SelectiveScanSubgroup(_)
         | Kernel::SelectiveStateUpdate
+        | Kernel::SsdScan
         | Kernel::CausalConv1d
         | Kernel::CausalConv1dState
         | Kernel::CausalConv1dUpdate
@@ -521,6 +530,7 @@ mod tests {
             Kernel::SelectiveScan(size),
             Kernel::SelectiveScanSubgroup(size),
             Kernel::SelectiveStateUpdate,
+            Kernel::SsdScan,
             Kernel::CausalConv1d,
             Kernel::Matmul { w, bias: w },
             Kernel::RmsNorm { w },

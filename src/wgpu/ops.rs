@@ -11,6 +11,9 @@ use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::ops::call::*;
 use crate::params::*;
+
+/// `SSD_MAX_N` of shaders/ssd_scan.wgsl: the states its private array holds.
+const SSD_MAX_N: u32 = 256;
 use crate::tensor::{DType, HostSlice, HostVec, buffer_numel};
 
 impl Backend for WgpuBackend {
@@ -398,6 +401,79 @@ impl Backend for WgpuBackend {
             ],
             self.grid((p.batch * p.dim).div_ceil(64))?,
         )
+    }
+
+    fn has_ssd_scan(&self) -> bool {
+        true
+    }
+
+    fn ssd_scan(&self, call: SsdCall<'_, WgpuBuffer>) -> Result<()> {
+        let SsdCall {
+            p,
+            inputs: i,
+            mut state,
+            out,
+        } = call;
+        if p.dstate > SSD_MAX_N {
+            return Err(Error::limit(
+                "wgpu",
+                "ssd_scan",
+                "B",
+                format!("N = {} states exceed the shader's {SSD_MAX_N}", p.dstate),
+            ));
+        }
+        // At most ~2^15 loop iterations per invocation and dispatch (llvmpipe stops a
+        // shader after about 2^16): longer sequences run as several dispatches over
+        // t_begin..t_end, the state carried through the state buffer (a scratch one
+        // when the caller keeps none).
+        let seg = (32768 / (p.dstate + 2)).max(1);
+        let mut scratch = None;
+        let st_buf: Option<&WgpuBuffer> = match state.buffer() {
+            Some(s) => Some(&*s),
+            None if p.len > seg => Some(&*scratch.insert(self.zeros(
+                DType::F32,
+                &[
+                    p.batch as usize,
+                    (p.heads * p.head_dim) as usize,
+                    p.dstate as usize,
+                ],
+            )?)),
+            None => None,
+        };
+        let mut t0 = 0;
+        while t0 < p.len {
+            let mut q = *p;
+            q.t_begin = t0;
+            q.t_end = (t0 + seg).min(p.len);
+            if t0 > 0 {
+                q.state_mode = STATE_CARRY;
+            } else if p.state_mode == STATE_NONE && st_buf.is_some() {
+                q.state_mode = STATE_FINAL;
+            }
+            let st = match st_buf {
+                Some(s) => self.whole("state", s)?,
+                None => Bind::Whole(&self.dummy_rw),
+            };
+            self.dispatch(
+                Kernel::SsdScan,
+                &[
+                    Bind::Uniform(bytemuck::bytes_of(&q)),
+                    self.whole("x", i.x)?,
+                    self.whole("dt", i.dt)?,
+                    self.whole("A", i.a)?,
+                    self.whole("B", i.b)?,
+                    self.whole("C", i.c)?,
+                    self.opt_read("D", i.d)?,
+                    self.opt_read("z", i.z)?,
+                    self.opt_read("dt_bias", i.dt_bias)?,
+                    st,
+                    self.whole("out", &mut *out)?,
+                ],
+                self.grid((p.batch * p.heads * p.head_dim).div_ceil(64))?,
+            )?;
+            t0 = q.t_end;
+        }
+        Ok(())
     }
 
     fn elementwise(&self, call: ElementwiseCall<'_, WgpuBuffer>) -> Result<()> {

@@ -17,6 +17,7 @@ pub fn small_model<B: Backend>(be: B, seed: u64, weights: DType) -> MambaModel<B
         state: 8,
         conv: 4,
         vocab: 64,
+        mamba2: None,
     };
     let bytes = shape.checkpoint(seed, weights).expect("checkpoint");
     let opts = LoadOptions {

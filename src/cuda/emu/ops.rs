@@ -10,7 +10,7 @@ use super::{Args, BACKEND, CudaCpuBackend, CudaCpuBuffer, elem_size};
 use crate::backend::{Backend, DeviceBuffer};
 use crate::error::{Error, Result};
 use crate::ops::call::*;
-use crate::ops::{ScanInputs, StepInputs};
+use crate::ops::{ScanInputs, SsdInputs, StepInputs};
 use crate::params::*;
 use crate::tensor::{DType, HostSlice, HostVec};
 
@@ -55,6 +55,29 @@ fn run_scan(
         None => a.opt(None, &be.dummy),
     };
     a.buf(out);
+    be.launch(&l, a)
+}
+
+fn run_ssd(
+    be: &CudaCpuBackend,
+    p: &SsdParams,
+    i: &SsdInputs<'_, CudaCpuBuffer>,
+    state: Option<&mut CudaCpuBuffer>,
+    out: &mut CudaCpuBuffer,
+) -> Result<()> {
+    let l = geo::ssd_scan(p)?;
+    let mut a = Args::new(p);
+    for t in [i.x, i.dt, i.a, i.b, i.c] {
+        a.f32(t)?;
+    }
+    a.opt(i.d, &be.dummy)
+        .opt(i.z, &be.dummy)
+        .opt(i.dt_bias, &be.dummy);
+    match state {
+        Some(s) => a.f32(s)?,
+        None => a.opt(None, &be.dummy),
+    };
+    a.f32(out)?;
     be.launch(&l, a)
 }
 
@@ -319,6 +342,20 @@ impl Backend for CudaCpuBackend {
             out,
         } = call;
         run_scan(self, p, inputs, state.buffer(), out)
+    }
+
+    fn has_ssd_scan(&self) -> bool {
+        true
+    }
+
+    fn ssd_scan(&self, call: SsdCall<'_, CudaCpuBuffer>) -> Result<()> {
+        let SsdCall {
+            p,
+            inputs,
+            mut state,
+            out,
+        } = call;
+        run_ssd(self, p, inputs, state.buffer(), out)
     }
 
     fn selective_state_update(&self, call: StepCall<'_, CudaCpuBuffer>) -> Result<()> {
