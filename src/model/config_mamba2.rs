@@ -198,7 +198,7 @@ impl MambaConfig {
     /// Mamba-2's own consistency: groups divide the heads, and the `in_proj` rows
     /// (`2E + 2GN + H`) fit in a tensor.
     pub(super) fn check_mamba2(&self, file: &str, m2: &Mamba2Dims) -> Result<()> {
-        if m2.num_heads % m2.n_groups != 0 {
+        if !m2.num_heads.is_multiple_of(m2.n_groups) {
             return Err(Error::ConfigInconsistent {
                 file: file.into(),
                 key: "n_groups",

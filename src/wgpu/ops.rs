@@ -467,7 +467,7 @@ impl Backend for WgpuBackend {
                     self.opt_read("z", i.z)?,
                     self.opt_read("dt_bias", i.dt_bias)?,
                     st,
-                    self.whole("out", &mut *out)?,
+                    self.whole("out", out)?,
                 ],
                 self.grid((p.batch * p.heads * p.head_dim).div_ceil(64))?,
             )?;
