@@ -52,7 +52,7 @@ mod web {
         let cfg = m.model().config();
         let about = format!(
             "{} layers, d_model {}, vocab {}",
-            cfg.num_hidden_layers, cfg.hidden_size, cfg.vocab_size
+            cfg.num_layers, cfg.hidden_size, cfg.vocab_size
         );
         MODEL.with(|slot| *slot.borrow_mut() = Some(Rc::new(m)));
         Ok(serde_json::json!({
@@ -155,7 +155,7 @@ mod web {
             delta_softplus: true,
             layout: Layout::ChannelMajor,
         };
-        let mut scan = |state: &mut _, out: &mut _| {
+        let scan = |state: &mut _, out: &mut _| {
             ops::selective_scan(be, &inputs, StateIo::Final(state), out).map_err(js_err)
         };
         scan(&mut state, &mut out)?;
