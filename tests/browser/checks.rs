@@ -33,7 +33,11 @@ pub fn assert_close(what: &str, got: &[f32], want: &[f32], tol: Tol) {
         .iter()
         .zip(want)
         .enumerate()
-        .filter(|(_, (g, w))| !((**g - **w).abs() <= (tol.rel * (g.abs() + w.abs())).max(tol.abs)))
+        // Written so that NaN (a poisoned, unwritten element) counts as bad.
+        .filter(|(_, (g, w))| {
+            let within = (**g - **w).abs() <= (tol.rel * (g.abs() + w.abs())).max(tol.abs);
+            !within
+        })
         .map(|(i, (g, w))| (i, *g, *w))
         .collect();
     assert!(
