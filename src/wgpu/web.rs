@@ -7,7 +7,7 @@
 //! (on wasm32, `wasm-bindgen-futures` turns that into a promise continuation).
 //!
 //! Natively the same future is used, after a blocking `poll` that runs the callback, so
-//! the async path is exercised by the native tests too (`tests/wgpu_async.rs`). Both
+//! the async path is exercised by the native tests too (`tests/model_async.rs`). Both
 //! `download` and `download_async` share the staging copy ([`WgpuBackend::stage_download`])
 //! and the read of the mapped bytes ([`WgpuBackend::read_staged`]).
 
