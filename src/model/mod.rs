@@ -9,7 +9,9 @@
 //! * [`TextModel`] (feature `tokenizers`): prompt text in, generated text out, in one
 //!   call or as a stream, with stop strings; the embedded demo model (feature
 //!   `demo-model`).
+//! * [`browser`]: greedy generation that awaits its read-backs (for wasm32 + WebGPU).
 
+pub mod browser;
 mod checkpoint;
 pub mod config;
 mod config_mamba2;

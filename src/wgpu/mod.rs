@@ -43,7 +43,8 @@
 //!
 //! Files: this one (device, buffers, pipeline cache, dispatch), `kernels.rs` (the
 //! `Kernel` list: shader file, entry point, binding slots, override constants),
-//! `window.rs` (binding big weights as row windows), `replay.rs` (`Backend::replay`: a
+//! `window.rs` (binding big weights as row windows), `web.rs` (read-backs that await
+//! instead of blocking, for the browser), `replay.rs` (`Backend::replay`: a
 //! decode step's dispatches kept and re-encoded) and `ops.rs` (`impl Backend`: what each
 //! op binds and dispatches).
 
@@ -52,6 +53,7 @@ mod kernels;
 pub use kernels::{SHADERS, shader_source};
 mod ops;
 mod replay;
+mod web;
 mod window;
 
 use std::collections::HashMap;
@@ -219,11 +221,30 @@ impl WgpuBackend {
     }
 
     /// [`WgpuBackend::new`] with options (mostly for tests and benchmarks).
+    ///
+    /// Natively this blocks on [`WgpuBackend::with_options_async`] (one code path). In
+    /// the browser nothing may block: there it is [`Error::BackendUnavailable`], and
+    /// [`WgpuBackend::new_async`] is the way in.
     pub fn with_options(opts: WgpuOptions) -> Result<Self> {
-        pollster::block_on(Self::create(opts))
+        if cfg!(target_arch = "wasm32") {
+            return Err(Error::BackendUnavailable {
+                backend: BACKEND,
+                why: "a blocking constructor cannot wait for the adapter in the browser; \
+                      use WgpuBackend::new_async / with_options_async"
+                    .into(),
+            });
+        }
+        pollster::block_on(Self::with_options_async(opts))
     }
 
-    async fn create(opts: WgpuOptions) -> Result<Self> {
+    /// [`WgpuBackend::new`] without blocking: the constructor for the browser (WebGPU),
+    /// where the adapter and device arrive as JavaScript promises.
+    pub async fn new_async() -> Result<Self> {
+        Self::with_options_async(WgpuOptions::default()).await
+    }
+
+    /// [`WgpuBackend::with_options`] without blocking (see [`WgpuBackend::new_async`]).
+    pub async fn with_options_async(opts: WgpuOptions) -> Result<Self> {
         let unavailable = |why: String| Error::BackendUnavailable {
             backend: BACKEND,
             why,

@@ -72,22 +72,18 @@ impl Backend for WgpuBackend {
         self.check()
     }
 
+    /// Blocks until the copy is mapped. In the browser a blocking wait is impossible
+    /// (the map callback only runs once control returns to the event loop): there this
+    /// is an [`Error::Device`] pointing to `WgpuBackend::download_async`.
     fn download(&self, buf: &WgpuBuffer) -> Result<HostVec> {
-        self.replays.break_capture();
-        let size = buf.buf.size();
-        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("download"),
-            size,
-            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        });
-        let mut enc = self
-            .device
-            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                label: Some("download"),
-            });
-        enc.copy_buffer_to_buffer(&buf.buf, 0, &staging, 0, size);
-        self.submit(Some(enc))?;
+        if cfg!(target_arch = "wasm32") {
+            return Err(device_err(
+                "a blocking download cannot wait for the GPU in the browser; \
+                 use WgpuBackend::download_async (or the async model calls in \
+                 mamba_gpu::model::browser)",
+            ));
+        }
+        let staging = self.stage_download(buf)?;
         let (tx, rx) = std::sync::mpsc::channel();
         staging.map_async(wgpu::MapMode::Read, .., move |r| {
             let _ = tx.send(r);
@@ -98,15 +94,7 @@ impl Backend for WgpuBackend {
         rx.recv()
             .map_err(|_| device_err("map callback dropped"))?
             .map_err(|e| device_err(format!("map_async: {e}")))?;
-        let data = {
-            let view = staging
-                .get_mapped_range(..)
-                .map_err(|e| device_err(format!("get_mapped_range: {e}")))?;
-            HostVec::from_bytes(buf.dtype, &view[..buf.bytes() as usize])
-        };
-        staging.unmap();
-        self.check()?;
-        Ok(data)
+        self.read_staged(&staging, buf)
     }
 
     fn flush(&self) -> Result<()> {
