@@ -207,6 +207,21 @@ async fn matmul_and_rms_norm() {
     }
 }
 
+/// Mamba-2's ops: the head-form scan (one group and several; N up to 128 over several
+/// dispatches) and the grouped norm.
+#[wasm_bindgen_test]
+async fn ssd_scan_and_grouped_norm() {
+    let be = gpu().await;
+    for c in [
+        (1, 1, 2, 4, 1, 16),
+        (2, 37, 4, 8, 2, 16),
+        (1, 600, 2, 16, 1, 128),
+    ] {
+        checks::check_ssd(&be, c, Tol::F32).await;
+    }
+    log("ssd_scan and rms_norm_grouped passed");
+}
+
 /// The demo model, greedy, eos ignored: the ids on WebGPU equal the CPU backend's (run
 /// in the same wasm binary) and the transformers ids recorded beside the model.
 #[wasm_bindgen_test]

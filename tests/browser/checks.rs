@@ -400,3 +400,66 @@ pub async fn check_rms_norm(be: &WgpuBackend, rows: usize, dim: usize, residual:
     assert_close(&format!("rms_norm out {rows}x{dim}"), &o, &wo, tol);
     assert_close(&format!("rms_norm residual {rows}x{dim}"), &r, &wr, tol);
 }
+
+/// Mamba-2's head-form scan (`ops::ssd_scan`) then its grouped norm, on seeded inputs:
+/// `(out, final state, normed out)`. N = 128 and L = 600 make the wgpu backend split the
+/// sequence into three dispatches carrying the state.
+async fn run_ssd<B: AsyncDownload>(
+    be: &B,
+    c: (usize, usize, usize, usize, usize, usize),
+) -> [Vec<f32>; 3] {
+    use mamba_gpu::ops::SsdInputs;
+    let (batch, len, heads, head_dim, groups, n) = c;
+    let e = heads * head_dim;
+    let mut g = Gen::new((batch * 1000 + len * 7 + n) as u64);
+    let x = up(be, &g.normal(batch * len * e), &[batch, len, e]);
+    let dt = up(be, &g.normal(batch * len * heads), &[batch, len, heads]);
+    let a = up(be, &g.uniform(heads, -2.0, -0.2), &[heads]);
+    let bm = up(
+        be,
+        &g.normal(batch * len * groups * n),
+        &[batch, len, groups, n],
+    );
+    let cm = up(
+        be,
+        &g.normal(batch * len * groups * n),
+        &[batch, len, groups, n],
+    );
+    let d = up(be, &g.normal(heads), &[heads]);
+    let z = up(be, &g.normal(batch * len * e), &[batch, len, e]);
+    let bias = up(be, &g.uniform(heads, -1.0, 0.5), &[heads]);
+    let mut state = up(be, &g.normal(batch * e * n), &[batch, e, n]);
+    let mut out = poison(be, &[batch, len, e]);
+    let inputs = SsdInputs {
+        x: &x,
+        dt: &dt,
+        a: &a,
+        b: &bm,
+        c: &cm,
+        d: Some(&d),
+        z: Some(&z),
+        dt_bias: Some(&bias),
+        dt_softplus: true,
+        head_dim,
+    };
+    ops::ssd_scan(be, &inputs, StateIo::Carry(&mut state), &mut out).expect("ssd_scan");
+    let w = up(be, &g.uniform(e, 0.5, 1.5), &[e]);
+    let mut normed = poison(be, &[batch, len, e]);
+    ops::rms_norm_grouped(be, &out, &w, 1e-5, groups, &mut normed).expect("rms_norm_grouped");
+    [
+        down(be, &out).await,
+        down(be, &state).await,
+        down(be, &normed).await,
+    ]
+}
+
+pub async fn check_ssd(be: &WgpuBackend, c: (usize, usize, usize, usize, usize, usize), tol: Tol) {
+    let got = run_ssd(be, c).await;
+    let want = run_ssd(&CpuBackend::new(), c).await;
+    for (what, (g, w)) in ["ssd_scan out", "ssd_scan state", "rms_norm_grouped"]
+        .iter()
+        .zip(got.iter().zip(&want))
+    {
+        assert_close(&format!("{what} {c:?}"), g, w, tol);
+    }
+}
