@@ -64,9 +64,19 @@ fn tmp() -> PathBuf {
 }
 
 fn broken(schedule: Schedule) -> Option<CudaCpuBackend> {
-    let dir = tmp().join("broken-kernels");
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("broken.cu"), BROKEN).unwrap();
+    // Written once per process, atomically (tests run in parallel threads, and g++ of
+    // one must never read the file while another truncates it).
+    static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    let dir = DIR
+        .get_or_init(|| {
+            let dir = tmp().join(format!("broken-kernels-{}", std::process::id()));
+            std::fs::create_dir_all(&dir).unwrap();
+            let part = dir.join("broken.cu.part");
+            std::fs::write(&part, BROKEN).unwrap();
+            std::fs::rename(&part, dir.join("broken.cu")).unwrap();
+            dir
+        })
+        .clone();
     let o = CudaCpuOptions {
         schedule,
         build_dir: Some(tmp()),

@@ -168,7 +168,14 @@ pub fn runner(kernel_dir: &Path, build_dir: &Path, sanitize: bool) -> Result<Pat
     if exe.exists() {
         return Ok(exe);
     }
-    let tmp = build_dir.join(format!("tmp-{variant}-{}-{h:016x}", std::process::id()));
+    // Unique per build, not only per process: two threads of one test binary may build
+    // the same runner at once, and must not share (or delete) each other's files.
+    static BUILDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let nth = BUILDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = build_dir.join(format!(
+        "tmp-{variant}-{}-{nth}-{h:016x}",
+        std::process::id()
+    ));
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp).map_err(|e| Error::Io {
         file: tmp.display().to_string(),
