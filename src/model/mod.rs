@@ -21,6 +21,7 @@ pub mod sample;
 pub mod state;
 mod state_bytes;
 pub mod synthetic;
+mod tensor_io;
 #[cfg(feature = "tokenizers")]
 pub mod text;
 #[cfg(feature = "tokenizers")]

@@ -6,6 +6,7 @@
 
 pub mod call;
 mod check;
+mod norm;
 mod ssd;
 
 use crate::backend::{Backend, DeviceBuffer};
@@ -14,6 +15,7 @@ use crate::params::*;
 use crate::tensor::{DType, HostSlice};
 pub use call::*;
 use check::*;
+pub use norm::{rms_norm, rms_norm_grouped};
 pub use ssd::{SsdInputs, ssd_scan};
 
 /// Memory layout of the sequence tensors of the scan and the conv1d.
@@ -329,128 +331,6 @@ pub fn matmul<Bk: Backend>(
         x,
         w,
         bias,
-        out,
-    })
-}
-
-/// RMSNorm over the last dim: `out = x / sqrt(mean(x²) + eps) · weight`. With a
-/// residual (the fused add-norm of mamba_ssm): first `residual += x`, then
-/// `out = rmsnorm(residual)`. x, residual, out f32 `(..., dim)`; weight `(dim)` float.
-pub fn rms_norm<Bk: Backend>(
-    be: &Bk,
-    x: &Bk::Buffer,
-    weight: &Bk::Buffer,
-    eps: f32,
-    residual: Option<&mut Bk::Buffer>,
-    out: &mut Bk::Buffer,
-) -> Result<()> {
-    const OP: &str = "rms_norm";
-    check_f32(OP, "x", x)?;
-    check_dtype(OP, "weight", weight, FLOATS, "f32, f16 or bf16")?;
-    rank(OP, "weight", weight, 1, "(dim)")?;
-    let dim = weight.shape()[0];
-    let xs = x.shape();
-    if xs.is_empty() || xs[xs.len() - 1] != dim {
-        return Err(shape_err(
-            OP,
-            "x",
-            x,
-            format!("(..., {dim}) to match the weight"),
-        ));
-    }
-    nonzero(OP, "x", xs, &[])?;
-    check_numel(OP, "x", x)?;
-    if !(eps.is_finite() && eps >= 0.0) {
-        return Err(Error::Arg {
-            op: OP,
-            arg: "eps",
-            why: format!("{eps} is not a finite non-negative number"),
-        });
-    }
-    if let Some(r) = residual.as_deref() {
-        check_f32(OP, "residual", r)?;
-        check_shape(OP, "residual", r, xs)?;
-    }
-    check_f32(OP, "out", out)?;
-    check_shape(OP, "out", out, xs)?;
-    let p = NormParams {
-        rows: to_u32(OP, "x", x.numel() / dim)?,
-        dim: to_u32(OP, "weight", dim)?,
-        eps,
-        has_residual: residual.is_some() as u32,
-        groups: 1,
-        _pad0: 0,
-        _pad1: 0,
-        _pad2: 0,
-    };
-    be.rms_norm(NormCall {
-        p: &p,
-        x,
-        weight,
-        residual,
-        out,
-    })
-}
-
-/// Mamba-2's grouped RMSNorm (`RMSNormGated` of mamba_ssm with `group_size = dim / groups`,
-/// the gate already applied): each row of x `(..., dim)` is split into `groups`
-/// segments of `dim / groups` values, each normalised by its own RMS, then scaled by
-/// `weight (dim)`. `groups = 1` is [`rms_norm`] without a residual.
-pub fn rms_norm_grouped<Bk: Backend>(
-    be: &Bk,
-    x: &Bk::Buffer,
-    weight: &Bk::Buffer,
-    eps: f32,
-    groups: usize,
-    out: &mut Bk::Buffer,
-) -> Result<()> {
-    const OP: &str = "rms_norm_grouped";
-    check_f32(OP, "x", x)?;
-    check_dtype(OP, "weight", weight, FLOATS, "f32, f16 or bf16")?;
-    rank(OP, "weight", weight, 1, "(dim)")?;
-    let dim = weight.shape()[0];
-    if groups == 0 || dim % groups != 0 {
-        return Err(Error::Arg {
-            op: OP,
-            arg: "groups",
-            why: format!("{groups} groups do not divide the row of {dim} values"),
-        });
-    }
-    let xs = x.shape();
-    if xs.is_empty() || xs[xs.len() - 1] != dim {
-        return Err(shape_err(
-            OP,
-            "x",
-            x,
-            format!("(..., {dim}) to match the weight"),
-        ));
-    }
-    nonzero(OP, "x", xs, &[])?;
-    check_numel(OP, "x", x)?;
-    if !(eps.is_finite() && eps >= 0.0) {
-        return Err(Error::Arg {
-            op: OP,
-            arg: "eps",
-            why: format!("{eps} is not a finite non-negative number"),
-        });
-    }
-    check_f32(OP, "out", out)?;
-    check_shape(OP, "out", out, xs)?;
-    let p = NormParams {
-        rows: to_u32(OP, "x", x.numel() / (dim / groups))?,
-        dim: to_u32(OP, "weight", dim / groups)?,
-        eps,
-        has_residual: 0,
-        groups: to_u32(OP, "groups", groups)?,
-        _pad0: 0,
-        _pad1: 0,
-        _pad2: 0,
-    };
-    be.rms_norm(NormCall {
-        p: &p,
-        x,
-        weight,
-        residual: None,
         out,
     })
 }

@@ -17,6 +17,7 @@ pub mod model_fixtures;
 pub mod model_io;
 pub mod model_synth;
 pub mod ops_suite;
+pub mod ssd_checks;
 
 /// The tolerance used everywhere: `|x − y| ≤ max(rel·(|x| + |y|), abs)`, per element.
 #[derive(Debug, Clone, Copy)]

@@ -1,0 +1,141 @@
+//! Creating the backend: the adapter and its limits, the device, the features the
+//! shaders use (f16 storage where offered, subgroups), the scan sizing. Async, so the
+//! same code serves the browser (where adapter and device are JavaScript promises) and
+//! native builds (which block on it through pollster in [`WgpuBackend::with_options`]).
+
+use super::*;
+
+impl WgpuBackend {
+    /// [`WgpuBackend::with_options`] without blocking (see [`WgpuBackend::new_async`]).
+    pub async fn with_options_async(opts: WgpuOptions) -> Result<Self> {
+        let unavailable = |why: String| Error::BackendUnavailable {
+            backend: BACKEND,
+            why,
+        };
+        if wgpu::Instance::enabled_backend_features().is_empty() {
+            return Err(unavailable("no wgpu backend compiled in".into()));
+        }
+        let mut allowed = wgpu::Backends::VULKAN | wgpu::Backends::METAL | wgpu::Backends::DX12;
+        if cfg!(target_arch = "wasm32") {
+            allowed |= wgpu::Backends::BROWSER_WEBGPU;
+        }
+        if opts.allow_gl {
+            allowed |= wgpu::Backends::GL;
+        }
+        // WGPU_BACKEND may narrow the choice, never add GL to it.
+        let mut desc = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
+        desc.backends &= allowed;
+        let backends = desc.backends;
+        let instance = wgpu::Instance::new(desc);
+        let adapter = instance
+            .request_adapter(&wgpu::RequestAdapterOptions {
+                power_preference: wgpu::PowerPreference::HighPerformance,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| {
+                let gl = if opts.allow_gl {
+                    ""
+                } else {
+                    "; GL adapters only with WgpuOptions::allow_gl"
+                };
+                unavailable(format!("no adapter among {backends:?}: {e}{gl}"))
+            })?;
+        let info = adapter.get_info();
+        let limits = adapter.limits();
+        let need = [
+            (
+                "max_storage_buffers_per_shader_stage",
+                limits.max_storage_buffers_per_shader_stage,
+                10,
+            ),
+            (
+                "max_compute_invocations_per_workgroup",
+                limits.max_compute_invocations_per_workgroup,
+                256,
+            ),
+            (
+                "max_compute_workgroup_size_x",
+                limits.max_compute_workgroup_size_x,
+                256,
+            ),
+            (
+                "max_compute_workgroup_storage_size",
+                limits.max_compute_workgroup_storage_size,
+                8 * 1024, // matmul's tiles; the scan sizes itself (ScanSize::fit)
+            ),
+        ];
+        for (name, have, want) in need {
+            if have < want {
+                return Err(unavailable(format!(
+                    "adapter `{}` has {name} = {have}, the kernels need {want}",
+                    info.name
+                )));
+            }
+        }
+        let features = adapter.features() & (wgpu::Features::SHADER_F16 | wgpu::Features::SUBGROUP);
+        let (device, queue) = adapter
+            .request_device(&wgpu::DeviceDescriptor {
+                label: Some("mamba-gpu"),
+                required_features: features,
+                required_limits: limits.clone(),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| unavailable(format!("request_device on `{}`: {e}", info.name)))?;
+        let error: Arc<Mutex<Option<String>>> = Arc::default();
+        let sink = Arc::clone(&error);
+        device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+            let mut slot = lock(&sink);
+            if slot.is_none() {
+                *slot = Some(e.to_string());
+            }
+        }));
+        let pow2_in = |s: u32| s.is_power_of_two() && (4..=SCAN_LANES).contains(&s);
+        let subgroup_scan = !opts.no_subgroups
+            && features.contains(wgpu::Features::SUBGROUP)
+            && pow2_in(info.subgroup_min_size)
+            && pow2_in(info.subgroup_max_size);
+        let max_binding = match opts.max_binding_size {
+            Some(m) => m.clamp(1024, limits.max_storage_buffer_binding_size),
+            None => limits.max_storage_buffer_binding_size,
+        };
+        let scan_limits = ScanLimits {
+            invocations: limits
+                .max_compute_invocations_per_workgroup
+                .min(limits.max_compute_workgroup_size_x),
+            workgroup_bytes: opts
+                .max_workgroup_storage
+                .unwrap_or(u32::MAX)
+                .min(limits.max_compute_workgroup_storage_size),
+        };
+        let dummy = |label| {
+            device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some(label),
+                size: 16,
+                usage: wgpu::BufferUsages::STORAGE,
+                mapped_at_creation: false,
+            })
+        };
+        let dummy_read = dummy("dummy read");
+        let dummy_rw = dummy("dummy read_write");
+        Ok(WgpuBackend {
+            device,
+            queue,
+            info,
+            limits,
+            max_binding,
+            subgroup_scan,
+            checked_shaders: opts.checked_shaders,
+            scan_limits,
+            scan_channels: opts.scan_channels.unwrap_or(SCAN_CHANNELS).max(1),
+            replays: replay::Replays::new(!opts.no_replay),
+            pipelines: Mutex::default(),
+            modules: Mutex::default(),
+            encoder: Mutex::default(),
+            error,
+            dummy_read,
+            dummy_rw,
+        })
+    }
+}
