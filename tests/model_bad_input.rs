@@ -147,7 +147,7 @@ fn config_parsing_and_validation() {
         "{e}"
     );
     let e = cfg_err(
-        r#"{"model_type": "mamba2", "hidden_size": 8, "num_hidden_layers": 2, "vocab_size": 10}"#,
+        r#"{"model_type": "jamba", "hidden_size": 8, "num_hidden_layers": 2, "vocab_size": 10}"#,
     );
     assert!(
         matches!(
@@ -171,7 +171,7 @@ fn config_parsing_and_validation() {
         "{e}"
     );
     let e = cfg_err(
-        r#"{"d_model": 8, "n_layer": 2, "vocab_size": 10, "ssm_cfg": {"layer": "Mamba2"}}"#,
+        r#"{"d_model": 8, "n_layer": 2, "vocab_size": 10, "ssm_cfg": {"layer": "Mamba3"}}"#,
     );
     assert!(
         matches!(&e, Error::ConfigUnsupported { key: "ssm_cfg", .. }),
