@@ -184,6 +184,11 @@ run() {
         # The wgpu decode step recorded afresh every time (no replay), to compare.
         step "bench-example-wgpu-noreplay" "$gpu/bin/gpu-bench" --backend wgpu --shapes none \
             --models 130m --no-replay
+        # Mamba-2 (the head-form ssd_scan), 130m-shaped, on both backends.
+        step "bench-example-cuda-mamba2" "$gpu/bin/gpu-bench" --backend cuda --shapes none \
+            --models mamba2-130m
+        step "bench-example-wgpu-mamba2" "$gpu/bin/gpu-bench" --backend wgpu --shapes none \
+            --models mamba2-130m
         # The wgpu scan with other workgroup sizes (the default aims at 4 channels).
         for ch in 1 2 8 16; do
             step "bench-wgpu-scan-ch$ch" "$gpu/bin/gpu-bench" --backend wgpu --models none \
