@@ -1,10 +1,12 @@
 //! Throughput tables: the selective scan (time, achieved GB/s and the ratio to the memory
-//! floor), then whole models with random weights in the shapes of mamba-130m and
-//! mamba-2.8b (prefill and decode tokens/s).
+//! floor), then whole models with random weights in the shapes of mamba-130m,
+//! mamba-2.8b and mamba2-130m (prefill and decode tokens/s, and on wgpu the dependent
+//! dispatches per token). `--json` prints one object per row instead, for scripts.
 //!
 //! ```text
 //! cargo run --release --example bench -- --backend wgpu
 //! cargo run --release --example bench -- --backend cpu --shapes 1x1536x2048x16 --models 130m --prefill 1x512
+//! cargo run --release --example bench -- --backend wgpu --json --models 130m,mamba2-130m
 //! ```
 //!
 //! The floor counts each tensor read or written once, f32 I/O, input-dependent B/C, with
@@ -59,10 +61,50 @@ struct Args {
     /// wgpu: record every decode step afresh instead of replaying its dispatches.
     #[arg(long)]
     no_replay: bool,
+    /// Print one JSON object per measured row on stdout (keys: backend, model, what,
+    /// batch, dtype, tokens_per_s, dispatches_per_token, host_us_per_step, gbs,
+    /// floor_ratio; null where not applicable) instead of the tables.
+    #[arg(long)]
+    json: bool,
 }
 
+/// One measured row, for `--json`: stable keys, null where a value does not apply.
+struct Row<'a> {
+    backend: &'a str,
+    model: Option<&'a str>,
+    what: &'a str,
+    batch: usize,
+    dtype: &'a str,
+    tokens_per_s: Option<f64>,
+    dispatches_per_token: Option<f64>,
+    host_us_per_step: Option<f64>,
+    gbs: Option<f64>,
+    floor_ratio: Option<f64>,
+}
+
+impl Row<'_> {
+    fn print(&self) {
+        let v = serde_json::json!({
+            "backend": self.backend,
+            "model": self.model,
+            "what": self.what,
+            "batch": self.batch,
+            "dtype": self.dtype,
+            "tokens_per_s": self.tokens_per_s,
+            "dispatches_per_token": self.dispatches_per_token,
+            "host_us_per_step": self.host_us_per_step,
+            "gbs": self.gbs,
+            "floor_ratio": self.floor_ratio,
+        });
+        println!("{v}");
+    }
+}
+
+/// Dispatches (wgpu) counted so far by the backend, where it counts them.
+type Counter<'a> = &'a dyn Fn() -> Option<u64>;
+
 /// Prefill and decode tokens/s of random-weight models on `be`.
-fn model_table<B: Backend>(be: &B, args: &Args) -> Result<()> {
+fn model_table<B: Backend>(be: &B, args: &Args, count: Counter<'_>) -> Result<()> {
     use mamba_gpu::model::{LoadOptions, MambaModel, SyntheticModel, WeightDType};
     let (batch, len) = args
         .prefill
@@ -73,11 +115,13 @@ fn model_table<B: Backend>(be: &B, args: &Args) -> Result<()> {
         "bf16" => (DType::BF16, WeightDType::BF16),
         _ => (DType::F32, WeightDType::F32),
     };
-    println!(
-        "\n| model | params | weights | prefill {batch}×{len} tok/s | decode b=1 tok/s | \
-         host µs/step |"
-    );
-    println!("|---|---|---|---|---|---|");
+    if !args.json {
+        println!(
+            "\n| model | params | weights | prefill {batch}×{len} tok/s | decode b=1 tok/s | \
+             host µs/step | dispatches/token |"
+        );
+        println!("|---|---|---|---|---|---|---|");
+    }
     for name in args
         .models
         .split(',')
@@ -112,10 +156,14 @@ fn model_table<B: Backend>(be: &B, args: &Args) -> Result<()> {
         model.prefill(&mut st, &[&refs[0][..len.min(64)]; 1].repeat(batch))?;
         model.greedy_ids(&mut st)?;
         let mut st = model.new_state(batch)?;
+        let c0 = count();
         let t = Instant::now();
         model.prefill(&mut st, &refs)?;
         model.greedy_ids(&mut st)?;
         let prefill = (batch * len) as f64 / t.elapsed().as_secs_f64();
+        let prefill_dispatches = c0
+            .zip(count())
+            .map(|(a, b)| (b - a) as f64 / (batch * len) as f64);
         // Batch-1 greedy decode: argmax on the device, one small download per token.
         let mut st = model.new_state(1)?;
         model.prefill(&mut st, &[&refs[0][..len.min(16)]])?;
@@ -129,6 +177,7 @@ fn model_table<B: Backend>(be: &B, args: &Args) -> Result<()> {
         // Host µs/step: the time `step_device_ids` takes to record and submit the step
         // (it does not wait for the device), the part no GPU can speed up.
         let mut host = 0.0;
+        let c0 = count();
         let t = Instant::now();
         for _ in 0..args.decode_steps {
             let h = Instant::now();
@@ -138,11 +187,34 @@ fn model_table<B: Backend>(be: &B, args: &Args) -> Result<()> {
         }
         let decode = args.decode_steps as f64 / t.elapsed().as_secs_f64();
         let host_us = host / args.decode_steps.max(1) as f64 * 1e6;
-        println!(
-            "| {name} | {:.0}M | {} | {prefill:.0} | {decode:.1} | {host_us:.0} |",
-            shape.params() as f64 / 1e6,
-            args.weights
-        );
+        // Per token: the step plus the greedy read-back's own dispatches (the argmax), all
+        // part of decoding.
+        let decode_dispatches = c0
+            .zip(count())
+            .map(|(a, b)| (b - a) as f64 / args.decode_steps.max(1) as f64);
+        if args.json {
+            let row = |what, batch, tps, disp, host| Row {
+                backend: be.name(),
+                model: Some(name),
+                what,
+                batch,
+                dtype: &args.weights,
+                tokens_per_s: Some(tps),
+                dispatches_per_token: disp,
+                host_us_per_step: host,
+                gbs: None,
+                floor_ratio: None,
+            };
+            row("prefill", batch, prefill, prefill_dispatches, None).print();
+            row("decode", 1, decode, decode_dispatches, Some(host_us)).print();
+        } else {
+            let d = decode_dispatches.map_or("-".into(), |d| format!("{d:.0}"));
+            println!(
+                "| {name} | {:.0}M | {} | {prefill:.0} | {decode:.1} | {host_us:.0} | {d} |",
+                shape.params() as f64 / 1e6,
+                args.weights
+            );
+        }
     }
     Ok(())
 }
@@ -212,18 +284,24 @@ fn time_scan<B: Backend>(be: &B, shape: [usize; 4], iters: usize, layout: Layout
 fn table<B: Backend>(
     be: &B,
     shapes: &[[usize; 4]],
-    iters: usize,
+    args: &Args,
     layout: Layout,
     peak_gbs: Option<f64>,
 ) -> Result<()> {
-    println!(
-        "{:<24} {:>11} {:>12} {:>10} {:>10}",
-        format!("{} batch×dim×L×N", be.name()),
-        "time (ms)",
-        "floor (MB)",
-        "GB/s",
-        "× floor"
-    );
+    let iters = args.iters;
+    if shapes.is_empty() {
+        return Ok(());
+    }
+    if !args.json {
+        println!(
+            "{:<24} {:>11} {:>12} {:>10} {:>10}",
+            format!("{} batch×dim×L×N", be.name()),
+            "time (ms)",
+            "floor (MB)",
+            "GB/s",
+            "× floor"
+        );
+    }
     for &shape in shapes {
         let secs = time_scan(be, shape, iters, layout)?;
         let bytes = floor_bytes(shape);
@@ -233,6 +311,24 @@ fn table<B: Backend>(
             _ => "-".into(),
         };
         let [b, d, l, n] = shape;
+        if args.json {
+            Row {
+                backend: be.name(),
+                model: None,
+                what: "scan",
+                batch: b,
+                dtype: "f32",
+                tokens_per_s: Some((b * l) as f64 / secs),
+                dispatches_per_token: None,
+                host_us_per_step: None,
+                gbs: Some(gbs),
+                floor_ratio: peak_gbs
+                    .filter(|&p| p > 0.0)
+                    .map(|peak| secs / (bytes / (peak * 1e9))),
+            }
+            .print();
+            continue;
+        }
         println!(
             "{:<24} {:>11.3} {:>12.1} {:>10.2} {:>10}",
             format!("{b}×{d}×{l}×{n}"),
@@ -264,7 +360,7 @@ fn main() -> Result<()> {
             .ok()
             .and_then(|v| v.parse().ok())
     });
-    println!(
+    eprintln!(
         "floor bytes = 4·batch·L·(4·dim + 2·N) + 4·(dim·N + 2·dim); × floor = time / \
          (floor bytes / peak), peak = {}",
         peak.map_or("unknown (--peak-gbs)".to_string(), |p| format!("{p} GB/s"))
@@ -273,8 +369,8 @@ fn main() -> Result<()> {
         // The CPU backend as models run it (f32 scan arithmetic), not the f64 reference.
         "cpu" => {
             let be = CpuBackend::with_precision(mamba_gpu::Precision::Fast);
-            table(&be, &shapes, args.iters, layout, peak)?;
-            model_table(&be, &args)
+            table(&be, &shapes, &args, layout, peak)?;
+            model_table(&be, &args, &|| None)
         }
         #[cfg(feature = "wgpu")]
         "wgpu" => {
@@ -284,7 +380,7 @@ fn main() -> Result<()> {
                 ..Default::default()
             })?;
             let (channels, bytes) = be.scan_workgroup(16)?;
-            println!(
+            eprintln!(
                 "adapter: {} (scan at N = 16: {channels} channels × 64 invocations, {bytes} B \
                  workgroup memory, {} path)",
                 be.adapter_info().name,
@@ -294,16 +390,16 @@ fn main() -> Result<()> {
                     "shared-memory"
                 }
             );
-            table(&be, &shapes, args.iters, layout, peak)?;
-            model_table(&be, &args)
+            table(&be, &shapes, &args, layout, peak)?;
+            model_table(&be, &args, &|| Some(be.dispatch_count()))
         }
         #[cfg(feature = "cuda")]
         "cuda" => {
             let be = mamba_gpu::cuda::CudaBackend::new(0)?;
             be.precompile()?;
-            println!("device: {}", be.device_name());
-            table(&be, &shapes, args.iters, layout, peak)?;
-            model_table(&be, &args)
+            eprintln!("device: {}", be.device_name());
+            table(&be, &shapes, &args, layout, peak)?;
+            model_table(&be, &args, &|| None)
         }
         other => {
             eprintln!("unknown backend `{other}` (cpu | wgpu | cuda, as built)");

@@ -136,6 +136,7 @@ impl WgpuBackend {
             error,
             dummy_read,
             dummy_rw,
+            dispatches: std::sync::atomic::AtomicU64::new(0),
         })
     }
 }

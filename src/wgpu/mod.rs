@@ -187,6 +187,8 @@ pub struct WgpuBackend {
     /// Bound in place of absent optional inputs (read-only) and outputs (read-write).
     dummy_read: wgpu::Buffer,
     dummy_rw: wgpu::Buffer,
+    /// Dispatches encoded so far (direct and replayed): see [`WgpuBackend::dispatch_count`].
+    dispatches: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for WgpuBackend {
@@ -242,6 +244,19 @@ impl WgpuBackend {
     /// where the adapter and device arrive as JavaScript promises.
     pub async fn new_async() -> Result<Self> {
         Self::with_options_async(WgpuOptions::default()).await
+    }
+
+    /// Compute dispatches encoded since the backend was made, direct and replayed. Each
+    /// is a dependent step on the device (a pass boundary or barrier), so the count per
+    /// decode step is what bounds decode speed once the kernels are small: the bench
+    /// reports it per token.
+    pub fn dispatch_count(&self) -> u64 {
+        self.dispatches.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn count_dispatches(&self, n: u64) {
+        self.dispatches
+            .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// The adapter this backend runs on.
@@ -504,6 +519,7 @@ impl WgpuBackend {
             pass.set_pipeline(&pipe.pipeline);
             pass.set_bind_group(0, &bind_group, &[]);
             pass.dispatch_workgroups(groups.0, groups.1, 1);
+            self.count_dispatches(1);
         }
         self.replays.keep(|| replay::Dispatch {
             pipeline: pipe,

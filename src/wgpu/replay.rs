@@ -168,6 +168,7 @@ impl WgpuBackend {
                 pass.set_bind_group(0, &d.bind_group, &[]);
                 pass.dispatch_workgroups(d.groups.0, d.groups.1, 1);
             }
+            self.count_dispatches(dispatches.len() as u64);
         }
         self.check()
     }
