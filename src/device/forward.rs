@@ -128,6 +128,18 @@ fn opt_mut<'a, Bk: Inner>(
     buf.map(|b| get_mut::<Bk>(op, tensor, b)).transpose()
 }
 
+/// The scan's state argument, its buffer unwrapped like the others.
+fn state_io<'a, Bk: Inner>(
+    op: &'static str,
+    state: StateIo<'a, DeviceBuf>,
+) -> Result<StateIo<'a, Bk::Buffer>> {
+    Ok(match state {
+        StateIo::None => StateIo::None,
+        StateIo::Final(s) => StateIo::Final(get_mut::<Bk>(op, "state", s)?),
+        StateIo::Carry(s) => StateIo::Carry(get_mut::<Bk>(op, "state", s)?),
+    })
+}
+
 pub(super) fn embedding<Bk: Inner>(be: &Bk, call: EmbeddingCall<'_, DeviceBuf>) -> Result<()> {
     const OP: &str = "embedding";
     let EmbeddingCall { p, ids, table, out } = call;
@@ -232,11 +244,7 @@ pub(super) fn selective_scan<Bk: Inner>(be: &Bk, call: ScanCall<'_, DeviceBuf>) 
         delta_softplus: i.delta_softplus,
         layout: i.layout,
     };
-    let state = match state {
-        StateIo::None => StateIo::None,
-        StateIo::Final(s) => StateIo::Final(get_mut::<Bk>(OP, "state", s)?),
-        StateIo::Carry(s) => StateIo::Carry(get_mut::<Bk>(OP, "state", s)?),
-    };
+    let state = state_io::<Bk>(OP, state)?;
     be.selective_scan(ScanCall {
         p,
         inputs: &inputs,
@@ -265,11 +273,7 @@ pub(super) fn ssd_scan<Bk: Inner>(be: &Bk, call: SsdCall<'_, DeviceBuf>) -> Resu
         dt_softplus: i.dt_softplus,
         head_dim: i.head_dim,
     };
-    let state = match state {
-        StateIo::None => StateIo::None,
-        StateIo::Final(s) => StateIo::Final(get_mut::<Bk>(OP, "state", s)?),
-        StateIo::Carry(s) => StateIo::Carry(get_mut::<Bk>(OP, "state", s)?),
-    };
+    let state = state_io::<Bk>(OP, state)?;
     be.ssd_scan(SsdCall {
         p,
         inputs: &inputs,

@@ -23,7 +23,7 @@
 
 use super::config::MambaConfig;
 use super::mixer::{Bufs, Pass, mixer};
-use super::state::{Dims, Extra, State, StepScratch, copy_slot};
+use super::state::{Activations, Dims, State, StepScratch, copy_slot};
 use super::weights::{LoadOptions, Shard, Weights, load_weights};
 use crate::backend::{Backend, ReplayKey, unique_id};
 use crate::error::{Error, Result};
@@ -47,22 +47,6 @@ impl<B: Backend> Drop for MambaModel<B> {
     fn drop(&mut self) {
         self.be.forget_replays(self.id);
     }
-}
-
-/// Buffers of a prefill over `(batch, L)` tokens.
-struct SeqBufs<B: Backend> {
-    hidden: B::Buffer,
-    residual: B::Buffer,
-    normed: B::Buffer,
-    x: B::Buffer,
-    z: B::Buffer,
-    xc: B::Buffer,
-    dt: B::Buffer,
-    y: B::Buffer,
-    dt_low: B::Buffer,
-    bm: B::Buffer,
-    cm: B::Buffer,
-    extra: Extra<B>,
 }
 
 impl<B: Backend> MambaModel<B> {
@@ -273,26 +257,6 @@ impl<B: Backend> MambaModel<B> {
         Ok(())
     }
 
-    fn seq_bufs(&self, batch: usize, len: usize) -> Result<SeqBufs<B>> {
-        let c = &self.cfg;
-        let dims = self.dims();
-        let z = |last: usize| self.be.zeros(DType::F32, &[batch, len, last]);
-        Ok(SeqBufs {
-            hidden: z(c.hidden_size)?,
-            residual: z(c.hidden_size)?,
-            normed: z(c.hidden_size)?,
-            x: z(c.intermediate_size)?,
-            z: z(c.intermediate_size)?,
-            xc: z(c.intermediate_size)?,
-            dt: z(c.intermediate_size)?,
-            y: z(c.intermediate_size)?,
-            dt_low: z(c.dt_rank)?,
-            bm: z(dims.gn())?,
-            cm: z(dims.gn())?,
-            extra: Extra::new(&self.be, &dims, &[batch, len])?,
-        })
-    }
-
     /// One pass over `(batch, len)` tokens, carrying the states; writes the logits of
     /// the last position `(batch, V)`.
     fn forward_seq(
@@ -308,47 +272,9 @@ impl<B: Backend> MambaModel<B> {
         let d = self.cfg.hidden_size;
         let eps = self.cfg.layer_norm_epsilon;
         let ids = be.upload(HostSlice::U32(ids), &[batch, len])?;
-        let mut s = self.seq_bufs(batch, len)?;
+        let mut s = Activations::new(be, &self.dims(), &[batch, len])?;
         ops::embedding(be, &ids, &self.w.embedding, &mut s.hidden)?;
-        for (l, lw) in self.w.layers.iter().enumerate() {
-            if l == 0 {
-                ops::copy(be, &s.hidden, 0, &mut s.residual, 0, batch * len * d)?;
-                ops::rms_norm(be, &s.hidden, &lw.norm, eps, None, &mut s.normed)?;
-            } else {
-                ops::rms_norm(
-                    be,
-                    &s.hidden,
-                    &lw.norm,
-                    eps,
-                    Some(&mut s.residual),
-                    &mut s.normed,
-                )?;
-            }
-            let bufs = Bufs {
-                x: &mut s.x,
-                z: &mut s.z,
-                xc: &mut s.xc,
-                dt: &mut s.dt,
-                y: &mut s.y,
-                dt_low: &mut s.dt_low,
-                bm: &mut s.bm,
-                cm: &mut s.cm,
-                extra: &mut s.extra,
-            };
-            let pass = Pass::Seq { batch, len };
-            mixer(
-                be,
-                &self.cfg,
-                &self.w,
-                lw,
-                pass,
-                &s.normed,
-                &mut conv[l],
-                &mut ssm[l],
-                bufs,
-                &mut s.hidden,
-            )?;
-        }
+        self.layers(conv, ssm, &mut s, Pass::Seq { batch, len })?;
         // Only the last position of each sequence reaches the final norm and lm_head.
         let mut last_h = be.zeros(DType::F32, &[batch, d])?;
         let mut last_r = be.zeros(DType::F32, &[batch, d])?;
@@ -367,6 +293,70 @@ impl<B: Backend> MambaModel<B> {
             &mut normed,
         )?;
         ops::matmul(be, &normed, self.lm_head(), None, logits)
+    }
+
+    /// Every layer on the embedded `a.hidden`: the residual add fused into the next norm,
+    /// then the mixer, which writes `a.hidden` again. Prefill and decode alike.
+    fn layers(
+        &self,
+        conv: &mut [Vec<B::Buffer>],
+        ssm: &mut [B::Buffer],
+        a: &mut Activations<B>,
+        pass: Pass,
+    ) -> Result<()> {
+        let be = &self.be;
+        let eps = self.cfg.layer_norm_epsilon;
+        let rows = match pass {
+            Pass::Seq { batch, len } => batch * len,
+            Pass::Step { batch } => batch,
+        };
+        for (l, lw) in self.w.layers.iter().enumerate() {
+            let Activations {
+                hidden,
+                residual,
+                normed,
+                x,
+                z,
+                xc,
+                dt,
+                y,
+                dt_low,
+                bm,
+                cm,
+                extra,
+            } = &mut *a;
+            if l == 0 {
+                ops::copy(be, hidden, 0, residual, 0, rows * self.cfg.hidden_size)?;
+                ops::rms_norm(be, hidden, &lw.norm, eps, None, normed)?;
+            } else {
+                ops::rms_norm(be, hidden, &lw.norm, eps, Some(residual), normed)?;
+            }
+            let bufs = Bufs {
+                x,
+                z,
+                xc,
+                dt,
+                y,
+                dt_low,
+                bm,
+                cm,
+                extra,
+            };
+            let (cfg, w) = (&self.cfg, &self.w);
+            mixer(
+                be,
+                cfg,
+                w,
+                lw,
+                pass,
+                normed,
+                &mut conv[l],
+                &mut ssm[l],
+                bufs,
+                hidden,
+            )?;
+        }
+        Ok(())
     }
 
     fn lm_head(&self) -> &B::Buffer {
@@ -445,56 +435,22 @@ impl<B: Backend> MambaModel<B> {
     ) -> Result<()> {
         let be = &self.be;
         let eps = self.cfg.layer_norm_epsilon;
-        let d = self.cfg.hidden_size;
-        ops::embedding(be, &s.ids, &self.w.embedding, &mut s.hidden)?;
-        for (l, lw) in self.w.layers.iter().enumerate() {
-            if l == 0 {
-                ops::copy(be, &s.hidden, 0, &mut s.residual, 0, batch * d)?;
-                ops::rms_norm(be, &s.hidden, &lw.norm, eps, None, &mut s.normed)?;
-            } else {
-                ops::rms_norm(
-                    be,
-                    &s.hidden,
-                    &lw.norm,
-                    eps,
-                    Some(&mut s.residual),
-                    &mut s.normed,
-                )?;
-            }
-            let bufs = Bufs {
-                x: &mut s.x,
-                z: &mut s.z,
-                xc: &mut s.xc,
-                dt: &mut s.dt,
-                y: &mut s.y,
-                dt_low: &mut s.dt_low,
-                bm: &mut s.bm,
-                cm: &mut s.cm,
-                extra: &mut s.extra,
-            };
-            let pass = Pass::Step { batch };
-            mixer(
-                be,
-                &self.cfg,
-                &self.w,
-                lw,
-                pass,
-                &s.normed,
-                &mut conv[l],
-                &mut ssm[l],
-                bufs,
-                &mut s.hidden,
-            )?;
-        }
+        let StepScratch {
+            act: a,
+            logits,
+            ids,
+        } = s;
+        ops::embedding(be, ids, &self.w.embedding, &mut a.hidden)?;
+        self.layers(conv, ssm, a, Pass::Step { batch })?;
         ops::rms_norm(
             be,
-            &s.hidden,
+            &a.hidden,
             &self.w.norm_f,
             eps,
-            Some(&mut s.residual),
-            &mut s.normed,
+            Some(&mut a.residual),
+            &mut a.normed,
         )?;
-        ops::matmul(be, &s.normed, self.lm_head(), None, &mut s.logits)
+        ops::matmul(be, &a.normed, self.lm_head(), None, logits)
     }
 
     /// Downloads the current logits `(batch, V)` as one row-major vector.

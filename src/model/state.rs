@@ -24,30 +24,62 @@ use crate::tensor::{DType, HostSlice, HostVec};
 
 /// Buffers of one decode step for a batch, allocated once.
 pub(crate) struct StepScratch<B: Backend> {
-    /// `(batch, D)`: the embedding, then each mixer's output.
+    /// The layers' activations, `(batch, ...)`.
+    pub act: Activations<B>,
+    /// `(batch, V)`: the latest logits (from the prefill or the last step).
+    pub logits: B::Buffer,
+    /// `(batch)` u32: the ids the next step embeds when they come from the device.
+    pub ids: B::Buffer,
+}
+
+/// The activation buffers of the layers, `(rows..., width)` with rows `(batch, L)` for a
+/// prefill or `(batch)` for a decode step: the same set for both.
+pub(crate) struct Activations<B: Backend> {
+    /// D: the embedding, then each mixer's output.
     pub hidden: B::Buffer,
-    /// `(batch, D)`: the residual stream.
+    /// D: the residual stream.
     pub residual: B::Buffer,
-    /// `(batch, D)`: the normalised residual.
+    /// D: the normalised residual.
     pub normed: B::Buffer,
-    /// `(batch, E)` each.
+    /// E each.
     pub x: B::Buffer,
     pub z: B::Buffer,
     pub xc: B::Buffer,
     pub dt: B::Buffer,
     pub y: B::Buffer,
-    /// `(batch, R)` (Mamba-2: one Δ per head).
+    /// R (Mamba-2: one Δ per head).
     pub dt_low: B::Buffer,
-    /// `(batch, G·N)` each: the B and C the scan reads.
+    /// G·N each: the B and C the scan reads.
     pub bm: B::Buffer,
     pub cm: B::Buffer,
     /// Falcon-Mamba and Mamba-2: B and C before their norm / conv; Falcon's normed Δ
-    /// input `(batch, R)`; Mamba-2's normed output `(batch, E)`.
+    /// input (R); Mamba-2's normed output (E).
     pub extra: Extra<B>,
-    /// `(batch, V)`: the latest logits (from the prefill or the last step).
-    pub logits: B::Buffer,
-    /// `(batch)` u32: the ids the next step embeds when they come from the device.
-    pub ids: B::Buffer,
+}
+
+impl<B: Backend> Activations<B> {
+    /// Zero buffers for `rows` (`[batch, len]` or `[batch]`).
+    pub(crate) fn new(be: &B, dims: &Dims, rows: &[usize]) -> Result<Self> {
+        let z = |w: usize| {
+            let mut s = rows.to_vec();
+            s.push(w);
+            be.zeros(DType::F32, &s)
+        };
+        Ok(Activations {
+            hidden: z(dims.d)?,
+            residual: z(dims.d)?,
+            normed: z(dims.d)?,
+            x: z(dims.e)?,
+            z: z(dims.e)?,
+            xc: z(dims.e)?,
+            dt: z(dims.e)?,
+            y: z(dims.e)?,
+            dt_low: z(dims.r)?,
+            bm: z(dims.gn())?,
+            cm: z(dims.gn())?,
+            extra: Extra::new(be, dims, rows)?,
+        })
+    }
 }
 
 /// The buffers only some families use, sized like the ones they stand beside.
@@ -308,13 +340,7 @@ impl<B: Backend> State<B> {
             });
         }
         let Dims {
-            layers,
-            d,
-            e,
-            n,
-            r,
-            v,
-            ..
+            layers, e, n, v, ..
         } = dims;
         let z = |shape: &[usize]| be.zeros(DType::F32, shape);
         let conv = (0..layers)
@@ -324,18 +350,7 @@ impl<B: Backend> State<B> {
             .map(|_| z(&[batch, e, n]))
             .collect::<Result<_>>()?;
         let scratch = StepScratch {
-            hidden: z(&[batch, d])?,
-            residual: z(&[batch, d])?,
-            normed: z(&[batch, d])?,
-            x: z(&[batch, e])?,
-            z: z(&[batch, e])?,
-            xc: z(&[batch, e])?,
-            dt: z(&[batch, e])?,
-            y: z(&[batch, e])?,
-            dt_low: z(&[batch, r])?,
-            bm: z(&[batch, dims.gn()])?,
-            cm: z(&[batch, dims.gn()])?,
-            extra: Extra::new(be, &dims, &[batch])?,
+            act: Activations::new(be, &dims, &[batch])?,
             logits: z(&[batch, v])?,
             ids: be.zeros(DType::U32, &[batch])?,
         };
