@@ -12,16 +12,29 @@ log=$(mktemp)
 profile=$(mktemp -d)
 server=""
 browser=""
+# Chromium runs in its own process group (setsid) so that its renderer and GPU
+# processes die with it; they write into the profile until they exit, so the profile is
+# removed only after the group is gone. Clean-up never decides the check's result.
 cleanup() {
-  [ -n "$browser" ] && kill "$browser" 2>/dev/null || true
+  local rc=$?
+  if [ -n "$browser" ]; then
+    kill -- "-$browser" 2>/dev/null || true
+    wait "$browser" 2>/dev/null || true
+    for _ in $(seq 20); do
+      pgrep -g "$browser" >/dev/null 2>&1 || break
+      sleep 0.5
+    done
+    kill -9 -- "-$browser" 2>/dev/null || true
+  fi
   [ -n "$server" ] && kill "$server" 2>/dev/null || true
-  rm -rf "$log" "$profile"
+  rm -rf "$log" "$profile" 2>/dev/null || true
+  exit "$rc"
 }
 trap cleanup EXIT
 (cd web && exec python3 -m http.server "$port" --bind 127.0.0.1 >/dev/null 2>&1) &
 server=$!
 sleep 1
-chromium --headless=new --no-sandbox --enable-unsafe-webgpu --disable-gpu-sandbox \
+setsid chromium --headless=new --no-sandbox --enable-unsafe-webgpu --disable-gpu-sandbox \
   --disable-background-networking --disable-component-update --disable-sync \
   --no-first-run --user-data-dir="$profile" --enable-logging=stderr --v=0 \
   "http://127.0.0.1:$port/index.html?autorun" 2>"$log" >/dev/null &
