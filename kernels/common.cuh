@@ -42,7 +42,18 @@ struct ConvParams {
 };
 
 struct MatmulParams {
-    unsigned int m, n, k, has_bias;
+    unsigned int m, n, k, has_bias, accumulate;
+    unsigned int _pad0, _pad1, _pad2;
+};
+
+struct MixerInParams {
+    unsigned int batch, d_model, d_inner, width;
+    float eps;
+    unsigned int has_conv_bias, _pad0, _pad1;
+};
+
+struct StepProjParams {
+    unsigned int batch, d_inner, dt_rank, dstate;
 };
 
 struct NormParams {

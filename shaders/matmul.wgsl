@@ -1,4 +1,5 @@
-// out[m, n] = Σ_k x[m, k] · w[n, k] (+ bias[n]). Mirrors src/cpu/matmul.rs::matmul.
+// out[m, n] = Σ_k x[m, k] · w[n, k] (+ bias[n]), added to out[m, n] with `accumulate`.
+// Mirrors src/cpu/matmul.rs::matmul.
 //
 // Two entry points:
 //   * `matmul`: tiled, for M > 4. A workgroup of 16×16 invocations computes a 64×64
@@ -40,6 +41,11 @@ fn load_bias(i: u32) -> f32 {
         return 0.0;
     }
     return decode(bias[word_of(i, BIAS_DTYPE)], i, BIAS_DTYPE);
+}
+
+// What `out[i]` adds to the product: its old value with `accumulate` (a residual add).
+fn prior(i: u32) -> f32 {
+    return select(0.0, out[i], p.accumulate != 0u);
 }
 
 const TILE: u32 = 64u;
@@ -106,7 +112,7 @@ fn matmul(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wg: 
         for (var i = 0u; i < 4u; i++) {
             let m = m0 + ty + 16u * i;
             if m < p.m {
-                out[m * p.n + n] = acc[i][j] + bv;
+                out[m * p.n + n] = acc[i][j] + bv + prior(m * p.n + n);
             }
         }
     }
@@ -159,7 +165,7 @@ fn matmul_decode(
         let bv = load_bias(n);
         for (var i = 0u; i < MAX_M; i++) {
             if i < p.m {
-                out[i * p.n + n] = red[i * 256u + lid] + bv;
+                out[i * p.n + n] = red[i * 256u + lid] + bv + prior(i * p.n + n);
             }
         }
     }

@@ -184,6 +184,33 @@ pub trait Backend {
         ))
     }
 
+    /// Whether the fused decode ops ([`Backend::mixer_in`], [`Backend::x_proj`],
+    /// [`Backend::ssm_step`]) are implemented, and for weights of how many bytes at most
+    /// (a wgpu binding's limit): `None` where they are not (the model then decodes with
+    /// the unfused ops).
+    fn fused_step_max_weight_bytes(&self) -> Option<u64> {
+        None
+    }
+
+    /// Norm, in_proj and conv step of the fused decode step ([`crate::ops::mixer_in`]).
+    /// The default refuses with [`crate::Error::Limit`].
+    fn mixer_in(&self, call: MixerInCall<'_, Self::Buffer>) -> Result<()> {
+        let _ = call;
+        Err(crate::Error::limit(self.name(), "mixer_in", "h", "not implemented on this backend"))
+    }
+
+    /// `x_proj` of the fused decode step ([`crate::ops::x_proj`]).
+    fn x_proj(&self, call: XProjCall<'_, Self::Buffer>) -> Result<()> {
+        let _ = call;
+        Err(crate::Error::limit(self.name(), "x_proj", "xc", "not implemented on this backend"))
+    }
+
+    /// `dt_proj` and the state update of the fused decode step ([`crate::ops::ssm_step`]).
+    fn ssm_step(&self, call: SsmStepCall<'_, Self::Buffer>) -> Result<()> {
+        let _ = call;
+        Err(crate::Error::limit(self.name(), "ssm_step", "xc", "not implemented on this backend"))
+    }
+
     /// Elementwise op on f32 buffers: `out = op(a[, b])` ([`crate::ops::elementwise`]).
     fn elementwise(&self, call: ElementwiseCall<'_, Self::Buffer>) -> Result<()>;
 
@@ -272,6 +299,22 @@ impl<B: Backend> Backend for &B {
 
     fn ssd_scan(&self, call: SsdCall<'_, B::Buffer>) -> Result<()> {
         (**self).ssd_scan(call)
+    }
+
+    fn fused_step_max_weight_bytes(&self) -> Option<u64> {
+        (**self).fused_step_max_weight_bytes()
+    }
+
+    fn mixer_in(&self, call: MixerInCall<'_, B::Buffer>) -> Result<()> {
+        (**self).mixer_in(call)
+    }
+
+    fn x_proj(&self, call: XProjCall<'_, B::Buffer>) -> Result<()> {
+        (**self).x_proj(call)
+    }
+
+    fn ssm_step(&self, call: SsmStepCall<'_, B::Buffer>) -> Result<()> {
+        (**self).ssm_step(call)
     }
 
     fn elementwise(&self, call: ElementwiseCall<'_, B::Buffer>) -> Result<()> {

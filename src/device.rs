@@ -363,6 +363,22 @@ impl Backend for Device {
         dispatch!(self, b => forward::ssd_scan(b, call))
     }
 
+    fn fused_step_max_weight_bytes(&self) -> Option<u64> {
+        dispatch!(self, b => b.fused_step_max_weight_bytes())
+    }
+
+    fn mixer_in(&self, call: MixerInCall<'_, DeviceBuf>) -> Result<()> {
+        dispatch!(self, b => forward::mixer_in(b, call))
+    }
+
+    fn x_proj(&self, call: XProjCall<'_, DeviceBuf>) -> Result<()> {
+        dispatch!(self, b => forward::x_proj(b, call))
+    }
+
+    fn ssm_step(&self, call: SsmStepCall<'_, DeviceBuf>) -> Result<()> {
+        dispatch!(self, b => forward::ssm_step(b, call))
+    }
+
     fn elementwise(&self, call: ElementwiseCall<'_, DeviceBuf>) -> Result<()> {
         dispatch!(self, b => forward::elementwise(b, call))
     }

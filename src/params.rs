@@ -133,7 +133,8 @@ pub struct ConvParams {
     pub _pad1: u32,
 }
 
-/// `out[m, n] = Σ_k x[m, k] · w[n, k] (+ bias[n])`.
+/// `out[m, n] = Σ_k x[m, k] · w[n, k] (+ bias[n])`, or with `accumulate` `out[m, n] +=`
+/// the same (a residual add folded into the projection that feeds it).
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Pod, Zeroable)]
 #[non_exhaustive]
@@ -142,6 +143,40 @@ pub struct MatmulParams {
     pub n: u32,
     pub k: u32,
     pub has_bias: u32,
+    pub accumulate: u32,
+    pub _pad0: u32,
+    pub _pad1: u32,
+    pub _pad2: u32,
+}
+
+/// The fused decode step's first op ([`crate::ops::mixer_in`]): RMSNorm of the residual
+/// `h (batch, d_model)`, `in_proj` as `w_x`, `w_z (d_inner, d_model)`, and the conv step
+/// of width `width` with SiLU on the x half.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Pod, Zeroable)]
+#[non_exhaustive]
+pub struct MixerInParams {
+    pub batch: u32,
+    pub d_model: u32,
+    pub d_inner: u32,
+    pub width: u32,
+    pub eps: f32,
+    pub has_conv_bias: u32,
+    pub _pad0: u32,
+    pub _pad1: u32,
+}
+
+/// The fused decode step's `x_proj` ([`crate::ops::x_proj`]) and state update
+/// ([`crate::ops::ssm_step`]): `dbc (batch, dt_rank + 2·dstate)` holds Δ's low-rank
+/// input, B and C of each sequence, side by side.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Pod, Zeroable)]
+#[non_exhaustive]
+pub struct StepProjParams {
+    pub batch: u32,
+    pub d_inner: u32,
+    pub dt_rank: u32,
+    pub dstate: u32,
 }
 
 /// RMSNorm over segments of `dim` values, optionally adding `x` into a residual first.

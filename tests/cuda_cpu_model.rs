@@ -307,7 +307,27 @@ fn param_layouts_match_src_params() {
             m: u32,
             n: u32,
             k: u32,
-            has_bias: u32
+            has_bias: u32,
+            accumulate: u32,
+            _pad0: u32,
+            _pad1: u32,
+            _pad2: u32
+        }),
+        rust_layout!(MixerInParams {
+            batch: u32,
+            d_model: u32,
+            d_inner: u32,
+            width: u32,
+            eps: f32,
+            has_conv_bias: u32,
+            _pad0: u32,
+            _pad1: u32
+        }),
+        rust_layout!(StepProjParams {
+            batch: u32,
+            d_inner: u32,
+            dt_rank: u32,
+            dstate: u32
         }),
         rust_layout!(NormParams {
             rows: u32,

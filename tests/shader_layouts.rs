@@ -125,7 +125,32 @@ mod host {
                 _pad0,
                 _pad1,
             }),
-            "MatmulParams" => layout!(MatmulParams { m, n, k, has_bias }),
+            "MatmulParams" => layout!(MatmulParams {
+                m,
+                n,
+                k,
+                has_bias,
+                accumulate,
+                _pad0,
+                _pad1,
+                _pad2
+            }),
+            "MixerInParams" => layout!(MixerInParams {
+                batch,
+                d_model,
+                d_inner,
+                width,
+                eps,
+                has_conv_bias,
+                _pad0,
+                _pad1
+            }),
+            "StepProjParams" => layout!(StepProjParams {
+                batch,
+                d_inner,
+                dt_rank,
+                dstate
+            }),
             "NormParams" => layout!(NormParams {
                 rows,
                 dim,
@@ -182,6 +207,8 @@ mod host {
             "causal_conv1d" | "causal_conv1d_state" | "causal_conv1d_update" => &["ConvParams"],
             "matmul" | "matmul_decode" => &["MatmulParams", "WindowParams"],
             "rms_norm" => &["NormParams"],
+            "mixer_in" => &["MixerInParams"],
+            "x_proj" | "ssm_step" => &["StepProjParams"],
             "embedding" => &["EmbeddingParams", "WindowParams"],
             "elementwise" => &["ElementwiseParams"],
             "argmax" => &["ArgmaxParams"],

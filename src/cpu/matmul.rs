@@ -14,7 +14,9 @@ const GEMM_MIN_M: usize = 8;
 /// few enough that both cores stay busy on the smallest projections.
 const N_BLOCK: usize = 64;
 
-/// `out[m, n] = Σ_k x[m, k]·w[n, k] + bias[n]`.
+/// `out[m, n] = Σ_k x[m, k]·w[n, k] + bias[n]`, or `out[m, n] +=` that with
+/// `p.accumulate` (the product is formed on its own and added once, as the GPU kernels
+/// add their finished dot products).
 pub(crate) fn matmul(
     p: &MatmulParams,
     x: &[f32],
@@ -22,6 +24,16 @@ pub(crate) fn matmul(
     bias: Option<Floats<'_>>,
     out: &mut [f32],
 ) {
+    if p.accumulate != 0 {
+        let mut q = *p;
+        q.accumulate = 0;
+        let mut prod = vec![0f32; out.len()];
+        matmul(&q, x, w, bias, &mut prod);
+        for (o, v) in out.iter_mut().zip(prod) {
+            *o += v;
+        }
+        return;
+    }
     let (m, n, k) = (p.m as usize, p.n as usize, p.k as usize);
     if m >= GEMM_MIN_M {
         gemm_f32(m, n, k, x, w, out);

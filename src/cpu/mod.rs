@@ -9,6 +9,7 @@ mod argmax;
 mod causal_conv1d;
 mod common;
 mod copy;
+mod decode_step;
 mod elementwise;
 mod embedding;
 mod matmul;
@@ -474,6 +475,65 @@ impl Backend for CpuBackend {
             Precision::Exact => ssd_scan::ssd_scan::<f64>(p, &inputs, state, out),
             Precision::Fast => ssd_scan::ssd_scan::<f32>(p, &inputs, state, out),
         }
+        Ok(())
+    }
+
+    fn fused_step_max_weight_bytes(&self) -> Option<u64> {
+        Some(u64::MAX)
+    }
+
+    fn mixer_in(&self, call: MixerInCall<'_, CpuBuffer>) -> Result<()> {
+        let MixerInCall {
+            p,
+            inputs: i,
+            conv_state,
+            xc,
+            z,
+        } = call;
+        let inputs = decode_step::MixerIn {
+            h: i.h.f32()?,
+            norm_w: i.norm_w.floats()?,
+            w_x: i.w_x.floats()?,
+            w_z: i.w_z.floats()?,
+            conv_w: i.conv_w.f32()?,
+            conv_b: opt_f32(i.conv_b)?,
+        };
+        let (cs, xc, z) = (conv_state.f32_mut()?, xc.f32_mut()?, z.f32_mut()?);
+        decode_step::mixer_in(self.precision, p, &inputs, cs, xc, z);
+        Ok(())
+    }
+
+    fn x_proj(&self, call: XProjCall<'_, CpuBuffer>) -> Result<()> {
+        let XProjCall {
+            p,
+            xc,
+            w_dt,
+            w_b,
+            w_c,
+            dbc,
+        } = call;
+        let w = [w_dt.floats()?, w_b.floats()?, w_c.floats()?];
+        decode_step::x_proj(p, xc.f32()?, w, dbc.f32_mut()?);
+        Ok(())
+    }
+
+    fn ssm_step(&self, call: SsmStepCall<'_, CpuBuffer>) -> Result<()> {
+        let SsmStepCall {
+            p,
+            inputs: i,
+            state,
+            y,
+        } = call;
+        let inputs = decode_step::SsmStep {
+            xc: i.xc.f32()?,
+            dbc: i.dbc.f32()?,
+            z: i.z.f32()?,
+            dt_proj: i.dt_proj.floats()?,
+            dt_bias: i.dt_bias.f32()?,
+            a: i.a.f32()?,
+            d: i.d.f32()?,
+        };
+        decode_step::ssm_step(self.precision, p, &inputs, state.f32_mut()?, y.f32_mut()?);
         Ok(())
     }
 

@@ -12,7 +12,7 @@ use crate::backend::Backend;
 use crate::cpu::{CpuBackend, CpuBuffer};
 use crate::error::{Error, Result};
 use crate::ops::call::*;
-use crate::ops::{ScanInputs, SsdInputs, StateIo, StepInputs};
+use crate::ops::{MixerInInputs, ScanInputs, SsdInputs, SsmStepInputs, StateIo, StepInputs};
 
 /// An inner backend of a [`Device`](super::Device): which `DeviceBuf` variant holds its
 /// buffers.
@@ -341,5 +341,77 @@ pub(super) fn copy<Bk: Inner>(be: &Bk, call: CopyCall<'_, DeviceBuf>) -> Result<
         p,
         src: get::<Bk>(OP, "src", src)?,
         dst: get_mut::<Bk>(OP, "dst", dst)?,
+    })
+}
+
+pub(super) fn mixer_in<Bk: Inner>(be: &Bk, call: MixerInCall<'_, DeviceBuf>) -> Result<()> {
+    const OP: &str = "mixer_in";
+    let MixerInCall {
+        p,
+        inputs: i,
+        conv_state,
+        xc,
+        z,
+    } = call;
+    let inputs = MixerInInputs {
+        h: get::<Bk>(OP, "h", i.h)?,
+        norm_w: get::<Bk>(OP, "norm_w", i.norm_w)?,
+        eps: i.eps,
+        w_x: get::<Bk>(OP, "w_x", i.w_x)?,
+        w_z: get::<Bk>(OP, "w_z", i.w_z)?,
+        conv_w: get::<Bk>(OP, "conv_w", i.conv_w)?,
+        conv_b: opt::<Bk>(OP, "conv_b", i.conv_b)?,
+    };
+    be.mixer_in(MixerInCall {
+        p,
+        inputs: &inputs,
+        conv_state: get_mut::<Bk>(OP, "conv_state", conv_state)?,
+        xc: get_mut::<Bk>(OP, "xc", xc)?,
+        z: get_mut::<Bk>(OP, "z", z)?,
+    })
+}
+
+pub(super) fn x_proj<Bk: Inner>(be: &Bk, call: XProjCall<'_, DeviceBuf>) -> Result<()> {
+    const OP: &str = "x_proj";
+    let XProjCall {
+        p,
+        xc,
+        w_dt,
+        w_b,
+        w_c,
+        dbc,
+    } = call;
+    be.x_proj(XProjCall {
+        p,
+        xc: get::<Bk>(OP, "xc", xc)?,
+        w_dt: get::<Bk>(OP, "w_dt", w_dt)?,
+        w_b: get::<Bk>(OP, "w_b", w_b)?,
+        w_c: get::<Bk>(OP, "w_c", w_c)?,
+        dbc: get_mut::<Bk>(OP, "dbc", dbc)?,
+    })
+}
+
+pub(super) fn ssm_step<Bk: Inner>(be: &Bk, call: SsmStepCall<'_, DeviceBuf>) -> Result<()> {
+    const OP: &str = "ssm_step";
+    let SsmStepCall {
+        p,
+        inputs: i,
+        state,
+        y,
+    } = call;
+    let inputs = SsmStepInputs {
+        xc: get::<Bk>(OP, "xc", i.xc)?,
+        dbc: get::<Bk>(OP, "dbc", i.dbc)?,
+        z: get::<Bk>(OP, "z", i.z)?,
+        dt_proj: get::<Bk>(OP, "dt_proj", i.dt_proj)?,
+        dt_bias: get::<Bk>(OP, "dt_bias", i.dt_bias)?,
+        a: get::<Bk>(OP, "A", i.a)?,
+        d: get::<Bk>(OP, "D", i.d)?,
+    };
+    be.ssm_step(SsmStepCall {
+        p,
+        inputs: &inputs,
+        state: get_mut::<Bk>(OP, "state", state)?,
+        y: get_mut::<Bk>(OP, "y", y)?,
     })
 }

@@ -39,7 +39,12 @@ pub struct MambaModel<B: Backend> {
     cfg: MambaConfig,
     w: Weights<B>,
     prefill_chunk: Option<usize>,
+    /// Decode with the fused step where it applies (`fused.rs`).
+    fused_decode: bool,
 }
+
+#[path = "fused.rs"]
+mod fused;
 
 impl<B: Backend> Drop for MambaModel<B> {
     /// Replays of decode steps name the model's weights; a backend may free what it kept
@@ -94,6 +99,7 @@ impl<B: Backend> MambaModel<B> {
             cfg,
             w,
             prefill_chunk: None,
+            fused_decode: true,
         }
     }
 
@@ -409,8 +415,10 @@ impl<B: Backend> MambaModel<B> {
     /// (state id) and the batch, and the closure records ops only (no allocation, no
     /// transfer, no host-side effect), so a captured step can be replayed.
     fn step_with(&self, state: &mut State<B>) -> Result<()> {
-        let key = ReplayKey::new(self.id, state.id, state.batch as u64);
         let batch = state.batch;
+        let fused = self.uses_fused_decode(batch);
+        // The variant names the batch and the kind of step (their ops differ).
+        let key = ReplayKey::new(self.id, state.id, batch as u64 | (fused as u64) << 32);
         let State {
             conv,
             ssm,
@@ -419,7 +427,11 @@ impl<B: Backend> MambaModel<B> {
             ..
         } = state;
         self.be.replay(ReplayCall::new(&key, &mut || {
-            self.forward_step(conv, ssm, scratch, batch)
+            if fused {
+                self.forward_step_fused(conv, ssm, scratch)
+            } else {
+                self.forward_step(conv, ssm, scratch, batch)
+            }
         }))?;
         seen.iter_mut().for_each(|n| *n += 1);
         self.be.flush()
@@ -439,6 +451,7 @@ impl<B: Backend> MambaModel<B> {
             act: a,
             logits,
             ids,
+            ..
         } = s;
         ops::embedding(be, ids, &self.w.embedding, &mut a.hidden)?;
         self.layers(conv, ssm, a, Pass::Step { batch })?;

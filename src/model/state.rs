@@ -30,6 +30,8 @@ pub(crate) struct StepScratch<B: Backend> {
     pub logits: B::Buffer,
     /// `(batch)` u32: the ids the next step embeds when they come from the device.
     pub ids: B::Buffer,
+    /// `(batch, R + 2·G·N)`: Δ's low-rank input, B and C side by side (the fused step).
+    pub dbc: B::Buffer,
 }
 
 /// The activation buffers of the layers, `(rows..., width)` with rows `(batch, L)` for a
@@ -353,6 +355,7 @@ impl<B: Backend> State<B> {
             act: Activations::new(be, &dims, &[batch])?,
             logits: z(&[batch, v])?,
             ids: be.zeros(DType::U32, &[batch])?,
+            dbc: z(&[batch, dims.r + 2 * dims.g * dims.n])?,
         };
         Ok(State {
             id: unique_id(),

@@ -97,7 +97,7 @@
 
 use std::marker::PhantomData;
 
-use super::{Elementwise, ScanInputs, SsdInputs, StateIo, StepInputs};
+use super::{Elementwise, MixerInInputs, ScanInputs, SsdInputs, SsmStepInputs, StateIo, StepInputs};
 use crate::backend::ReplayKey;
 use crate::error::Result;
 use crate::params::*;
@@ -119,6 +119,36 @@ pub struct MatmulCall<'a, B> {
     pub(crate) w: &'a B,
     pub(crate) bias: Option<&'a B>,
     pub(crate) out: &'a mut B,
+}
+
+/// A checked [`Backend::mixer_in`](crate::Backend::mixer_in) call, built by
+/// [`crate::ops::mixer_in`].
+pub struct MixerInCall<'a, B> {
+    pub(crate) p: &'a MixerInParams,
+    pub(crate) inputs: &'a MixerInInputs<'a, B>,
+    pub(crate) conv_state: &'a mut B,
+    pub(crate) xc: &'a mut B,
+    pub(crate) z: &'a mut B,
+}
+
+/// A checked [`Backend::x_proj`](crate::Backend::x_proj) call, built by
+/// [`crate::ops::x_proj`].
+pub struct XProjCall<'a, B> {
+    pub(crate) p: &'a StepProjParams,
+    pub(crate) xc: &'a B,
+    pub(crate) w_dt: &'a B,
+    pub(crate) w_b: &'a B,
+    pub(crate) w_c: &'a B,
+    pub(crate) dbc: &'a mut B,
+}
+
+/// A checked [`Backend::ssm_step`](crate::Backend::ssm_step) call, built by
+/// [`crate::ops::ssm_step`].
+pub struct SsmStepCall<'a, B> {
+    pub(crate) p: &'a StepProjParams,
+    pub(crate) inputs: &'a SsmStepInputs<'a, B>,
+    pub(crate) state: &'a mut B,
+    pub(crate) y: &'a mut B,
 }
 
 /// A checked [`Backend::rms_norm`](crate::Backend::rms_norm) call, built by

@@ -6,6 +6,7 @@
 
 pub mod call;
 mod check;
+mod decode;
 mod norm;
 mod ssd;
 
@@ -15,6 +16,9 @@ use crate::params::*;
 use crate::tensor::{DType, HostSlice};
 pub use call::*;
 use check::*;
+pub use decode::{
+    FUSED_MAX_BATCH, MixerInInputs, SsmStepInputs, matmul_accumulate, mixer_in, ssm_step, x_proj,
+};
 pub use norm::{rms_norm, rms_norm_grouped};
 pub use ssd::{SsdInputs, ssd_scan};
 
@@ -292,6 +296,23 @@ pub fn matmul<Bk: Backend>(
     bias: Option<&Bk::Buffer>,
     out: &mut Bk::Buffer,
 ) -> Result<()> {
+    let p = matmul_params(x, w, bias, out)?;
+    be.matmul(MatmulCall {
+        p: &p,
+        x,
+        w,
+        bias,
+        out,
+    })
+}
+
+/// The checks of [`matmul`] (and of [`matmul_accumulate`]).
+fn matmul_params<B: DeviceBuffer>(
+    x: &B,
+    w: &B,
+    bias: Option<&B>,
+    out: &B,
+) -> Result<MatmulParams> {
     const OP: &str = "matmul";
     check_f32(OP, "x", x)?;
     check_dtype(OP, "w", w, FLOATS, "f32, f16 or bf16")?;
@@ -325,13 +346,15 @@ pub fn matmul<Bk: Backend>(
         check_numel(OP, name, t)?;
     }
     let [m, n, k] = u32s(OP, [m, n, k])?;
-    let p = MatmulParams { m, n, k, has_bias };
-    be.matmul(MatmulCall {
-        p: &p,
-        x,
-        w,
-        bias,
-        out,
+    Ok(MatmulParams {
+        m,
+        n,
+        k,
+        has_bias,
+        accumulate: 0,
+        _pad0: 0,
+        _pad1: 0,
+        _pad2: 0,
     })
 }
 

@@ -48,6 +48,7 @@
 //! decode step's dispatches kept and re-encoded) and `ops.rs` (`impl Backend`: what each
 //! op binds and dispatches).
 
+mod decode_step;
 mod kernels;
 #[doc(hidden)]
 pub use kernels::{SHADERS, shader_source};

@@ -395,6 +395,22 @@ impl Backend for WgpuBackend {
         true
     }
 
+    fn fused_step_max_weight_bytes(&self) -> Option<u64> {
+        Some(self.max_binding)
+    }
+
+    fn mixer_in(&self, call: MixerInCall<'_, WgpuBuffer>) -> Result<()> {
+        self.mixer_in_launch(call)
+    }
+
+    fn x_proj(&self, call: XProjCall<'_, WgpuBuffer>) -> Result<()> {
+        self.x_proj_launch(call)
+    }
+
+    fn ssm_step(&self, call: SsmStepCall<'_, WgpuBuffer>) -> Result<()> {
+        self.ssm_step_launch(call)
+    }
+
     fn ssd_scan(&self, call: SsdCall<'_, WgpuBuffer>) -> Result<()> {
         let SsdCall {
             p,

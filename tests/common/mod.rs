@@ -11,6 +11,7 @@ pub mod cases;
 pub mod checks;
 pub mod decode_checks;
 pub mod fixtures;
+pub mod fused_checks;
 pub mod gpu;
 pub mod half_io;
 pub mod model_fixtures;

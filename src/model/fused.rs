@@ -1,0 +1,102 @@
+//! The fused decode step of a Mamba-1 model (see [`crate::ops::mixer_in`] and the
+//! module docs of `src/ops/decode.rs`): four ops per layer instead of ten.
+//!
+//! ```text
+//! residual = embedding(ids)
+//! per layer:  xc, z = mixer_in(residual);  dbc = x_proj(xc)
+//!             y = ssm_step(xc, dbc, z);     residual += out_proj(y)
+//! logits = lm_head(rmsnorm_f(residual))
+//! ```
+//!
+//! It is taken for Mamba-1 layers without in_proj bias, for at most
+//! [`ops::FUSED_MAX_BATCH`] sequences, on backends with the fused ops whose bindings
+//! hold every projection; otherwise (and with [`MambaModel::set_fused_decode`]`(false)`)
+//! the step runs the unfused ops.
+
+use super::MambaModel;
+use crate::backend::{Backend, DeviceBuffer};
+use crate::error::Result;
+use crate::model::config::Family;
+use crate::model::state::StepScratch;
+use crate::ops;
+
+impl<B: Backend> MambaModel<B> {
+    /// Turns the fused decode step on (the default, where it applies) or off.
+    pub fn set_fused_decode(&mut self, on: bool) {
+        self.fused_decode = on;
+    }
+
+    /// Does a decode step of `batch` sequences take the fused ops?
+    pub fn uses_fused_decode(&self, batch: usize) -> bool {
+        let Some(limit) = self.be.fused_step_max_weight_bytes() else {
+            return false;
+        };
+        let fits = |b: &B::Buffer| (b.numel() * b.dtype().size()) as u64 <= limit;
+        self.fused_decode
+            && self.cfg.family == Family::Mamba1
+            && batch <= ops::FUSED_MAX_BATCH
+            && self.w.layers.iter().all(|lw| {
+                lw.b_x.is_none()
+                    && lw.b_z.is_none()
+                    && lw.mamba2.is_none()
+                    && lw.dt_proj.as_ref().is_some_and(fits)
+                    && [&lw.w_x, &lw.w_z, &lw.w_dt, &lw.w_b, &lw.w_c, &lw.out_w]
+                        .into_iter()
+                        .all(fits)
+            })
+    }
+
+    /// Embedding → fused layers → final norm → LM head for one token per sequence.
+    pub(super) fn forward_step_fused(
+        &self,
+        conv: &mut [Vec<B::Buffer>],
+        ssm: &mut [B::Buffer],
+        s: &mut StepScratch<B>,
+    ) -> Result<()> {
+        let be = &self.be;
+        let eps = self.cfg.layer_norm_epsilon;
+        let StepScratch {
+            act: a,
+            logits,
+            ids,
+            dbc,
+        } = s;
+        ops::embedding(be, ids, &self.w.embedding, &mut a.residual)?;
+        for ((lw, conv), ssm) in self.w.layers.iter().zip(conv).zip(ssm) {
+            let state = conv.first_mut().ok_or(crate::Error::Arg {
+                op: "decode step",
+                arg: "conv_state",
+                why: "no conv state for the layer".into(),
+            })?;
+            let inputs = ops::MixerInInputs {
+                h: &a.residual,
+                norm_w: &lw.norm,
+                eps,
+                w_x: &lw.w_x,
+                w_z: &lw.w_z,
+                conv_w: &lw.conv_w,
+                conv_b: lw.conv_b.as_ref(),
+            };
+            ops::mixer_in(be, &inputs, state, &mut a.xc, &mut a.z)?;
+            ops::x_proj(be, &a.xc, &lw.w_dt, &lw.w_b, &lw.w_c, dbc)?;
+            let dt_proj = lw.dt_proj.as_ref().ok_or(crate::Error::Arg {
+                op: "decode step",
+                arg: "dt_proj",
+                why: "the fused step needs dt_proj".into(),
+            })?;
+            let inputs = ops::SsmStepInputs {
+                xc: &a.xc,
+                dbc,
+                z: &a.z,
+                dt_proj,
+                dt_bias: &lw.dt_bias,
+                a: &lw.a,
+                d: &lw.d,
+            };
+            ops::ssm_step(be, &inputs, ssm, &mut a.y)?;
+            ops::matmul_accumulate(be, &a.y, &lw.out_w, lw.out_b.as_ref(), &mut a.residual)?;
+        }
+        ops::rms_norm(be, &a.residual, &self.w.norm_f, eps, None, &mut a.normed)?;
+        ops::matmul(be, &a.normed, self.lm_head(), None, logits)
+    }
+}

@@ -1,0 +1,278 @@
+//! Checks of the fused decode step (`src/ops/decode.rs`) any backend runs: its four ops
+//! on fresh random inputs against the unfused ops on the exact CPU reference, and whole
+//! decodes with the fused step against the unfused step; batched decode around the
+//! switch from the fused (matrix-vector) step to the unfused (GEMM) one.
+
+
+use mamba_gpu::model::{LoadOptions, MambaModel, SyntheticModel, WeightDType};
+use mamba_gpu::ops::{self, MixerInInputs, SsmStepInputs, StepInputs};
+use mamba_gpu::{Backend, CpuBackend, DType};
+
+use super::cases::Gen;
+use super::checks::{down, poison, up, up_as};
+use super::decode_checks::{Trace, assert_same_trace, decode_alone, small_model};
+use super::{Tol, assert_close};
+
+/// Shapes of one fused-op case: batch, D, E, N, K, R.
+#[derive(Debug, Clone, Copy)]
+pub struct FusedCase {
+    pub batch: usize,
+    pub d: usize,
+    pub e: usize,
+    pub n: usize,
+    pub k: usize,
+    pub r: usize,
+}
+
+/// The outputs of one layer's decode step: xc, z, dbc, y, the residual after, the conv
+/// and ssm states after.
+type StepOut = [Vec<f32>; 7];
+
+struct Data {
+    h: Vec<f32>,
+    norm_w: Vec<f32>,
+    w_x: Vec<f32>,
+    w_z: Vec<f32>,
+    conv_w: Vec<f32>,
+    conv_b: Vec<f32>,
+    conv_state: Vec<f32>,
+    w_dt: Vec<f32>,
+    w_b: Vec<f32>,
+    w_c: Vec<f32>,
+    dt_proj: Vec<f32>,
+    dt_bias: Vec<f32>,
+    a: Vec<f32>,
+    d: Vec<f32>,
+    ssm: Vec<f32>,
+    out_w: Vec<f32>,
+}
+
+fn data(c: &FusedCase, seed: u64) -> Data {
+    let mut g = Gen::new(seed);
+    let FusedCase { batch, d, e, n, k, r } = *c;
+    let scaled = |g: &mut Gen, len: usize, s: f32| -> Vec<f32> {
+        g.normal(len).into_iter().map(|v| v * s).collect()
+    };
+    Data {
+        h: g.normal(batch * d),
+        norm_w: g.uniform(d, 0.5, 1.5),
+        w_x: scaled(&mut g, e * d, 1.0 / (d as f32).sqrt()),
+        w_z: scaled(&mut g, e * d, 1.0 / (d as f32).sqrt()),
+        conv_w: scaled(&mut g, e * k, 0.5),
+        conv_b: g.normal(e),
+        conv_state: g.normal(batch * e * (k - 1)),
+        w_dt: scaled(&mut g, r * e, 1.0 / (e as f32).sqrt()),
+        w_b: scaled(&mut g, n * e, 1.0 / (e as f32).sqrt()),
+        w_c: scaled(&mut g, n * e, 1.0 / (e as f32).sqrt()),
+        dt_proj: scaled(&mut g, e * r, 1.0 / (r as f32).sqrt()),
+        dt_bias: g.uniform(e, -4.0, -1.0),
+        a: g.uniform(e * n, -8.0, -0.5),
+        d: g.normal(e),
+        ssm: g.normal(batch * e * n),
+        out_w: scaled(&mut g, d * e, 1.0 / (e as f32).sqrt()),
+    }
+}
+
+/// One layer's fused decode step on `be`, weights stored as `wd`; outputs poisoned first.
+fn fused<B: Backend>(be: &B, c: &FusedCase, x: &Data, wd: DType) -> StepOut {
+    let FusedCase { batch, d, e, n, k, r } = *c;
+    let mut h = up(be, &x.h, &[batch, d]);
+    let norm_w = up_as(be, &x.norm_w, &[d], wd);
+    let (w_x, w_z) = (up_as(be, &x.w_x, &[e, d], wd), up_as(be, &x.w_z, &[e, d], wd));
+    let conv_w = up(be, &x.conv_w, &[e, k]);
+    let conv_b = up(be, &x.conv_b, &[e]);
+    let mut conv_state = up(be, &x.conv_state, &[batch, e, k - 1]);
+    let (mut xc, mut z) = (poison(be, &[batch, e]), poison(be, &[batch, e]));
+    let inputs = MixerInInputs {
+        h: &h,
+        norm_w: &norm_w,
+        eps: 1e-5,
+        w_x: &w_x,
+        w_z: &w_z,
+        conv_w: &conv_w,
+        conv_b: Some(&conv_b),
+    };
+    ops::mixer_in(be, &inputs, &mut conv_state, &mut xc, &mut z).expect("mixer_in");
+    let w_dt = up_as(be, &x.w_dt, &[r, e], wd);
+    let (w_b, w_c) = (up_as(be, &x.w_b, &[n, e], wd), up_as(be, &x.w_c, &[n, e], wd));
+    let mut dbc = poison(be, &[batch, r + 2 * n]);
+    ops::x_proj(be, &xc, &w_dt, &w_b, &w_c, &mut dbc).expect("x_proj");
+    let dt_proj = up_as(be, &x.dt_proj, &[e, r], wd);
+    let (dt_bias, a, dd) = (up(be, &x.dt_bias, &[e]), up(be, &x.a, &[e, n]), up(be, &x.d, &[e]));
+    let mut ssm = up(be, &x.ssm, &[batch, e, n]);
+    let mut y = poison(be, &[batch, e]);
+    let inputs = SsmStepInputs {
+        xc: &xc,
+        dbc: &dbc,
+        z: &z,
+        dt_proj: &dt_proj,
+        dt_bias: &dt_bias,
+        a: &a,
+        d: &dd,
+    };
+    ops::ssm_step(be, &inputs, &mut ssm, &mut y).expect("ssm_step");
+    let out_w = up_as(be, &x.out_w, &[d, e], wd);
+    ops::matmul_accumulate(be, &y, &out_w, None, &mut h).expect("matmul_accumulate");
+    [&xc, &z, &dbc, &y, &h, &conv_state, &ssm].map(|b| down(be, b))
+}
+
+/// The same layer step from the unfused ops on the exact CPU reference.
+fn unfused(c: &FusedCase, x: &Data, wd: DType) -> StepOut {
+    let be = &CpuBackend::new();
+    let FusedCase { batch, d, e, n, k, r } = *c;
+    let h = up(be, &x.h, &[batch, d]);
+    let norm_w = up_as(be, &x.norm_w, &[d], wd);
+    let mut normed = poison(be, &[batch, d]);
+    ops::rms_norm(be, &h, &norm_w, 1e-5, None, &mut normed).expect("rms_norm");
+    let mm = |xin: &_, w: &[f32], rows: usize, cols: usize| {
+        let w = up_as(be, w, &[rows, cols], wd);
+        let mut o = poison(be, &[batch, rows]);
+        ops::matmul(be, xin, &w, None, &mut o).expect("matmul");
+        o
+    };
+    let xr = mm(&normed, &x.w_x, e, d);
+    let z = mm(&normed, &x.w_z, e, d);
+    let conv_w = up(be, &x.conv_w, &[e, k]);
+    let conv_b = up(be, &x.conv_b, &[e]);
+    let mut conv_state = up(be, &x.conv_state, &[batch, e, k - 1]);
+    let mut xc = poison(be, &[batch, e]);
+    ops::causal_conv1d_update(be, &xr, &conv_w, Some(&conv_b), true, &mut conv_state, &mut xc)
+        .expect("conv update");
+    let dt_low = mm(&xc, &x.w_dt, r, e);
+    let bm = mm(&xc, &x.w_b, n, e);
+    let cm = mm(&xc, &x.w_c, n, e);
+    let dt = mm(&dt_low, &x.dt_proj, e, r);
+    let (dt_bias, a, dd) = (up(be, &x.dt_bias, &[e]), up(be, &x.a, &[e, n]), up(be, &x.d, &[e]));
+    let mut ssm = up(be, &x.ssm, &[batch, e, n]);
+    let mut y = poison(be, &[batch, e]);
+    let inputs = StepInputs {
+        x: &xc,
+        dt: &dt,
+        a: &a,
+        b: &bm,
+        c: &cm,
+        d: Some(&dd),
+        z: Some(&z),
+        dt_bias: Some(&dt_bias),
+        dt_softplus: true,
+    };
+    ops::selective_state_update(be, &inputs, &mut ssm, &mut y).expect("state update");
+    let out = mm(&y, &x.out_w, d, e);
+    let res: Vec<f32> = x.h.iter().zip(down(be, &out)).map(|(a, b)| a + b).collect();
+    let dbc: Vec<f32> = (0..batch)
+        .flat_map(|b| {
+            let row = |v: &Vec<f32>, w: usize| v[b * w..(b + 1) * w].to_vec();
+            let (dl, bv, cv) = (down(be, &dt_low), down(be, &bm), down(be, &cm));
+            [row(&dl, r), row(&bv, n), row(&cv, n)].concat()
+        })
+        .collect();
+    [
+        down(be, &xc),
+        down(be, &z),
+        dbc,
+        down(be, &y),
+        res,
+        down(be, &conv_state),
+        down(be, &ssm),
+    ]
+}
+
+/// The fused ops on `be` equal the unfused reference ops for every weight dtype at
+/// batch 1 and 3 (130m-like ratios at a small width, plus odd sizes).
+pub fn check_fused_ops<B: Backend>(be: &B, tol: Tol) {
+    let cases = [
+        FusedCase { batch: 1, d: 64, e: 128, n: 16, k: 4, r: 4 },
+        FusedCase { batch: 3, d: 48, e: 96, n: 16, k: 4, r: 3 },
+        FusedCase { batch: 4, d: 37, e: 75, n: 5, k: 3, r: 7 },
+        FusedCase { batch: 2, d: 300, e: 600, n: 16, k: 4, r: 19 },
+    ];
+    const NAMES: [&str; 7] = ["xc", "z", "dbc", "y", "residual", "conv state", "ssm state"];
+    for (i, c) in cases.iter().enumerate() {
+        for wd in [DType::F32, DType::F16, DType::BF16] {
+            let x = data(c, 40 + i as u64);
+            let got = fused(be, c, &x, wd);
+            let want = unfused(c, &x, wd);
+            for ((g, w), name) in got.iter().zip(&want).zip(NAMES) {
+                assert_close(&format!("{} fused {name}, {c:?}, {wd:?}", be.name()), g, w, tol);
+            }
+        }
+    }
+}
+
+/// The small random model of `decode_checks` (an f32 checkpoint) with weights stored as
+/// `wd` on the device.
+fn model_as<B: Backend>(be: B, wd: DType) -> MambaModel<B> {
+    let shape = SyntheticModel {
+        hidden: 32,
+        layers: 3,
+        state: 8,
+        conv: 4,
+        vocab: 64,
+        mamba2: None,
+    };
+    let bytes = shape.checkpoint(11, DType::F32).expect("checkpoint");
+    let weight_dtype = match wd {
+        DType::F16 => WeightDType::F16,
+        DType::BF16 => WeightDType::BF16,
+        _ => WeightDType::F32,
+    };
+    let opts = LoadOptions {
+        progress: false,
+        weight_dtype,
+        ..LoadOptions::default()
+    };
+    let m = MambaModel::from_bytes(be, shape.config_json().as_bytes(), &[&bytes], &opts);
+    let m = m.expect("load");
+    assert_eq!(m.weight_dtype(), wd, "weights stored as asked");
+    m
+}
+
+/// Decoding with the fused step equals decoding with the unfused one (ids and logits)
+/// on the same backend and against the exact CPU reference, for each weight dtype and
+/// batch 1 and 3; a fused-capable backend really takes the fused step there.
+pub fn check_fused_model<B: Backend + Clone>(be: &B, tol: f64) {
+    let prompts: &[&[u32]] = &[&[1, 2, 3, 4, 5], &[9, 8, 7], &[30, 31, 32, 33]];
+    for wd in [DType::F32, DType::F16, DType::BF16] {
+        let mut m = model_as(be.clone(), wd);
+        let mut reference = model_as(CpuBackend::new(), wd);
+        reference.set_fused_decode(false);
+        for batch in [1, 3] {
+            let p = &prompts[..batch];
+            assert!(m.uses_fused_decode(batch), "{}: fused step at batch {batch}", be.name());
+            let fused: Trace = decode_alone(&m, p, 6);
+            m.set_fused_decode(false);
+            let plain: Trace = decode_alone(&m, p, 6);
+            m.set_fused_decode(true);
+            let want: Trace = decode_alone(&reference, p, 6);
+            let what = format!("{} {wd:?} batch {batch}", be.name());
+            assert_same_trace(&format!("{what}: fused vs unfused"), &fused, &plain, tol);
+            assert_same_trace(&format!("{what}: fused vs CPU"), &fused, &want, tol);
+        }
+    }
+}
+
+/// Batched decode around the switch from the fused step (≤ 4 sequences) to the unfused
+/// GEMM step: every sequence of a batch of 3, 4, 5 or 8 decodes as it does alone.
+pub fn check_batched_decode<B: Backend + Clone>(be: &B, tol: f64) {
+    let m = small_model(be.clone(), 12, DType::F32);
+    let all: Vec<Vec<u32>> = (0..8u32).map(|i| vec![1 + i, 20 + 2 * i, 40 + i, 3]).collect();
+    assert!(m.uses_fused_decode(4) || be.fused_step_max_weight_bytes().is_none());
+    assert!(!m.uses_fused_decode(5));
+    for batch in [3, 4, 5, 8] {
+        let p: Vec<&[u32]> = all[..batch].iter().map(|v| v.as_slice()).collect();
+        let together = decode_alone(&m, &p, 5);
+        for (s, prompt) in p.iter().enumerate() {
+            let alone = decode_alone(&m, &[prompt], 5);
+            let mine: Trace = together
+                .iter()
+                .map(|(ids, logits)| {
+                    let v = logits.len() / batch;
+                    (vec![ids[s]], logits[s * v..(s + 1) * v].to_vec())
+                })
+                .collect();
+            let what = format!("{} batch {batch}, sequence {s}", be.name());
+            assert_same_trace(&what, &mine, &alone, tol);
+        }
+    }
+}
+
