@@ -98,7 +98,10 @@ __device__ void matmul_rows_impl(const MatmulParams& p, unsigned int bias_kind,
     }
     if (lane == 0) {
         const float bv = p.has_bias ? load_bias(bias, bias_kind, col) : 0.f;
-        for (unsigned int r = 0; r < mm; ++r) out[(size_t)(m0 + r) * p.n + col] = acc[r] + bv;
+        for (unsigned int r = 0; r < mm; ++r) {
+            float* o = out + (size_t)(m0 + r) * p.n + col;
+            *o = acc[r] + bv + (p.accumulate ? *o : 0.f);
+        }
     }
 }
 
@@ -131,9 +134,11 @@ extern "C" __global__ void widen_bf16(unsigned int len, const BF16* src, float* 
     widen_impl(len, src, dst);
 }
 
-// out[r, c] = bias[c] for the m x n output, before an accumulating SGEMM.
+// out[r, c] = bias[c] (+= with p.accumulate) for the m x n output, before an
+// accumulating SGEMM.
 extern "C" __global__ void bias_rows(MatmulParams p, unsigned int bias_kind, const void* bias,
                                      float* __restrict__ out) {
     const size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i < (size_t)p.m * p.n) out[i] = load_bias(bias, bias_kind, i % p.n);
+    if (i < (size_t)p.m * p.n)
+        out[i] = load_bias(bias, bias_kind, i % p.n) + (p.accumulate ? out[i] : 0.f);
 }

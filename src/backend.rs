@@ -196,19 +196,34 @@ pub trait Backend {
     /// The default refuses with [`crate::Error::Limit`].
     fn mixer_in(&self, call: MixerInCall<'_, Self::Buffer>) -> Result<()> {
         let _ = call;
-        Err(crate::Error::limit(self.name(), "mixer_in", "h", "not implemented on this backend"))
+        Err(crate::Error::limit(
+            self.name(),
+            "mixer_in",
+            "h",
+            "not implemented on this backend",
+        ))
     }
 
     /// `x_proj` of the fused decode step ([`crate::ops::x_proj`]).
     fn x_proj(&self, call: XProjCall<'_, Self::Buffer>) -> Result<()> {
         let _ = call;
-        Err(crate::Error::limit(self.name(), "x_proj", "xc", "not implemented on this backend"))
+        Err(crate::Error::limit(
+            self.name(),
+            "x_proj",
+            "xc",
+            "not implemented on this backend",
+        ))
     }
 
     /// `dt_proj` and the state update of the fused decode step ([`crate::ops::ssm_step`]).
     fn ssm_step(&self, call: SsmStepCall<'_, Self::Buffer>) -> Result<()> {
         let _ = call;
-        Err(crate::Error::limit(self.name(), "ssm_step", "xc", "not implemented on this backend"))
+        Err(crate::Error::limit(
+            self.name(),
+            "ssm_step",
+            "xc",
+            "not implemented on this backend",
+        ))
     }
 
     /// Elementwise op on f32 buffers: `out = op(a[, b])` ([`crate::ops::elementwise`]).

@@ -1,9 +1,10 @@
 //! Dependent dispatches per decode token on wgpu, for the layer counts of mamba-130m
 //! (24 layers; the count depends on the layers and the family, not on the widths, so
-//! narrow random models stand in). The bound is today's step — RMSNorm, the
-//! projections, conv, scan step, per layer, plus embedding, final norm and LM head —
-//! kept as a guard against regressions; issue 13's fused step is to bring it to ≤ 4
-//! per layer. The bench reports the same count (`examples/bench --json`).
+//! narrow random models stand in). Mamba-1 decodes with the fused step (four dispatches
+//! per layer, plus embedding, final norm and LM head): issue 13's bound is ≤ 100 per
+//! token at 24 layers, and ≤ 4 per layer. The unfused step (ten per layer) and Mamba-2's
+//! (twelve) are kept as regression guards. The bench reports the same count
+//! (`examples/bench --json`).
 
 #![cfg(feature = "wgpu")]
 
@@ -13,14 +14,16 @@ use mamba_gpu::DType;
 use mamba_gpu::model::{LoadOptions, Mamba2Shape, MambaModel, SyntheticModel};
 use mamba_gpu::wgpu::WgpuBackend;
 
-fn per_token(be: &WgpuBackend, shape: SyntheticModel) -> u64 {
+fn per_token(be: &WgpuBackend, shape: SyntheticModel, fused: bool) -> u64 {
     let bytes = shape.checkpoint(5, DType::F32).expect("checkpoint");
     let opts = LoadOptions {
         progress: false,
         ..LoadOptions::default()
     };
-    let m = MambaModel::from_bytes(be, shape.config_json().as_bytes(), &[&bytes], &opts)
+    let mut m = MambaModel::from_bytes(be, shape.config_json().as_bytes(), &[&bytes], &opts)
         .expect("model");
+    m.set_fused_decode(fused);
+    assert_eq!(m.uses_fused_decode(1), fused && shape.mamba2.is_none());
     let mut st = m.new_state(1).expect("state");
     m.prefill(&mut st, &[&[1, 2, 3]]).expect("prefill");
     m.greedy_ids(&mut st).expect("ids");
@@ -48,23 +51,28 @@ fn decode_dispatches_per_token() {
         vocab: 64,
         mamba2,
     };
-    let m1 = per_token(&be, narrow(None));
+    let fused = per_token(&be, narrow(None), true);
+    let m1 = per_token(&be, narrow(None), false);
     let m2 = per_token(
         &be,
         narrow(Some(Mamba2Shape {
             head_dim: 16,
             groups: 1,
         })),
+        true,
     );
     common::gpu::say(format!(
-        "wgpu decode step, 24 layers: Mamba-1 {m1} dispatches per token ({:.1} per layer), \
-         Mamba-2 {m2} ({:.1} per layer)",
-        m1 as f64 / 24.0,
+        "wgpu decode step, 24 layers: Mamba-1 fused {fused} dispatches per token ({:.1} per \
+         layer), unfused {m1}; Mamba-2 {m2} ({:.1} per layer)",
+        fused as f64 / 24.0,
         m2 as f64 / 24.0
     ));
-    // Today (244 for Mamba-1, the figure issue 13 measured independently): Mamba-1 10
-    // per layer + 4; Mamba-2 12 per layer + 4 (norm, five in_proj parts, three convs,
-    // ssd_scan, the grouped norm, out_proj). Fewer is the goal; more is a regression.
-    assert!(m1 > 24 && m1 <= 10 * 24 + 4, "Mamba-1: {m1}");
+    // Fused: embedding + 4 per layer + final norm + LM head = 99 at 24 layers.
+    assert!(fused > 24 && fused <= 4 * 24 + 3, "Mamba-1 fused: {fused}");
+    assert!(fused <= 100, "issue 13's bound: {fused}");
+    // Unfused Mamba-1: 10 per layer + 4 (244, the figure issue 13 measured); Mamba-2:
+    // 12 per layer + 4 (norm, five in_proj parts, three convs, ssd_scan, the grouped
+    // norm, out_proj). More is a regression.
+    assert!(m1 > 24 && m1 <= 10 * 24 + 4, "Mamba-1 unfused: {m1}");
     assert!(m2 > 24 && m2 <= 12 * 24 + 4, "Mamba-2: {m2}");
 }

@@ -6,12 +6,15 @@
 mod common;
 
 use common::Tol;
-use common::fused_checks::{check_batched_decode, check_fused_model, check_fused_ops};
-use mamba_gpu::CpuBackend;
+use common::fused_checks::{
+    check_batched_decode, check_fused_model, check_fused_ops, check_matmul_accumulate,
+};
 use mamba_gpu::cpu::Precision;
+use mamba_gpu::{Backend, CpuBackend};
 
 #[test]
 fn cpu_fused_ops_match_unfused() {
+    check_matmul_accumulate(&CpuBackend::with_precision(Precision::Fast), Tol::EXACTISH);
     check_fused_ops(&CpuBackend::new(), Tol::EXACTISH);
     check_fused_ops(&CpuBackend::with_precision(Precision::Fast), Tol::F32);
 }
@@ -34,6 +37,7 @@ mod wgpu {
     #[test]
     fn wgpu_fused_ops_match_unfused() {
         if let Some(be) = backend("fused ops") {
+            check_matmul_accumulate(&be, Tol::F32);
             check_fused_ops(&be, Tol::F32);
         }
     }
@@ -43,6 +47,40 @@ mod wgpu {
         if let Some(be) = backend("fused decode") {
             check_fused_model(&&be, 1e-4);
             check_batched_decode(&&be, 1e-4);
+        }
+    }
+}
+
+/// The CUDA backend has no fused kernels yet (it decodes with the unfused ops, which the
+/// CUDA tests cover); the accumulating matmul it does have, in the decode kernel, the
+/// cuBLAS path (modelled) and the kernel that stands in when libcublas is missing.
+#[cfg(feature = "cuda")]
+mod cuda_cpu {
+    use super::*;
+    use mamba_gpu::Error;
+    use mamba_gpu::cuda::{CudaCpuBackend, CudaCpuOptions};
+    use std::path::PathBuf;
+
+    #[test]
+    fn cuda_cpu_matmul_accumulates() {
+        for cublas in [true, false] {
+            let opts = CudaCpuOptions {
+                cublas,
+                build_dir: Some(PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("cuda-cpu")),
+                ..Default::default()
+            };
+            let be = match CudaCpuBackend::new(opts) {
+                Ok(be) => be,
+                Err(e @ Error::BackendUnavailable { .. })
+                    if std::env::var("MAMBA_CUDA_CPU").as_deref() == Ok("skip") =>
+                {
+                    eprintln!("cuda-cpu test SKIPPED (MAMBA_CUDA_CPU=skip): {e}");
+                    return;
+                }
+                Err(e) => panic!("the CPU execution model is unavailable: {e}"),
+            };
+            assert!(be.fused_step_max_weight_bytes().is_none());
+            check_matmul_accumulate(&be, Tol::F32);
         }
     }
 }

@@ -6,13 +6,13 @@
 //! pay here: a decode step streams the weights once either way and the activations
 //! between the ops (a few KiB per sequence) stay in cache.
 
+use super::Floats;
 use super::Precision;
 use super::causal_conv1d::causal_conv1d_update;
 use super::matmul::matmul;
 use super::rms_norm::rms_norm;
 use super::scan_lanes;
 use super::selective_state_update::{StepSlices, selective_state_update};
-use super::Floats;
 use crate::params::*;
 
 fn matmul_params(m: u32, n: u32, k: u32) -> MatmulParams {
@@ -59,18 +59,19 @@ pub(crate) fn mixer_in(
 }
 
 /// `dbc[b] = [w_dt; w_b; w_c] · xc[b]`.
-pub(crate) fn x_proj(
-    p: &StepProjParams,
-    xc: &[f32],
-    w: [Floats<'_>; 3],
-    dbc: &mut [f32],
-) {
+pub(crate) fn x_proj(p: &StepProjParams, xc: &[f32], w: [Floats<'_>; 3], dbc: &mut [f32]) {
     let (b, r, n) = (p.batch as usize, p.dt_rank as usize, p.dstate as usize);
     let width = r + 2 * n;
     let mut col = 0;
     for (wi, rows) in w.into_iter().zip([r, n, n]) {
         let mut part = vec![0f32; b * rows];
-        matmul(&matmul_params(p.batch, rows as u32, p.d_inner), xc, wi, None, &mut part);
+        matmul(
+            &matmul_params(p.batch, rows as u32, p.d_inner),
+            xc,
+            wi,
+            None,
+            &mut part,
+        );
         for (row, src) in dbc.chunks_exact_mut(width).zip(part.chunks_exact(rows)) {
             row[col..col + rows].copy_from_slice(src);
         }
@@ -111,9 +112,16 @@ pub(crate) fn ssm_step(
     };
     let (dt_low, bm, cm) = (part(0, r), part(r, n), part(r + n, n));
     let mut dt = vec![0f32; b * e];
-    matmul(&matmul_params(p.batch, p.d_inner, p.dt_rank), &dt_low, i.dt_proj, None, &mut dt);
+    matmul(
+        &matmul_params(p.batch, p.d_inner, p.dt_rank),
+        &dt_low,
+        i.dt_proj,
+        None,
+        &mut dt,
+    );
     let mut sp: StepParams = bytemuck::Zeroable::zeroed();
-    (sp.batch, sp.dim, sp.dstate, sp.group_dim, sp.groups) = (p.batch, p.d_inner, p.dstate, p.d_inner, 1);
+    (sp.batch, sp.dim, sp.dstate, sp.group_dim, sp.groups) =
+        (p.batch, p.d_inner, p.dstate, p.d_inner, 1);
     (sp.has_d, sp.has_z, sp.has_dt_bias, sp.dt_softplus) = (1, 1, 1, 1);
     let s = StepSlices {
         x: i.xc,

@@ -54,7 +54,12 @@ pub(super) fn matmul(
         alpha: 1.0f32,
         lda: k,
         ldb: k,
-        beta: if p.has_bias != 0 { 1.0 } else { 0.0 },
+        // Accumulate into what is there: the bias written above, or the old out.
+        beta: if p.has_bias != 0 || p.accumulate != 0 {
+            1.0
+        } else {
+            0.0
+        },
         ldc: n,
     };
     let widened;

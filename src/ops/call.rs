@@ -97,7 +97,9 @@
 
 use std::marker::PhantomData;
 
-use super::{Elementwise, MixerInInputs, ScanInputs, SsdInputs, SsmStepInputs, StateIo, StepInputs};
+use super::{
+    Elementwise, MixerInInputs, ScanInputs, SsdInputs, SsmStepInputs, StateIo, StepInputs,
+};
 use crate::backend::ReplayKey;
 use crate::error::Result;
 use crate::params::*;

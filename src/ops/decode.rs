@@ -56,7 +56,12 @@ fn batch_of<B: DeviceBuffer>(op: &'static str, name: &'static str, t: &B) -> Res
     Ok(batch)
 }
 
-fn weight<B: DeviceBuffer>(op: &'static str, name: &'static str, w: &B, exp: &[usize]) -> Result<()> {
+fn weight<B: DeviceBuffer>(
+    op: &'static str,
+    name: &'static str,
+    w: &B,
+    exp: &[usize],
+) -> Result<()> {
     check_dtype(op, name, w, FLOATS, "f32, f16 or bf16")?;
     check_shape(op, name, w, exp)?;
     check_numel(op, name, w)

@@ -307,12 +307,7 @@ pub fn matmul<Bk: Backend>(
 }
 
 /// The checks of [`matmul`] (and of [`matmul_accumulate`]).
-fn matmul_params<B: DeviceBuffer>(
-    x: &B,
-    w: &B,
-    bias: Option<&B>,
-    out: &B,
-) -> Result<MatmulParams> {
+fn matmul_params<B: DeviceBuffer>(x: &B, w: &B, bias: Option<&B>, out: &B) -> Result<MatmulParams> {
     const OP: &str = "matmul";
     check_f32(OP, "x", x)?;
     check_dtype(OP, "w", w, FLOATS, "f32, f16 or bf16")?;

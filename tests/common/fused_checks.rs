@@ -3,7 +3,6 @@
 //! decodes with the fused step against the unfused step; batched decode around the
 //! switch from the fused (matrix-vector) step to the unfused (GEMM) one.
 
-
 use mamba_gpu::model::{LoadOptions, MambaModel, SyntheticModel, WeightDType};
 use mamba_gpu::ops::{self, MixerInInputs, SsmStepInputs, StepInputs};
 use mamba_gpu::{Backend, CpuBackend, DType};
@@ -49,7 +48,14 @@ struct Data {
 
 fn data(c: &FusedCase, seed: u64) -> Data {
     let mut g = Gen::new(seed);
-    let FusedCase { batch, d, e, n, k, r } = *c;
+    let FusedCase {
+        batch,
+        d,
+        e,
+        n,
+        k,
+        r,
+    } = *c;
     let scaled = |g: &mut Gen, len: usize, s: f32| -> Vec<f32> {
         g.normal(len).into_iter().map(|v| v * s).collect()
     };
@@ -75,10 +81,20 @@ fn data(c: &FusedCase, seed: u64) -> Data {
 
 /// One layer's fused decode step on `be`, weights stored as `wd`; outputs poisoned first.
 fn fused<B: Backend>(be: &B, c: &FusedCase, x: &Data, wd: DType) -> StepOut {
-    let FusedCase { batch, d, e, n, k, r } = *c;
+    let FusedCase {
+        batch,
+        d,
+        e,
+        n,
+        k,
+        r,
+    } = *c;
     let mut h = up(be, &x.h, &[batch, d]);
     let norm_w = up_as(be, &x.norm_w, &[d], wd);
-    let (w_x, w_z) = (up_as(be, &x.w_x, &[e, d], wd), up_as(be, &x.w_z, &[e, d], wd));
+    let (w_x, w_z) = (
+        up_as(be, &x.w_x, &[e, d], wd),
+        up_as(be, &x.w_z, &[e, d], wd),
+    );
     let conv_w = up(be, &x.conv_w, &[e, k]);
     let conv_b = up(be, &x.conv_b, &[e]);
     let mut conv_state = up(be, &x.conv_state, &[batch, e, k - 1]);
@@ -94,11 +110,18 @@ fn fused<B: Backend>(be: &B, c: &FusedCase, x: &Data, wd: DType) -> StepOut {
     };
     ops::mixer_in(be, &inputs, &mut conv_state, &mut xc, &mut z).expect("mixer_in");
     let w_dt = up_as(be, &x.w_dt, &[r, e], wd);
-    let (w_b, w_c) = (up_as(be, &x.w_b, &[n, e], wd), up_as(be, &x.w_c, &[n, e], wd));
+    let (w_b, w_c) = (
+        up_as(be, &x.w_b, &[n, e], wd),
+        up_as(be, &x.w_c, &[n, e], wd),
+    );
     let mut dbc = poison(be, &[batch, r + 2 * n]);
     ops::x_proj(be, &xc, &w_dt, &w_b, &w_c, &mut dbc).expect("x_proj");
     let dt_proj = up_as(be, &x.dt_proj, &[e, r], wd);
-    let (dt_bias, a, dd) = (up(be, &x.dt_bias, &[e]), up(be, &x.a, &[e, n]), up(be, &x.d, &[e]));
+    let (dt_bias, a, dd) = (
+        up(be, &x.dt_bias, &[e]),
+        up(be, &x.a, &[e, n]),
+        up(be, &x.d, &[e]),
+    );
     let mut ssm = up(be, &x.ssm, &[batch, e, n]);
     let mut y = poison(be, &[batch, e]);
     let inputs = SsmStepInputs {
@@ -119,7 +142,14 @@ fn fused<B: Backend>(be: &B, c: &FusedCase, x: &Data, wd: DType) -> StepOut {
 /// The same layer step from the unfused ops on the exact CPU reference.
 fn unfused(c: &FusedCase, x: &Data, wd: DType) -> StepOut {
     let be = &CpuBackend::new();
-    let FusedCase { batch, d, e, n, k, r } = *c;
+    let FusedCase {
+        batch,
+        d,
+        e,
+        n,
+        k,
+        r,
+    } = *c;
     let h = up(be, &x.h, &[batch, d]);
     let norm_w = up_as(be, &x.norm_w, &[d], wd);
     let mut normed = poison(be, &[batch, d]);
@@ -136,13 +166,25 @@ fn unfused(c: &FusedCase, x: &Data, wd: DType) -> StepOut {
     let conv_b = up(be, &x.conv_b, &[e]);
     let mut conv_state = up(be, &x.conv_state, &[batch, e, k - 1]);
     let mut xc = poison(be, &[batch, e]);
-    ops::causal_conv1d_update(be, &xr, &conv_w, Some(&conv_b), true, &mut conv_state, &mut xc)
-        .expect("conv update");
+    ops::causal_conv1d_update(
+        be,
+        &xr,
+        &conv_w,
+        Some(&conv_b),
+        true,
+        &mut conv_state,
+        &mut xc,
+    )
+    .expect("conv update");
     let dt_low = mm(&xc, &x.w_dt, r, e);
     let bm = mm(&xc, &x.w_b, n, e);
     let cm = mm(&xc, &x.w_c, n, e);
     let dt = mm(&dt_low, &x.dt_proj, e, r);
-    let (dt_bias, a, dd) = (up(be, &x.dt_bias, &[e]), up(be, &x.a, &[e, n]), up(be, &x.d, &[e]));
+    let (dt_bias, a, dd) = (
+        up(be, &x.dt_bias, &[e]),
+        up(be, &x.a, &[e, n]),
+        up(be, &x.d, &[e]),
+    );
     let mut ssm = up(be, &x.ssm, &[batch, e, n]);
     let mut y = poison(be, &[batch, e]);
     let inputs = StepInputs {
@@ -181,10 +223,38 @@ fn unfused(c: &FusedCase, x: &Data, wd: DType) -> StepOut {
 /// batch 1 and 3 (130m-like ratios at a small width, plus odd sizes).
 pub fn check_fused_ops<B: Backend>(be: &B, tol: Tol) {
     let cases = [
-        FusedCase { batch: 1, d: 64, e: 128, n: 16, k: 4, r: 4 },
-        FusedCase { batch: 3, d: 48, e: 96, n: 16, k: 4, r: 3 },
-        FusedCase { batch: 4, d: 37, e: 75, n: 5, k: 3, r: 7 },
-        FusedCase { batch: 2, d: 300, e: 600, n: 16, k: 4, r: 19 },
+        FusedCase {
+            batch: 1,
+            d: 64,
+            e: 128,
+            n: 16,
+            k: 4,
+            r: 4,
+        },
+        FusedCase {
+            batch: 3,
+            d: 48,
+            e: 96,
+            n: 16,
+            k: 4,
+            r: 3,
+        },
+        FusedCase {
+            batch: 4,
+            d: 37,
+            e: 75,
+            n: 5,
+            k: 3,
+            r: 7,
+        },
+        FusedCase {
+            batch: 2,
+            d: 300,
+            e: 600,
+            n: 16,
+            k: 4,
+            r: 19,
+        },
     ];
     const NAMES: [&str; 7] = ["xc", "z", "dbc", "y", "residual", "conv state", "ssm state"];
     for (i, c) in cases.iter().enumerate() {
@@ -193,7 +263,12 @@ pub fn check_fused_ops<B: Backend>(be: &B, tol: Tol) {
             let got = fused(be, c, &x, wd);
             let want = unfused(c, &x, wd);
             for ((g, w), name) in got.iter().zip(&want).zip(NAMES) {
-                assert_close(&format!("{} fused {name}, {c:?}, {wd:?}", be.name()), g, w, tol);
+                assert_close(
+                    &format!("{} fused {name}, {c:?}, {wd:?}", be.name()),
+                    g,
+                    w,
+                    tol,
+                );
             }
         }
     }
@@ -238,7 +313,11 @@ pub fn check_fused_model<B: Backend + Clone>(be: &B, tol: f64) {
         reference.set_fused_decode(false);
         for batch in [1, 3] {
             let p = &prompts[..batch];
-            assert!(m.uses_fused_decode(batch), "{}: fused step at batch {batch}", be.name());
+            assert!(
+                m.uses_fused_decode(batch),
+                "{}: fused step at batch {batch}",
+                be.name()
+            );
             let fused: Trace = decode_alone(&m, p, 6);
             m.set_fused_decode(false);
             let plain: Trace = decode_alone(&m, p, 6);
@@ -255,7 +334,9 @@ pub fn check_fused_model<B: Backend + Clone>(be: &B, tol: f64) {
 /// GEMM step: every sequence of a batch of 3, 4, 5 or 8 decodes as it does alone.
 pub fn check_batched_decode<B: Backend + Clone>(be: &B, tol: f64) {
     let m = small_model(be.clone(), 12, DType::F32);
-    let all: Vec<Vec<u32>> = (0..8u32).map(|i| vec![1 + i, 20 + 2 * i, 40 + i, 3]).collect();
+    let all: Vec<Vec<u32>> = (0..8u32)
+        .map(|i| vec![1 + i, 20 + 2 * i, 40 + i, 3])
+        .collect();
     assert!(m.uses_fused_decode(4) || be.fused_step_max_weight_bytes().is_none());
     assert!(!m.uses_fused_decode(5));
     for batch in [3, 4, 5, 8] {
@@ -276,3 +357,50 @@ pub fn check_batched_decode<B: Backend + Clone>(be: &B, tol: f64) {
     }
 }
 
+/// `matmul_accumulate` on `be` equals `out₀ + x·wᵀ (+ bias)` from the CPU reference's
+/// plain matmul, for the decode kernel (m ≤ 4), the GEMM path (m = 9, 70) and every
+/// weight dtype, with and without a bias.
+pub fn check_matmul_accumulate<B: Backend>(be: &B, tol: Tol) {
+    let cpu = &CpuBackend::new();
+    for (i, (m, n, k)) in [(1, 37, 64), (3, 64, 48), (9, 33, 40), (70, 65, 17)]
+        .into_iter()
+        .enumerate()
+    {
+        for wd in [DType::F32, DType::F16, DType::BF16] {
+            for bias in [false, true] {
+                let mut g = Gen::new(90 + i as u64);
+                let (xv, wv, bv, ov) = (
+                    g.normal(m * k),
+                    g.normal(n * k),
+                    g.normal(n),
+                    g.normal(m * n),
+                );
+                let run = |target: &B| {
+                    let x = up(target, &xv, &[m, k]);
+                    let w = up_as(target, &wv, &[n, k], wd);
+                    let b = bias.then(|| up_as(target, &bv, &[n], wd));
+                    let mut out = up(target, &ov, &[m, n]);
+                    ops::matmul_accumulate(target, &x, &w, b.as_ref(), &mut out)
+                        .expect("accumulate");
+                    down(target, &out)
+                };
+                let got = run(be);
+                let x = up(cpu, &xv, &[m, k]);
+                let w = up_as(cpu, &wv, &[n, k], wd);
+                let b = bias.then(|| up_as(cpu, &bv, &[n], wd));
+                let mut prod = poison(cpu, &[m, n]);
+                ops::matmul(cpu, &x, &w, b.as_ref(), &mut prod).expect("matmul");
+                let want: Vec<f32> = ov
+                    .iter()
+                    .zip(down(cpu, &prod))
+                    .map(|(a, b)| a + b)
+                    .collect();
+                let what = format!(
+                    "{} matmul_accumulate {m}x{n}x{k} {wd:?} bias {bias}",
+                    be.name()
+                );
+                assert_close(&what, &got, &want, tol);
+            }
+        }
+    }
+}

@@ -154,7 +154,8 @@ fn run_matmul(
         return be.launch(&l, a);
     }
     // The cuBLAS path: bias pre-fill and widening run as kernels, the SGEMM is a host
-    // loop standing in for cuBLAS (out = x · wᵀ + beta · out, beta = 1 with a bias).
+    // loop standing in for cuBLAS (out = x · wᵀ + beta · out, beta = 1 with a bias or
+    // with accumulate).
     if p.has_bias != 0 {
         let b = bias.ok_or_else(|| Error::Device {
             backend: BACKEND,
@@ -184,7 +185,11 @@ fn run_matmul(
             for j in 0..k {
                 acc += xs[r * k + j] * w32[c * k + j];
             }
-            let prev = if p.has_bias != 0 { o[r * n + c] } else { 0.0 };
+            let prev = if p.has_bias != 0 || p.accumulate != 0 {
+                o[r * n + c]
+            } else {
+                0.0
+            };
             o[r * n + c] = acc + prev;
         }
     }
