@@ -327,7 +327,7 @@ fn param_layouts_and_bindings_match_the_host() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
     assert_eq!(
         structs_checked.len(),
-        11,
+        13,
         "uniform structs seen: {structs_checked:?}"
     );
 }
