@@ -337,7 +337,7 @@ fn matmul_params<B: DeviceBuffer>(x: &B, w: &B, bias: Option<&B>, out: &B) -> Re
     *exp.last_mut().expect("x has rank >= 1") = n;
     check_f32(OP, "out", out)?;
     check_shape(OP, "out", out, &exp)?;
-    for (name, t) in [("x", x), ("w", w), ("out", &*out)] {
+    for (name, t) in [("x", x), ("w", w), ("out", out)] {
         check_numel(OP, name, t)?;
     }
     let [m, n, k] = u32s(OP, [m, n, k])?;
