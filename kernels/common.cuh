@@ -126,6 +126,17 @@ __device__ __forceinline__ unsigned short f32_to_bf16_bits(float f) {
     return (unsigned short)(x >> 16);
 }
 
+// A small tensor whose float type is chosen at run time (a bias, a norm weight):
+// KIND_F32 / KIND_F16 / KIND_BF16 (src/cuda/geometry.rs, `bias_kind`).
+#define KIND_F32 0u
+#define KIND_F16 1u
+#define KIND_BF16 2u
+__device__ __forceinline__ float load_kind(const void* b, unsigned int kind, size_t i) {
+    if (kind == KIND_F16) return ld(static_cast<const F16*>(b), i);
+    if (kind == KIND_BF16) return ld(static_cast<const BF16*>(b), i);
+    return ld(static_cast<const float*>(b), i);
+}
+
 // ---- Math (as the CPU reference's helpers in src/cpu/common.rs) ----
 
 #define LOG2E 1.4426950408889634f
@@ -137,4 +148,40 @@ __device__ __forceinline__ float softplus_f(float x) {
 
 __device__ __forceinline__ float silu_f(float x) {
     return x / (1.f + expf(-x));
+}
+
+// ---- The state update of one channel (selective_state_update.cu, decode_step.cu) ----
+
+// h[k] = exp(dt * A[k]) * h[k] + dt * x * B[k] for the N states of one channel, in
+// place (float4 when N is a multiple of 4 and the rows are 16-byte aligned: B and C of
+// the fused step sit at any offset of their row); returns sum_k C[k] * h[k].
+__device__ __forceinline__ float state_update_row(float dt, float xv, const float* __restrict__ ap,
+                                                  const float* __restrict__ bp,
+                                                  const float* __restrict__ cp,
+                                                  float* __restrict__ hp, unsigned int N) {
+    const float dtx = dt * xv;
+    const float dt2 = dt * LOG2E;
+    float y = 0.f;
+    const size_t addr = (size_t)ap | (size_t)bp | (size_t)cp | (size_t)hp;
+    if (N % 4 == 0 && addr % 16 == 0) {
+        for (unsigned int k = 0; k < N; k += 4) {
+            float4 h = *reinterpret_cast<const float4*>(hp + k);
+            float4 a = *reinterpret_cast<const float4*>(ap + k);
+            float4 bb = *reinterpret_cast<const float4*>(bp + k);
+            float4 cc = *reinterpret_cast<const float4*>(cp + k);
+            h.x = exp2f(dt2 * a.x) * h.x + dtx * bb.x;
+            h.y = exp2f(dt2 * a.y) * h.y + dtx * bb.y;
+            h.z = exp2f(dt2 * a.z) * h.z + dtx * bb.z;
+            h.w = exp2f(dt2 * a.w) * h.w + dtx * bb.w;
+            y += cc.x * h.x + cc.y * h.y + cc.z * h.z + cc.w * h.w;
+            *reinterpret_cast<float4*>(hp + k) = h;
+        }
+    } else {
+        for (unsigned int k = 0; k < N; ++k) {
+            float h = exp2f(dt2 * ap[k]) * hp[k] + dtx * bp[k];
+            y += cp[k] * h;
+            hp[k] = h;
+        }
+    }
+    return y;
 }

@@ -13,14 +13,9 @@
 #define MAXM 8
 #define WARPS 8
 
-// The bias may have another float type than the weight: BIAS_F32 / BIAS_F16 / BIAS_BF16.
-#define BIAS_F32 0u
-#define BIAS_F16 1u
-#define BIAS_BF16 2u
+// The bias may have another float type than the weight (`load_kind` of common.cuh).
 __device__ __forceinline__ float load_bias(const void* b, unsigned int kind, size_t i) {
-    if (kind == BIAS_F16) return ld(static_cast<const F16*>(b), i);
-    if (kind == BIAS_BF16) return ld(static_cast<const BF16*>(b), i);
-    return ld(static_cast<const float*>(b), i);
+    return load_kind(b, kind, i);
 }
 
 // Eight consecutive weights starting at an index that is a multiple of 8 (16 bytes for

@@ -2,7 +2,8 @@
 // src/cpu/selective_state_update.rs::selective_state_update. Launched from src/cuda/ops.rs.
 //
 // One thread per (batch, channel): it reads the channel's N states (float4 when N is a
-// multiple of 4), updates them in registers, writes them back in place and writes
+// multiple of 4; `state_update_row` of common.cuh), updates them in registers, writes
+// them back in place and writes
 //   out = (sum_n C[n] * h[n] + D * x) * silu(z).
 // B/C (batch, G, N) are the same for every channel of a group, so they are served by
 // L1 to the threads of a warp.
@@ -35,30 +36,7 @@ extern "C" __global__ void selective_state_update(
     const float xv = x[bd];
     float dt = dt_raw[bd] + (p.has_dt_bias ? dt_bias[d] : 0.f);
     if (p.dt_softplus) dt = softplus_f(dt);
-    const float dtx = dt * xv;
-    const float dt2 = dt * LOG2E;
-
-    float y = 0.f;
-    if (N % 4 == 0) {
-        for (unsigned int k = 0; k < N; k += 4) {
-            float4 h = *reinterpret_cast<const float4*>(hp + k);
-            float4 a = *reinterpret_cast<const float4*>(ap + k);
-            float4 bb = *reinterpret_cast<const float4*>(bp + k);
-            float4 cc = *reinterpret_cast<const float4*>(cp + k);
-            h.x = exp2f(dt2 * a.x) * h.x + dtx * bb.x;
-            h.y = exp2f(dt2 * a.y) * h.y + dtx * bb.y;
-            h.z = exp2f(dt2 * a.z) * h.z + dtx * bb.z;
-            h.w = exp2f(dt2 * a.w) * h.w + dtx * bb.w;
-            y += cc.x * h.x + cc.y * h.y + cc.z * h.z + cc.w * h.w;
-            *reinterpret_cast<float4*>(hp + k) = h;
-        }
-    } else {
-        for (unsigned int k = 0; k < N; ++k) {
-            float h = exp2f(dt2 * ap[k]) * hp[k] + dtx * bp[k];
-            y += cp[k] * h;
-            hp[k] = h;
-        }
-    }
+    float y = state_update_row(dt, xv, ap, bp, cp, hp, N);
     if (p.has_d) y += Dv[d] * xv;
     if (p.has_z) y *= silu_f(z[bd]);
     out[bd] = y;

@@ -9,8 +9,8 @@ use common::Tol;
 use common::fused_checks::{
     check_batched_decode, check_fused_model, check_fused_ops, check_matmul_accumulate,
 };
+use mamba_gpu::CpuBackend;
 use mamba_gpu::cpu::Precision;
-use mamba_gpu::{Backend, CpuBackend};
 
 #[test]
 fn cpu_fused_ops_match_unfused() {
@@ -51,9 +51,9 @@ mod wgpu {
     }
 }
 
-/// The CUDA backend has no fused kernels yet (it decodes with the unfused ops, which the
-/// CUDA tests cover); the accumulating matmul it does have, in the decode kernel, the
-/// cuBLAS path (modelled) and the kernel that stands in when libcublas is missing.
+/// The CUDA backend's fused kernels (`kernels/decode_step.cu`) and its accumulating
+/// matmul (the decode kernel, the modelled cuBLAS path, and the kernel that stands in
+/// when libcublas is missing) on the CPU execution model.
 #[cfg(feature = "cuda")]
 mod cuda_cpu {
     use super::*;
@@ -61,26 +61,45 @@ mod cuda_cpu {
     use mamba_gpu::cuda::{CudaCpuBackend, CudaCpuOptions};
     use std::path::PathBuf;
 
+    fn make(cublas: bool) -> Option<CudaCpuBackend> {
+        let opts = CudaCpuOptions {
+            cublas,
+            build_dir: Some(PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("cuda-cpu")),
+            ..Default::default()
+        };
+        match CudaCpuBackend::new(opts) {
+            Ok(be) => Some(be),
+            Err(e @ Error::BackendUnavailable { .. })
+                if std::env::var("MAMBA_CUDA_CPU").as_deref() == Ok("skip") =>
+            {
+                eprintln!("cuda-cpu test SKIPPED (MAMBA_CUDA_CPU=skip): {e}");
+                None
+            }
+            Err(e) => panic!("the CPU execution model is unavailable: {e}"),
+        }
+    }
+
     #[test]
     fn cuda_cpu_matmul_accumulates() {
         for cublas in [true, false] {
-            let opts = CudaCpuOptions {
-                cublas,
-                build_dir: Some(PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("cuda-cpu")),
-                ..Default::default()
-            };
-            let be = match CudaCpuBackend::new(opts) {
-                Ok(be) => be,
-                Err(e @ Error::BackendUnavailable { .. })
-                    if std::env::var("MAMBA_CUDA_CPU").as_deref() == Ok("skip") =>
-                {
-                    eprintln!("cuda-cpu test SKIPPED (MAMBA_CUDA_CPU=skip): {e}");
-                    return;
-                }
-                Err(e) => panic!("the CPU execution model is unavailable: {e}"),
-            };
-            assert!(be.fused_step_max_weight_bytes().is_none());
-            check_matmul_accumulate(&be, Tol::F32);
+            if let Some(be) = make(cublas) {
+                check_matmul_accumulate(&be, Tol::F32);
+            }
+        }
+    }
+
+    #[test]
+    fn cuda_cpu_fused_ops_match_unfused() {
+        if let Some(be) = make(true) {
+            check_fused_ops(&be, Tol::F32);
+        }
+    }
+
+    #[test]
+    fn cuda_cpu_fused_decode_matches_unfused() {
+        if let Some(be) = make(true) {
+            check_fused_model(&&be, 1e-4);
+            check_batched_decode(&&be, 1e-4);
         }
     }
 }

@@ -120,6 +120,39 @@ pub fn selective_state_update(p: &StepParams) -> Launch {
 }
 
 // ---------------------------------------------------------------------------------------
+// The fused decode step.
+
+/// Must match WARPS in kernels/decode_step.cu: weight rows per block, one warp each.
+pub const STEP_WARPS: u32 = 8;
+
+fn step_rows(kernel: Kernel, rows: u32) -> Launch {
+    Launch {
+        kernel,
+        grid: (rows.div_ceil(STEP_WARPS), 1, 1),
+        block: (STEP_WARPS * 32, 1, 1),
+        shared_bytes: 0,
+    }
+}
+
+/// One warp per row of `[x; z]` (2·E rows).
+pub fn mixer_in(p: &MixerInParams, w: DType) -> Result<Launch> {
+    let f = Float::of("mixer_in", "w_x", w)?;
+    Ok(step_rows(Kernel::MixerIn(f), 2 * p.d_inner))
+}
+
+/// One warp per row of `[w_dt; w_b; w_c]` (R + 2N rows).
+pub fn x_proj(p: &StepProjParams, w: DType) -> Result<Launch> {
+    let f = Float::of("x_proj", "w_dt", w)?;
+    Ok(step_rows(Kernel::XProj(f), p.dt_rank + 2 * p.dstate))
+}
+
+/// One thread per (sequence, channel).
+pub fn ssm_step(p: &StepProjParams, w: DType) -> Result<Launch> {
+    let f = Float::of("ssm_step", "dt_proj", w)?;
+    Ok(grid1d(Kernel::SsmStep(f), p.batch * p.d_inner))
+}
+
+// ---------------------------------------------------------------------------------------
 // Causal conv1d.
 
 pub fn causal_conv1d(p: &ConvParams) -> Launch {

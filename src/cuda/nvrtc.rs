@@ -51,6 +51,7 @@ pub const COMMON_HEADER: KernelSource = KernelSource {
 
 pub const SELECTIVE_SCAN: KernelSource = kernel!("selective_scan");
 pub const SELECTIVE_STATE_UPDATE: KernelSource = kernel!("selective_state_update");
+pub const DECODE_STEP: KernelSource = kernel!("decode_step");
 pub const SSD_SCAN: KernelSource = kernel!("ssd_scan");
 pub const CAUSAL_CONV1D: KernelSource = kernel!("causal_conv1d");
 pub const RMS_NORM: KernelSource = kernel!("rms_norm");
@@ -64,6 +65,7 @@ pub const MATMUL: KernelSource = kernel!("matmul");
 pub const KERNELS: &[KernelSource] = &[
     SELECTIVE_SCAN,
     SELECTIVE_STATE_UPDATE,
+    DECODE_STEP,
     SSD_SCAN,
     CAUSAL_CONV1D,
     RMS_NORM,
@@ -113,6 +115,10 @@ pub enum Kernel {
     CausalConv1dUpdate,
     /// Instantiated on the weight type.
     RmsNorm(Float),
+    /// The fused decode step (`decode_step.cu`), instantiated on the projections' type.
+    MixerIn(Float),
+    XProj(Float),
+    SsmStep(Float),
     /// Instantiated on the table type.
     Embedding(Float),
     Elementwise,
@@ -142,6 +148,15 @@ impl Kernel {
         Kernel::RmsNorm(Float::F32),
         Kernel::RmsNorm(Float::F16),
         Kernel::RmsNorm(Float::BF16),
+        Kernel::MixerIn(Float::F32),
+        Kernel::MixerIn(Float::F16),
+        Kernel::MixerIn(Float::BF16),
+        Kernel::XProj(Float::F32),
+        Kernel::XProj(Float::F16),
+        Kernel::XProj(Float::BF16),
+        Kernel::SsmStep(Float::F32),
+        Kernel::SsmStep(Float::F16),
+        Kernel::SsmStep(Float::BF16),
         Kernel::Embedding(Float::F32),
         Kernel::Embedding(Float::F16),
         Kernel::Embedding(Float::BF16),
@@ -166,6 +181,7 @@ impl Kernel {
                 &CAUSAL_CONV1D
             }
             Kernel::RmsNorm(_) => &RMS_NORM,
+            Kernel::MixerIn(_) | Kernel::XProj(_) | Kernel::SsmStep(_) => &DECODE_STEP,
             Kernel::Embedding(_) => &EMBEDDING,
             Kernel::Elementwise => &ELEMENTWISE,
             Kernel::Argmax => &ARGMAX,
@@ -189,6 +205,15 @@ impl Kernel {
             Kernel::RmsNorm(F32) => "rms_norm_f32",
             Kernel::RmsNorm(F16) => "rms_norm_f16",
             Kernel::RmsNorm(BF16) => "rms_norm_bf16",
+            Kernel::MixerIn(F32) => "mixer_in_f32",
+            Kernel::MixerIn(F16) => "mixer_in_f16",
+            Kernel::MixerIn(BF16) => "mixer_in_bf16",
+            Kernel::XProj(F32) => "x_proj_f32",
+            Kernel::XProj(F16) => "x_proj_f16",
+            Kernel::XProj(BF16) => "x_proj_bf16",
+            Kernel::SsmStep(F32) => "ssm_step_f32",
+            Kernel::SsmStep(F16) => "ssm_step_f16",
+            Kernel::SsmStep(BF16) => "ssm_step_bf16",
             Kernel::Embedding(F32) => "embedding_f32",
             Kernel::Embedding(F16) => "embedding_f16",
             Kernel::Embedding(BF16) => "embedding_bf16",

@@ -608,6 +608,22 @@ impl Backend for CudaBackend {
         ssd_scan(self, p, inputs, state.buffer(), out)
     }
 
+    fn fused_step_max_weight_bytes(&self) -> Option<u64> {
+        Some(u64::MAX)
+    }
+
+    fn mixer_in(&self, call: MixerInCall<'_, CudaBuffer>) -> Result<()> {
+        super::decode_step::mixer_in(self, call)
+    }
+
+    fn x_proj(&self, call: XProjCall<'_, CudaBuffer>) -> Result<()> {
+        super::decode_step::x_proj(self, call)
+    }
+
+    fn ssm_step(&self, call: SsmStepCall<'_, CudaBuffer>) -> Result<()> {
+        super::decode_step::ssm_step(self, call)
+    }
+
     fn selective_state_update(&self, call: StepCall<'_, CudaBuffer>) -> Result<()> {
         let StepCall {
             p,

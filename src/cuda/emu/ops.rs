@@ -99,6 +99,54 @@ fn run_step(
     be.launch(&geo::selective_state_update(p), a)
 }
 
+fn run_mixer_in(be: &CudaCpuBackend, call: MixerInCall<'_, CudaCpuBuffer>) -> Result<()> {
+    let MixerInCall {
+        p,
+        inputs: i,
+        conv_state,
+        xc,
+        z,
+    } = call;
+    let norm_kind = geo::bias_kind(Some(i.norm_w.dtype));
+    let mut a = Args::new(p);
+    a.val(&norm_kind)
+        .f32(i.h)?
+        .buf(i.norm_w)
+        .buf(i.w_x)
+        .buf(i.w_z);
+    a.f32(i.conv_w)?.opt(i.conv_b, &be.dummy);
+    a.f32(conv_state)?.f32(xc)?.f32(z)?;
+    be.launch(&geo::mixer_in(p, i.w_x.dtype)?, a)
+}
+
+fn run_x_proj(be: &CudaCpuBackend, call: XProjCall<'_, CudaCpuBuffer>) -> Result<()> {
+    let XProjCall {
+        p,
+        xc,
+        w_dt,
+        w_b,
+        w_c,
+        dbc,
+    } = call;
+    let mut a = Args::new(p);
+    a.f32(xc)?.buf(w_dt).buf(w_b).buf(w_c).f32(dbc)?;
+    be.launch(&geo::x_proj(p, w_dt.dtype)?, a)
+}
+
+fn run_ssm_step(be: &CudaCpuBackend, call: SsmStepCall<'_, CudaCpuBuffer>) -> Result<()> {
+    let SsmStepCall {
+        p,
+        inputs: i,
+        state,
+        y,
+    } = call;
+    let mut a = Args::new(p);
+    a.f32(i.xc)?.f32(i.dbc)?.f32(i.z)?.buf(i.dt_proj);
+    a.f32(i.dt_bias)?.f32(i.a)?.f32(i.d)?;
+    a.f32(state)?.f32(y)?;
+    be.launch(&geo::ssm_step(p, i.dt_proj.dtype)?, a)
+}
+
 #[allow(clippy::too_many_arguments)]
 fn run_conv(
     be: &CudaCpuBackend,
@@ -361,6 +409,22 @@ impl Backend for CudaCpuBackend {
             out,
         } = call;
         run_ssd(self, p, inputs, state.buffer(), out)
+    }
+
+    fn fused_step_max_weight_bytes(&self) -> Option<u64> {
+        Some(u64::MAX)
+    }
+
+    fn mixer_in(&self, call: MixerInCall<'_, CudaCpuBuffer>) -> Result<()> {
+        run_mixer_in(self, call)
+    }
+
+    fn x_proj(&self, call: XProjCall<'_, CudaCpuBuffer>) -> Result<()> {
+        run_x_proj(self, call)
+    }
+
+    fn ssm_step(&self, call: SsmStepCall<'_, CudaCpuBuffer>) -> Result<()> {
+        run_ssm_step(self, call)
     }
 
     fn selective_state_update(&self, call: StepCall<'_, CudaCpuBuffer>) -> Result<()> {
