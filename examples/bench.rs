@@ -49,9 +49,16 @@ struct Args {
     /// Prefill batch and prompt length, BATCHxLEN.
     #[arg(long, default_value = "16x2048")]
     prefill: String,
-    /// Timed batch-1 greedy decode steps.
+    /// Timed greedy decode steps per decode row.
     #[arg(long, default_value_t = 128)]
     decode_steps: usize,
+    /// Decode batch sizes, comma separated: up to 4 sequences take the fused step (four
+    /// dispatches per layer), more the unfused one with tiled GEMMs.
+    #[arg(long, default_value = "1,4,16")]
+    decode_batches: String,
+    /// Decode with the unfused step (ten ops per layer) for comparison.
+    #[arg(long)]
+    unfused: bool,
     /// Weight storage of the models: f32 or bf16.
     #[arg(long, default_value = "f32")]
     weights: String,
@@ -63,7 +70,10 @@ struct Args {
     no_replay: bool,
     /// Print one JSON object per measured row on stdout (keys: backend, model, what,
     /// batch, dtype, tokens_per_s, dispatches_per_token, host_us_per_step, gbs,
-    /// floor_ratio; null where not applicable) instead of the tables.
+    /// floor_ratio, fused; null where not applicable) instead of the tables. Decode rows:
+    /// tokens_per_s counts every sequence's tokens, dispatches_per_token is per step
+    /// (one token of each sequence), gbs the step's memory floor (weights once, the ssm
+    /// states read and written) over its time.
     #[arg(long)]
     json: bool,
 }
@@ -80,6 +90,8 @@ struct Row<'a> {
     host_us_per_step: Option<f64>,
     gbs: Option<f64>,
     floor_ratio: Option<f64>,
+    /// Decode rows: whether the step was the fused one.
+    fused: Option<bool>,
 }
 
 impl Row<'_> {
@@ -95,12 +107,13 @@ impl Row<'_> {
             "host_us_per_step": self.host_us_per_step,
             "gbs": self.gbs,
             "floor_ratio": self.floor_ratio,
+            "fused": self.fused,
         });
         println!("{v}");
     }
 }
 
-/// Dispatches (wgpu) counted so far by the backend, where it counts them.
+/// Dispatches (wgpu) or kernel launches (CUDA) counted so far by the backend.
 type Counter<'a> = &'a dyn Fn() -> Option<u64>;
 
 /// Prefill and decode tokens/s of random-weight models on `be`.
@@ -115,12 +128,24 @@ fn model_table<B: Backend>(be: &B, args: &Args, count: Counter<'_>) -> Result<()
         "bf16" => (DType::BF16, WeightDType::BF16),
         _ => (DType::F32, WeightDType::F32),
     };
+    let decode_batches: Vec<usize> = args
+        .decode_batches
+        .split(',')
+        .map(|b| {
+            b.trim()
+                .parse()
+                .unwrap_or_else(|_| panic!("bad --decode-batches `{b}`"))
+        })
+        .collect();
+    let peak = args
+        .peak_gbs
+        .or_else(|| std::env::var("MAMBA_GPU_PEAK_GBS").ok()?.parse().ok());
     if !args.json {
         println!(
-            "\n| model | params | weights | prefill {batch}×{len} tok/s | decode b=1 tok/s | \
-             host µs/step | dispatches/token |"
+            "\n| model | params | weights | what | batch | tok/s | host µs/step | \
+             dispatches/token | GB/s |"
         );
-        println!("|---|---|---|---|---|---|---|");
+        println!("|---|---|---|---|---|---|---|---|---|");
     }
     for name in args
         .models
@@ -140,10 +165,12 @@ fn model_table<B: Backend>(be: &B, args: &Args, count: Counter<'_>) -> Result<()
             progress: false,
             ..LoadOptions::default()
         };
-        let model = MambaModel::from_bytes(be, shape.config_json().as_bytes(), &[&bytes], &opts)?;
+        let mut model =
+            MambaModel::from_bytes(be, shape.config_json().as_bytes(), &[&bytes], &opts)?;
+        model.set_fused_decode(!args.unfused);
         drop(bytes);
         let mut rng = ChaCha8Rng::seed_from_u64(3);
-        let prompts: Vec<Vec<u32>> = (0..batch)
+        let prompts: Vec<Vec<u32>> = (0..batch.max(*decode_batches.iter().max().unwrap_or(&1)))
             .map(|_| {
                 (0..len)
                     .map(|_| rng.random_range(0..shape.vocab as u32))
@@ -158,65 +185,120 @@ fn model_table<B: Backend>(be: &B, args: &Args, count: Counter<'_>) -> Result<()
         let mut st = model.new_state(batch)?;
         let c0 = count();
         let t = Instant::now();
-        model.prefill(&mut st, &refs)?;
+        model.prefill(&mut st, &refs[..batch])?;
         model.greedy_ids(&mut st)?;
         let prefill = (batch * len) as f64 / t.elapsed().as_secs_f64();
         let prefill_dispatches = c0
             .zip(count())
             .map(|(a, b)| (b - a) as f64 / (batch * len) as f64);
-        // Batch-1 greedy decode: argmax on the device, one small download per token.
-        let mut st = model.new_state(1)?;
-        model.prefill(&mut st, &[&refs[0][..len.min(16)]])?;
-        model.greedy_ids(&mut st)?;
-        // Two untimed steps: on CUDA the first runs directly, the second captures the
-        // step's graph (MAMBA_CUDA_GRAPHS=0 times direct launches instead).
-        for _ in 0..2 {
-            model.step_device_ids(&mut st)?;
-            model.greedy_ids(&mut st)?;
+        let row = |what, batch, tps, disp, host, gbs: Option<f64>, fused| Row {
+            backend: be.name(),
+            model: Some(name),
+            what,
+            batch,
+            dtype: &args.weights,
+            tokens_per_s: Some(tps),
+            dispatches_per_token: disp,
+            host_us_per_step: host,
+            gbs,
+            // As for the scan rows: time over the memory floor's time (1 is the floor).
+            floor_ratio: gbs
+                .zip(peak)
+                .filter(|&(g, p)| g > 0.0 && p > 0.0)
+                .map(|(g, p)| p / g),
+            fused,
+        };
+        let mut rows = vec![row(
+            "prefill",
+            batch,
+            prefill,
+            prefill_dispatches,
+            None,
+            None,
+            None,
+        )];
+        // A decode step reads every weight once (whatever the batch) and each sequence's
+        // ssm state twice (read and write): the memory floor of a step.
+        let step_bytes = |b: usize| {
+            (shape.params() * store.size()) as f64
+                + (2 * b * shape.layers * 2 * shape.hidden * shape.state * 4) as f64
+        };
+        for &b in &decode_batches {
+            let (tps, host_us, disp) = decode_rate(&model, &refs[..b], len, args, count)?;
+            let gbs = step_bytes(b) * tps / b as f64 / 1e9;
+            let fused = model.uses_fused_decode(b);
+            rows.push(row(
+                "decode",
+                b,
+                tps,
+                disp,
+                Some(host_us),
+                Some(gbs),
+                Some(fused),
+            ));
         }
-        // Host µs/step: the time `step_device_ids` takes to record and submit the step
-        // (it does not wait for the device), the part no GPU can speed up.
-        let mut host = 0.0;
-        let c0 = count();
-        let t = Instant::now();
-        for _ in 0..args.decode_steps {
-            let h = Instant::now();
-            model.step_device_ids(&mut st)?;
-            host += h.elapsed().as_secs_f64();
-            model.greedy_ids(&mut st)?;
-        }
-        let decode = args.decode_steps as f64 / t.elapsed().as_secs_f64();
-        let host_us = host / args.decode_steps.max(1) as f64 * 1e6;
-        // Per token: the step plus the greedy read-back's own dispatches (the argmax), all
-        // part of decoding.
-        let decode_dispatches = c0
-            .zip(count())
-            .map(|(a, b)| (b - a) as f64 / args.decode_steps.max(1) as f64);
-        if args.json {
-            let row = |what, batch, tps, disp, host| Row {
-                backend: be.name(),
-                model: Some(name),
-                what,
-                batch,
-                dtype: &args.weights,
-                tokens_per_s: Some(tps),
-                dispatches_per_token: disp,
-                host_us_per_step: host,
-                gbs: None,
-                floor_ratio: None,
-            };
-            row("prefill", batch, prefill, prefill_dispatches, None).print();
-            row("decode", 1, decode, decode_dispatches, Some(host_us)).print();
-        } else {
-            let d = decode_dispatches.map_or("-".into(), |d| format!("{d:.0}"));
-            println!(
-                "| {name} | {:.0}M | {} | {prefill:.0} | {decode:.1} | {host_us:.0} | {d} |",
-                shape.params() as f64 / 1e6,
-                args.weights
-            );
+        for r in &rows {
+            if args.json {
+                r.print();
+            } else {
+                let f = |v: Option<f64>, p: usize| v.map_or("-".into(), |v| format!("{v:.p$}"));
+                let what = match r.fused {
+                    Some(true) => "decode (fused)",
+                    Some(false) => "decode",
+                    None => r.what,
+                };
+                println!(
+                    "| {name} | {:.0}M | {} | {what} | {} | {} | {} | {} | {} |",
+                    shape.params() as f64 / 1e6,
+                    args.weights,
+                    r.batch,
+                    f(r.tokens_per_s, 1),
+                    f(r.host_us_per_step, 0),
+                    f(r.dispatches_per_token, 0),
+                    f(r.gbs, 1),
+                );
+            }
         }
     }
     Ok(())
+}
+
+/// Greedy decode of `prompts.len()` sequences: argmax on the device, one small download
+/// per step. Returns tokens/s (all sequences), host µs per step and dispatches per
+/// step (the step plus the greedy read-back's own dispatches, the argmax) where counted.
+fn decode_rate<B: Backend>(
+    model: &mamba_gpu::model::MambaModel<B>,
+    prompts: &[&[u32]],
+    len: usize,
+    args: &Args,
+    count: Counter<'_>,
+) -> Result<(f64, f64, Option<f64>)> {
+    let b = prompts.len();
+    let short: Vec<&[u32]> = prompts.iter().map(|p| &p[..len.min(16)]).collect();
+    let mut st = model.new_state(b)?;
+    model.prefill(&mut st, &short)?;
+    model.greedy_ids(&mut st)?;
+    // Two untimed steps: on CUDA the first runs directly, the second captures the
+    // step's graph (MAMBA_CUDA_GRAPHS=0 times direct launches instead).
+    for _ in 0..2 {
+        model.step_device_ids(&mut st)?;
+        model.greedy_ids(&mut st)?;
+    }
+    // Host µs/step: the time `step_device_ids` takes to record and submit the step (it
+    // does not wait for the device), the part no GPU can speed up.
+    let mut host = 0.0;
+    let steps = args.decode_steps.max(1);
+    let c0 = count();
+    let t = Instant::now();
+    for _ in 0..steps {
+        let h = Instant::now();
+        model.step_device_ids(&mut st)?;
+        host += h.elapsed().as_secs_f64();
+        model.greedy_ids(&mut st)?;
+    }
+    let tps = (steps * b) as f64 / t.elapsed().as_secs_f64();
+    let disp = c0.zip(count()).map(|(a, c)| (c - a) as f64 / steps as f64);
+    Ok((tps, host / steps as f64 * 1e6, disp))
 }
 
 fn parse_shape(s: &str) -> Option<[usize; 4]> {
@@ -325,6 +407,7 @@ fn table<B: Backend>(
                 floor_ratio: peak_gbs
                     .filter(|&p| p > 0.0)
                     .map(|peak| secs / (bytes / (peak * 1e9))),
+                fused: None,
             }
             .print();
             continue;
@@ -399,7 +482,7 @@ fn main() -> Result<()> {
             be.precompile()?;
             eprintln!("device: {}", be.device_name());
             table(&be, &shapes, &args, layout, peak)?;
-            model_table(&be, &args, &|| None)
+            model_table(&be, &args, &|| Some(be.launch_count()))
         }
         other => {
             eprintln!("unknown backend `{other}` (cpu | wgpu | cuda, as built)");

@@ -6,15 +6,18 @@
 //! (twelve) are kept as regression guards. The bench reports the same count
 //! (`examples/bench --json`).
 
-#![cfg(feature = "wgpu")]
-
 mod common;
 
-use mamba_gpu::DType;
 use mamba_gpu::model::{LoadOptions, Mamba2Shape, MambaModel, SyntheticModel};
-use mamba_gpu::wgpu::WgpuBackend;
+use mamba_gpu::{Backend, DType};
 
-fn per_token(be: &WgpuBackend, shape: SyntheticModel, fused: bool) -> u64 {
+/// Dispatches (launches) of one decode step of `shape` on `be`, as `count` reads them.
+fn per_token<B: Backend>(
+    be: &B,
+    count: &dyn Fn() -> u64,
+    shape: SyntheticModel,
+    fused: bool,
+) -> u64 {
     let bytes = shape.checkpoint(5, DType::F32).expect("checkpoint");
     let opts = LoadOptions {
         progress: false,
@@ -31,30 +34,72 @@ fn per_token(be: &WgpuBackend, shape: SyntheticModel, fused: bool) -> u64 {
     // a replayed step, which is what decoding runs.
     m.step_device_ids(&mut st).expect("step");
     m.greedy_ids(&mut st).expect("ids");
-    let before = be.dispatch_count();
+    let before = count();
     m.step_device_ids(&mut st).expect("step");
-    let after = be.dispatch_count();
+    let after = count();
     m.greedy_ids(&mut st).expect("ids");
     after - before
 }
 
-#[test]
-fn decode_dispatches_per_token() {
-    let Some(be) = common::gpu::or_skip("wgpu", "dispatch counts", WgpuBackend::new()) else {
-        return;
-    };
-    let narrow = |mamba2| SyntheticModel {
+fn narrow(mamba2: Option<Mamba2Shape>) -> SyntheticModel {
+    SyntheticModel {
         hidden: 32,
         layers: 24,
         state: 16,
         conv: 4,
         vocab: 64,
         mamba2,
+    }
+}
+
+/// The CUDA backend's launches per decode step, counted on its CPU execution model
+/// (the same launch sequence: `src/cuda/emu/ops.rs` mirrors `src/cuda/ops.rs`): the
+/// fused step is embedding + 4 per layer + final norm + LM head.
+#[cfg(feature = "cuda")]
+#[test]
+fn cuda_launches_per_token() {
+    use mamba_gpu::cuda::{CudaCpuBackend, CudaCpuOptions};
+    let opts = CudaCpuOptions {
+        build_dir: Some(std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("cuda-cpu")),
+        ..Default::default()
     };
-    let fused = per_token(&be, narrow(None), true);
-    let m1 = per_token(&be, narrow(None), false);
+    let be = match CudaCpuBackend::new(opts) {
+        Ok(be) => be,
+        Err(e) if std::env::var("MAMBA_CUDA_CPU").as_deref() == Ok("skip") => {
+            eprintln!("cuda-cpu test SKIPPED (MAMBA_CUDA_CPU=skip): {e}");
+            return;
+        }
+        Err(e) => panic!("the CPU execution model is unavailable: {e}"),
+    };
+    let count = || be.launch_count();
+    let fused = per_token(&be, &count, narrow(None), true);
+    let unfused = per_token(&be, &count, narrow(None), false);
+    common::gpu::say(format!(
+        "cuda decode step, 24 layers: fused {fused} launches per token ({:.1} per layer), \
+         unfused {unfused}",
+        fused as f64 / 24.0
+    ));
+    assert!(fused > 24 && fused <= 4 * 24 + 3, "CUDA fused: {fused}");
+    assert!(fused <= 100, "issue 13's bound: {fused}");
+    assert!(
+        unfused > fused && unfused <= 10 * 24 + 4,
+        "CUDA unfused: {unfused}"
+    );
+}
+
+#[cfg(feature = "wgpu")]
+#[test]
+fn decode_dispatches_per_token() {
+    use mamba_gpu::wgpu::WgpuBackend;
+    let Some(be) = common::gpu::or_skip("wgpu", "dispatch counts", WgpuBackend::new()) else {
+        return;
+    };
+    let count = || be.dispatch_count();
+    let fused = per_token(&be, &count, narrow(None), true);
+    let m1 = per_token(&be, &count, narrow(None), false);
     let m2 = per_token(
         &be,
+        &count,
         narrow(Some(Mamba2Shape {
             head_dim: 16,
             groups: 1,

@@ -62,10 +62,16 @@ mod cuda_cpu {
     use std::path::PathBuf;
 
     fn make(cublas: bool) -> Option<CudaCpuBackend> {
-        let opts = CudaCpuOptions {
+        make_with(CudaCpuOptions {
             cublas,
-            build_dir: Some(PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("cuda-cpu")),
             ..Default::default()
+        })
+    }
+
+    fn make_with(o: CudaCpuOptions) -> Option<CudaCpuBackend> {
+        let opts = CudaCpuOptions {
+            build_dir: Some(PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("cuda-cpu")),
+            ..o
         };
         match CudaCpuBackend::new(opts) {
             Ok(be) => Some(be),
@@ -93,6 +99,38 @@ mod cuda_cpu {
         if let Some(be) = make(true) {
             check_fused_ops(&be, Tol::F32);
         }
+    }
+
+    /// mixer_in's block reduction and the warp shuffles under the other schedules, and
+    /// every fused kernel under AddressSanitizer + UBSan (exact-size allocations: an
+    /// access past any tensor is reported).
+    #[test]
+    fn cuda_cpu_fused_ops_other_schedules_and_asan() {
+        use mamba_gpu::cuda::Schedule;
+        for schedule in [
+            Schedule::Reverse,
+            Schedule::LowestFirst,
+            Schedule::HighestFirst,
+            Schedule::Random(0x5eed),
+        ] {
+            let Some(be) = make_with(CudaCpuOptions {
+                schedule,
+                ..Default::default()
+            }) else {
+                return;
+            };
+            check_fused_ops(&be, Tol::F32);
+        }
+        let Some(be) = make_with(CudaCpuOptions {
+            schedule: Schedule::Random(11),
+            sanitize: true,
+            cublas: false,
+            ..Default::default()
+        }) else {
+            return;
+        };
+        check_fused_ops(&be, Tol::F32);
+        check_matmul_accumulate(&be, Tol::F32);
     }
 
     #[test]

@@ -55,7 +55,8 @@ const _: fn() = || {
 };
 
 /// An instantiated graph.
-struct Graph(CudaGraph);
+/// An executable graph and the kernels captured in it (launch counts).
+struct Graph(CudaGraph, u64);
 
 // SAFETY: a CUgraph / CUgraphExec is not tied to the thread that made it; the driver
 // only requires that calls on one graph are serialised. Every `Graph` lives in the
@@ -304,6 +305,7 @@ impl CudaBackend {
         if let Some(i) = cache.graphs.iter().position(|(k, _)| k == key) {
             let entry = cache.graphs.remove(i).expect("index from position");
             let launched = self.launch_graph(&entry.1);
+            self.launches_add(entry.1.1);
             cache.graphs.push_back(entry);
             return launched;
         }
@@ -317,8 +319,12 @@ impl CudaBackend {
         }
         // The lock stays held: one capture at a time per backend. A graph whose first
         // launch is refused counts as a failed capture.
+        // The capture's launches are counted as they are recorded, and they are what
+        // its first launch runs.
+        let before = self.launch_count();
         let captured = self
             .capture(record)
+            .map(|g| Graph(g.0, self.launch_count() - before))
             .and_then(|graph| self.launch_graph(&graph).map(|()| graph));
         match captured {
             Ok(graph) => {
@@ -330,6 +336,7 @@ impl CudaBackend {
             }
             Err(why) => {
                 drop(cache);
+                self.reset_launches(before);
                 // Nothing captured has run: run the ops directly. If that fails too, the
                 // error is the ops' own and graphs stay on.
                 record()?;
@@ -373,7 +380,7 @@ impl CudaBackend {
         let graph = capturing.finish();
         recorded?;
         match graph? {
-            Some(graph) => Ok(Graph(graph)),
+            Some(graph) => Ok(Graph(graph, 0)),
             None => Err(Error::Device {
                 backend: super::BACKEND,
                 why: "stream capture produced no graph".into(),

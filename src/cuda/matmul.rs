@@ -98,6 +98,7 @@ pub(super) fn matmul(
         .map_err(|e| dev_err("cuCtxSetCurrent", e))?;
     unsafe { blas.gemm(cfg, w32, x.f32()?, out.f32_mut()?) }
         .map_err(|e| dev_err("cublasSgemm", e))?;
+    be.count_launch();
     Ok(())
 }
 

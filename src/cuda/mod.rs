@@ -32,6 +32,7 @@ pub use self::graph::MAX_GRAPHS;
 
 use std::collections::HashMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use cudarc::cublas::CudaBlas;
@@ -147,6 +148,8 @@ pub struct CudaBackend {
     device_name: String,
     modules: Mutex<HashMap<&'static str, Arc<CudaModule>>>,
     functions: Mutex<HashMap<(&'static str, &'static str), CudaFunction>>,
+    /// Kernel launches so far ([`CudaBackend::launch_count`]).
+    launches: AtomicU64,
     /// Passed for optional pointer arguments that a kernel's flags say it never touches.
     dummy: CudaSlice<f32>,
     /// CUDA graphs of [`Backend::replay`](crate::Backend::replay).
@@ -245,6 +248,7 @@ impl CudaBackend {
             device_name,
             modules: Mutex::new(HashMap::new()),
             functions: Mutex::new(HashMap::new()),
+            launches: AtomicU64::new(0),
             dummy,
             graphs: graph::Graphs::new(),
         })
@@ -307,7 +311,31 @@ impl CudaBackend {
     }
 
     /// A kernel entry point, compiling its file on first use.
+    /// Kernel launches so far: direct ones, and a replayed graph's kernels each time it
+    /// is launched (a cuBLAS GEMM counts as one). What `examples/bench` reports per
+    /// decode step and tests/dispatch_counts.rs bounds.
+    pub fn launch_count(&self) -> u64 {
+        self.launches.load(Ordering::Relaxed)
+    }
+
+    /// Counts a launch that does not go through [`Self::function`] (cuBLAS).
+    pub(crate) fn count_launch(&self) {
+        self.launches.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Moves the launch count back to `n` (a failed graph capture launched nothing).
+    fn reset_launches(&self, n: u64) {
+        self.launches.store(n, Ordering::Relaxed);
+    }
+
+    /// Counts the `n` kernels of a replayed graph.
+    fn launches_add(&self, n: u64) {
+        self.launches.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// The entry point of `kernel`, fetched once per launch (which is what counts it).
     pub(crate) fn function(&self, kernel: Kernel) -> Result<CudaFunction> {
+        self.launches.fetch_add(1, Ordering::Relaxed);
         let (k, name) = (kernel.source(), kernel.entry());
         let key = (k.name, name);
         if let Some(f) = self

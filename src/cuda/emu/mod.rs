@@ -160,6 +160,8 @@ pub struct CudaCpuBackend {
     dummy: CudaCpuBuffer,
     /// Entry points launched so far, with the static shared memory a block used.
     launched: Mutex<Vec<(&'static str, u64)>>,
+    /// Launches so far ([`CudaCpuBackend::launch_count`]).
+    launches: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for CudaCpuBackend {
@@ -199,6 +201,7 @@ impl CudaCpuBackend {
             next_id: AtomicU64::new(1),
             dummy,
             launched: Mutex::new(Vec::new()),
+            launches: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -211,6 +214,18 @@ impl CudaCpuBackend {
     /// blocks used, as measured by the model.
     pub fn launched(&self) -> Vec<(&'static str, u64)> {
         self.launched.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+
+    /// Kernel launches so far, as `CudaBackend::launch_count` counts them (this model
+    /// has no graphs: a replayed step runs its launches again). The cuBLAS stand-in
+    /// counts as one launch, as a real GEMM does.
+    pub fn launch_count(&self) -> u64 {
+        self.launches.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    pub(super) fn count_launch(&self) {
+        self.launches
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// The runner's entry points (`entry NAME FILE LAUNCH_BOUND SIZE:POINTEE...`) and
@@ -276,6 +291,7 @@ impl CudaCpuBackend {
             timeout_s: self.opts.timeout_s,
             args: &args.0,
         })?;
+        self.count_launch();
         if let Ok(mut v) = self.launched.lock()
             && !v.iter().any(|e| e.0 == l.kernel)
         {

@@ -241,6 +241,7 @@ fn run_matmul(
             o[r * n + c] = acc + prev;
         }
     }
+    be.count_launch();
     be.write(HostSlice::F32(&o), out)
 }
 
