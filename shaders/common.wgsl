@@ -150,12 +150,18 @@ struct CopyParams {
     _pad0: u32,
 }
 
-// A window of a large weight bound in pieces (src/wgpu/window.rs, WindowParams).
+// A large weight bound in pieces (src/wgpu/window.rs, WindowParams): a dispatch binds
+// two windows of whole rows, `w` (rows row0 .. row0+rows_a) and `w_hi` (the next
+// rows - rows_a rows), each a binding of its own.
 struct WindowParams {
-    row0: u32,  // first weight row of this dispatch
-    rows: u32,  // weight rows in this dispatch
-    w_off: u32, // element offset of row row0 inside the bound range
-    last: u32,  // 1 for the last window (embedding writes the zeros of ids past the table)
+    row0: u32,    // first weight row of this dispatch
+    rows: u32,    // weight rows in this dispatch (both windows)
+    w_off: u32,   // element offset of row row0 inside the first window
+    last: u32,    // 1 for the last dispatch (embedding writes the zeros of ids past the table)
+    rows_a: u32,  // rows in the first window
+    w_off_b: u32, // element offset of row row0 + rows_a inside the second window
+    _pad0: u32,
+    _pad1: u32,
 }
 
 // `state_mode` of ScanParams / ConvParams (src/params.rs, STATE_*).

@@ -14,9 +14,9 @@
 // according to the pipeline-overridable W_DTYPE / BIAS_DTYPE (see `decode` in
 // common.wgsl).
 //
-// Large weights: the host may bind only a window of w (rows row0 .. row0+rows, starting
-// w_off elements into the bound range) and dispatch once per window; see
-// src/wgpu/window.rs (`WindowParams`).
+// Large weights: the host may bind two windows of w (`w` and `w_hi`, rows row0 ..
+// row0+rows between them) and dispatch once per pair of windows; see src/wgpu/window.rs
+// (`WindowParams`).
 
 //#include "common.wgsl"
 
@@ -30,10 +30,16 @@ override BIAS_DTYPE: u32 = DTYPE_F32;
 @group(0) @binding(3) var<storage, read> bias: array<u32>;      // (N) as BIAS_DTYPE words, read if has_bias
 @group(0) @binding(4) var<storage, read_write> out: array<f32>; // (M, N)
 @group(0) @binding(5) var<uniform> win: WindowParams;
+@group(0) @binding(6) var<storage, read> w_hi: array<u32>;      // the second window (rows row0+rows_a..)
 
-// Element i of the bound weight window.
-fn load_w(i: u32) -> f32 {
-    return decode(w[word_of(i, W_DTYPE)], i, W_DTYPE);
+// Element k of weight row row0 + r, from whichever window holds it.
+fn load_w(r: u32, k: u32) -> f32 {
+    if r < win.rows_a {
+        let i = win.w_off + r * p.k + k;
+        return decode(w[word_of(i, W_DTYPE)], i, W_DTYPE);
+    }
+    let i = win.w_off_b + (r - win.rows_a) * p.k + k;
+    return decode(w_hi[word_of(i, W_DTYPE)], i, W_DTYPE);
 }
 
 fn load_bias(i: u32) -> f32 {
@@ -82,7 +88,7 @@ fn matmul(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wg: 
             xs[kk * TILE + rr] = xv;
             var wv = 0.0;
             if r0 + rr < win.rows && k < p.k {
-                wv = load_w(win.w_off + (r0 + rr) * p.k + k);
+                wv = load_w(r0 + rr, k);
             }
             ws[kk * TILE + rr] = wv;
         }
@@ -139,9 +145,8 @@ fn matmul_decode(
         acc[i] = 0.0;
     }
     if live {
-        let base = win.w_off + r * p.k;
         for (var k = lane; k < p.k; k += DEC_LANES) {
-            let wv = load_w(base + k);
+            let wv = load_w(r, k);
             for (var i = 0u; i < MAX_M; i++) {
                 if i < p.m {
                     acc[i] = fma(x[i * p.k + k], wv, acc[i]);

@@ -335,8 +335,8 @@ impl Kernel {
             Kernel::CausalConv1d | Kernel::CausalConv1dState | Kernel::CausalConv1dUpdate => {
                 &[U, R, R, R, W, W]
             }
-            // params, x, w, bias, out, window
-            Kernel::Matmul { .. } | Kernel::MatmulDecode { .. } => &[U, R, R, R, W, U],
+            // params, x, w, bias, out, window, w_hi
+            Kernel::Matmul { .. } | Kernel::MatmulDecode { .. } => &[U, R, R, R, W, U, R],
             // params, x, weight, residual, out
             Kernel::RmsNorm { .. } => &[U, R, R, W, W],
             // params, h, norm_w, w_x, w_z, conv_w, conv_b, conv_state, xc, z
@@ -345,8 +345,8 @@ impl Kernel {
             Kernel::XProj { .. } => &[U, R, R, R, R, W],
             // params, xc, dbc, z, dt_proj, dt_bias, A, D, state, y
             Kernel::SsmStep { .. } => &[U, R, R, R, R, R, R, R, W, W],
-            // params, ids, table, out, window
-            Kernel::Embedding { .. } => &[U, R, R, W, U],
+            // params, ids, table, out, window, table_hi
+            Kernel::Embedding { .. } => &[U, R, R, W, U, R],
             // params, a, b, out
             Kernel::Elementwise => &[U, R, R, W],
             // params, x, out
@@ -523,6 +523,10 @@ pub fn window_params_layout() -> (usize, Vec<(&'static str, usize)>) {
             ("rows", offset_of!(P, rows)),
             ("w_off", offset_of!(P, w_off)),
             ("last", offset_of!(P, last)),
+            ("rows_a", offset_of!(P, rows_a)),
+            ("w_off_b", offset_of!(P, w_off_b)),
+            ("_pad0", offset_of!(P, _pad0)),
+            ("_pad1", offset_of!(P, _pad1)),
         ],
     )
 }

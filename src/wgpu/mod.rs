@@ -22,8 +22,9 @@
 //!   `max_storage_buffer_binding_size` (up to `max_buffer_size`). Matmul weights and
 //!   embedding tables that exceed it are bound as windows of whole rows (the window
 //!   starts at the row's byte offset rounded down to `min_storage_buffer_offset_alignment`,
-//!   and a `WindowParams` uniform tells the shader where its first row begins), with one
-//!   dispatch per window. Other tensors must fit in one binding (an error otherwise).
+//!   and a `WindowParams` uniform tells the shader where its first row begins), two
+//!   windows per dispatch. Other tensors must fit in one binding (an error otherwise;
+//!   the fused decode step checks before it takes that path).
 //! * **Errors, not panics.** wgpu validation errors are routed to a handler that records
 //!   them; the next op, `flush` or `download` returns them as [`Error::Device`].
 //!
@@ -74,7 +75,7 @@ pub use replay::MAX_REPLAYS;
 pub use kernels::{PipelineSource, pipeline_sources, window_params_layout};
 
 use kernels::{Kernel, SCAN_CHANNELS, SCAN_LANES, ScanLimits, Slot, WDtype};
-use window::{Window, WindowParams};
+use window::WindowPair;
 
 const BACKEND: &str = "wgpu";
 

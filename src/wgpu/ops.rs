@@ -4,9 +4,7 @@
 use super::kernels::{
     DECODE_MAX_M, DECODE_ROWS, Kernel, MATMUL_TILE, SCAN_CHUNK, SCAN_SEGMENT_STATE_CHUNKS, WDtype,
 };
-use super::{
-    BACKEND, Bind, WgpuBackend, WgpuBuffer, Window, WindowParams, device_err, lock, wdtype,
-};
+use super::{BACKEND, Bind, WgpuBackend, WgpuBuffer, WindowPair, device_err, lock, wdtype};
 use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::ops::call::*;
@@ -114,34 +112,17 @@ impl Backend for WgpuBackend {
     fn embedding(&self, call: EmbeddingCall<'_, WgpuBuffer>) -> Result<()> {
         let EmbeddingCall { p, ids, table, out } = call;
         let kernel = Kernel::Embedding { w: wdtype(table) };
-        let windows = self.windows(table, p.rows, p.dim)?;
         let groups = self.grid((p.count * p.dim).div_ceil(64))?;
-        let last = windows.len() - 1;
-        for (
-            i,
-            &Window {
-                row0,
-                rows,
-                offset,
-                size,
-                w_off,
-            },
-        ) in windows.iter().enumerate()
-        {
-            let win = WindowParams {
-                row0,
-                rows,
-                w_off,
-                last: (i == last) as u32,
-            };
+        for WindowPair { params, a, b } in self.window_pairs(table, p.rows, p.dim)? {
             self.dispatch(
                 kernel,
                 &[
                     Bind::Uniform(bytemuck::bytes_of(p)),
                     self.whole("ids", ids)?,
-                    Bind::Range(&table.buf, offset, size),
+                    Bind::Range(&table.buf, a.0, a.1),
                     self.whole("out", out)?,
-                    Bind::Uniform(bytemuck::bytes_of(&win)),
+                    Bind::Uniform(bytemuck::bytes_of(&params)),
+                    Bind::Range(&table.buf, b.0, b.1),
                 ],
                 groups,
             )?;
@@ -158,34 +139,22 @@ impl Backend for WgpuBackend {
         } else {
             Kernel::Matmul { w: wd, bias: bd }
         };
-        for Window {
-            row0,
-            rows,
-            offset,
-            size,
-            w_off,
-        } in self.windows(w, p.n, p.k)?
-        {
+        for WindowPair { params, a, b } in self.window_pairs(w, p.n, p.k)? {
             let groups = if decode {
-                self.grid(rows.div_ceil(DECODE_ROWS))?
+                self.grid(params.rows.div_ceil(DECODE_ROWS))?
             } else {
-                (rows.div_ceil(MATMUL_TILE), p.m.div_ceil(MATMUL_TILE))
-            };
-            let win = WindowParams {
-                row0,
-                rows,
-                w_off,
-                last: 0,
+                (params.rows.div_ceil(MATMUL_TILE), p.m.div_ceil(MATMUL_TILE))
             };
             self.dispatch(
                 kernel,
                 &[
                     Bind::Uniform(bytemuck::bytes_of(p)),
                     self.whole("x", x)?,
-                    Bind::Range(&w.buf, offset, size),
+                    Bind::Range(&w.buf, a.0, a.1),
                     self.opt_read("bias", bias)?,
                     self.whole("out", out)?,
-                    Bind::Uniform(bytemuck::bytes_of(&win)),
+                    Bind::Uniform(bytemuck::bytes_of(&params)),
+                    Bind::Range(&w.buf, b.0, b.1),
                 ],
                 groups,
             )?;

@@ -1,6 +1,9 @@
 //! Big weights bound as windows of whole rows, each window within the adapter's
 //! `max_storage_buffer_binding_size` and starting at an offset aligned to
-//! `min_storage_buffer_offset_alignment` (see the module docs of `wgpu/mod.rs`).
+//! `min_storage_buffer_offset_alignment` (see the module docs of `wgpu/mod.rs`). A
+//! dispatch binds two windows (the shaders' `w` and `w_hi`), so a weight up to twice
+//! the binding limit (the f32 LM head of mamba-130m on a 128 MiB adapter) is still one
+//! dispatch.
 
 use bytemuck::{Pod, Zeroable};
 
@@ -20,6 +23,20 @@ pub(super) struct WindowParams {
     pub(super) w_off: u32,
     /// 1 for the last window (embedding: it writes the zeros of out-of-range ids).
     pub(super) last: u32,
+    /// Rows in the first of the two windows; the rest are in the second.
+    pub(super) rows_a: u32,
+    /// Element offset of row `row0 + rows_a` inside the second window.
+    pub(super) w_off_b: u32,
+    pub(super) _pad0: u32,
+    pub(super) _pad1: u32,
+}
+
+/// Two windows bound by one dispatch: what the shader's `WindowParams` says and the
+/// byte ranges of `w` and `w_hi` (the second repeats the first when there is none).
+pub(super) struct WindowPair {
+    pub(super) params: WindowParams,
+    pub(super) a: (u64, u64),
+    pub(super) b: (u64, u64),
 }
 
 /// A window of whole rows of a big weight, bound for one dispatch.
@@ -34,6 +51,40 @@ pub(super) struct Window {
 }
 
 impl WgpuBackend {
+    /// [`Self::windows`] two by two, as the dispatches bind them.
+    pub(super) fn window_pairs(
+        &self,
+        w: &WgpuBuffer,
+        rows: u32,
+        row_elems: u32,
+    ) -> Result<Vec<WindowPair>> {
+        let wins = self.windows(w, rows, row_elems)?;
+        let n = wins.len().div_ceil(2);
+        Ok(wins
+            .chunks(2)
+            .enumerate()
+            .map(|(i, pair)| {
+                let a = &pair[0];
+                let b = pair.get(1).unwrap_or(a);
+                let rows_b = pair.get(1).map_or(0, |b| b.rows);
+                WindowPair {
+                    params: WindowParams {
+                        row0: a.row0,
+                        rows: a.rows + rows_b,
+                        w_off: a.w_off,
+                        last: (i + 1 == n) as u32,
+                        rows_a: a.rows,
+                        w_off_b: b.w_off,
+                        _pad0: 0,
+                        _pad1: 0,
+                    },
+                    a: (a.offset, a.size),
+                    b: (b.offset, b.size),
+                }
+            })
+            .collect())
+    }
+
     /// Row windows of a `(rows, row_elems)` weight so that each fits in one binding.
     pub(super) fn windows(&self, w: &WgpuBuffer, rows: u32, row_elems: u32) -> Result<Vec<Window>> {
         let total = w.buf.size();
