@@ -245,6 +245,8 @@ async fn demo_model_greedy_ids_match_cpu() {
     let cpu_model = TextModel::demo(CpuBackend::new()).expect("demo model on the CPU");
     let prompt = gpu_model.encode(text).expect("encode");
     assert_eq!(cpu_model.encode(text).expect("encode"), prompt);
+    // The decode steps below are the fused ones (shaders/decode_step/ under Tint).
+    assert!(gpu_model.model().uses_fused_decode(1), "fused decode step on WebGPU");
 
     let t0 = checks::now_ms();
     let mut g = browser::AsyncGreedy::new(gpu_model.model(), &prompt, n, true).expect("prefill");
