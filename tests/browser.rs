@@ -246,7 +246,10 @@ async fn demo_model_greedy_ids_match_cpu() {
     let prompt = gpu_model.encode(text).expect("encode");
     assert_eq!(cpu_model.encode(text).expect("encode"), prompt);
     // The decode steps below are the fused ones (shaders/decode_step/ under Tint).
-    assert!(gpu_model.model().uses_fused_decode(1), "fused decode step on WebGPU");
+    assert!(
+        gpu_model.model().uses_fused_decode(1),
+        "fused decode step on WebGPU"
+    );
 
     let t0 = checks::now_ms();
     let mut g = browser::AsyncGreedy::new(gpu_model.model(), &prompt, n, true).expect("prefill");

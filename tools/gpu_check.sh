@@ -176,14 +176,21 @@ run() {
     done
     if [[ -x "$gpu/bin/gpu-cuda_scan" ]]; then step "bench-cuda_scan" "$gpu/bin/gpu-cuda_scan" --bench; fi
     if [[ -x "$gpu/bin/gpu-bench" ]]; then
-        step "bench-example-cuda" "$gpu/bin/gpu-bench" --backend cuda
-        # The decode step without CUDA graphs, to compare with the line above.
+        # Decode rows at batch 1, 4 (fused) and 16 (unfused GEMM step), 130m and 2.8b.
+        step "bench-example-cuda" "$gpu/bin/gpu-bench" --backend cuda --decode-batches 1,4,16
+        step "bench-example-cuda-json" "$gpu/bin/gpu-bench" --backend cuda --shapes none \
+            --decode-batches 1,16 --json
+        # The decode step without CUDA graphs, and unfused, to compare with the lines above.
         step "bench-example-cuda-nographs" env MAMBA_CUDA_GRAPHS=0 "$gpu/bin/gpu-bench" \
-            --backend cuda --shapes 1x768x2048x16 --models 130m
-        step "bench-example-wgpu" "$gpu/bin/gpu-bench" --backend wgpu
-        # The wgpu decode step recorded afresh every time (no replay), to compare.
+            --backend cuda --shapes 1x768x2048x16 --models 130m,2.8b --decode-batches 1,16
+        step "bench-example-cuda-unfused" "$gpu/bin/gpu-bench" --backend cuda --shapes none \
+            --models 130m,2.8b --decode-batches 1 --unfused
+        step "bench-example-wgpu" "$gpu/bin/gpu-bench" --backend wgpu --decode-batches 1,4,16
+        # The wgpu decode step recorded afresh every time (no replay), and unfused.
         step "bench-example-wgpu-noreplay" "$gpu/bin/gpu-bench" --backend wgpu --shapes none \
-            --models 130m --no-replay
+            --models 130m --no-replay --decode-batches 1,16
+        step "bench-example-wgpu-unfused" "$gpu/bin/gpu-bench" --backend wgpu --shapes none \
+            --models 130m --decode-batches 1 --unfused
         # Mamba-2 (the head-form ssd_scan), 130m-shaped, on both backends.
         step "bench-example-cuda-mamba2" "$gpu/bin/gpu-bench" --backend cuda --shapes none \
             --models mamba2-130m

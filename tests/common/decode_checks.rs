@@ -9,16 +9,19 @@ use mamba_gpu::{Backend, DType};
 
 use super::rel_l2;
 
-/// A small random-weight model (3 layers, D = 32, N = 8, vocab 64).
+/// The shape of [`small_model`]: 3 layers, D = 32, N = 8, vocab 64.
+pub const SMALL: SyntheticModel = SyntheticModel {
+    hidden: 32,
+    layers: 3,
+    state: 8,
+    conv: 4,
+    vocab: 64,
+    mamba2: None,
+};
+
+/// A small random-weight model ([`SMALL`]).
 pub fn small_model<B: Backend>(be: B, seed: u64, weights: DType) -> MambaModel<B> {
-    let shape = SyntheticModel {
-        hidden: 32,
-        layers: 3,
-        state: 8,
-        conv: 4,
-        vocab: 64,
-        mamba2: None,
-    };
+    let shape = SMALL;
     let bytes = shape.checkpoint(seed, weights).expect("checkpoint");
     let opts = LoadOptions {
         progress: false,
