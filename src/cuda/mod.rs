@@ -19,6 +19,7 @@
 //!   the step's launches in a CUDA graph and launches that afterwards (`graph.rs` has the details;
 //!   `MAMBA_CUDA_GRAPHS=0` or [`CudaBackend::set_graphs`] turns it off).
 
+mod backend;
 mod decode_step;
 pub mod emu;
 pub mod geometry;

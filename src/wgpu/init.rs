@@ -140,3 +140,96 @@ impl WgpuBackend {
         })
     }
 }
+
+impl WgpuBackend {
+    /// The compute pipeline of `kernel`, created on first use and cached: its module
+    /// (joined by `shader_source`), bind group layout (from `Kernel::slots`) and
+    /// override constants.
+    pub(super) fn pipeline(&self, kernel: Kernel) -> Result<Arc<Pipeline>> {
+        if let Some(p) = lock(&self.pipelines).get(&kernel) {
+            return Ok(Arc::clone(p));
+        }
+        let shader = kernel.shader();
+        let source = kernels::shader_source(shader.name).map_err(device_err)?;
+        let module = {
+            let mut modules = lock(&self.modules);
+            modules
+                .entry(shader.name)
+                .or_insert_with(|| {
+                    let desc = wgpu::ShaderModuleDescriptor {
+                        label: Some(shader.name),
+                        source: wgpu::ShaderSource::Wgsl(source.into()),
+                    };
+                    if shader.trusted && !self.checked_shaders {
+                        // SAFETY: `Shader::trusted` is set only for shaders whose every
+                        // access is guarded by the bounds the host validated (ops.rs) and
+                        // encodes in the params (which reach a dispatch only inside a
+                        // checked call built by `ops` from the bound buffers:
+                        // `crate::ops::call`), whose loops all terminate (bounds from the
+                        // params) and whose divisors are validated non-zero; the parity
+                        // tests run these modules unchecked.
+                        unsafe {
+                            self.device.create_shader_module_trusted(
+                                desc,
+                                wgpu::ShaderRuntimeChecks::unchecked(),
+                            )
+                        }
+                    } else {
+                        self.device.create_shader_module(desc)
+                    }
+                })
+                .clone()
+        };
+        let entries: Vec<wgpu::BindGroupLayoutEntry> = kernel
+            .slots()
+            .iter()
+            .enumerate()
+            .map(|(i, slot)| wgpu::BindGroupLayoutEntry {
+                binding: i as u32,
+                visibility: wgpu::ShaderStages::COMPUTE,
+                ty: wgpu::BindingType::Buffer {
+                    ty: match slot {
+                        Slot::Uniform => wgpu::BufferBindingType::Uniform,
+                        Slot::Read => wgpu::BufferBindingType::Storage { read_only: true },
+                        Slot::ReadWrite => wgpu::BufferBindingType::Storage { read_only: false },
+                    },
+                    has_dynamic_offset: false,
+                    min_binding_size: None,
+                },
+                count: None,
+            })
+            .collect();
+        let label = format!("{kernel:?}");
+        let layout = self
+            .device
+            .create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+                label: Some(&label),
+                entries: &entries,
+            });
+        let pipeline_layout = self
+            .device
+            .create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+                label: Some(&label),
+                bind_group_layouts: &[Some(&layout)],
+                immediate_size: 0,
+            });
+        let constants = kernel.constants();
+        let pipeline = self
+            .device
+            .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some(&label),
+                layout: Some(&pipeline_layout),
+                module: &module,
+                entry_point: Some(kernel.entry()),
+                compilation_options: wgpu::PipelineCompilationOptions {
+                    constants: &constants,
+                    zero_initialize_workgroup_memory: false,
+                },
+                cache: None,
+            });
+        self.check()?;
+        let p = Arc::new(Pipeline { pipeline, layout });
+        lock(&self.pipelines).insert(kernel, Arc::clone(&p));
+        Ok(p)
+    }
+}
