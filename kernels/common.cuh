@@ -53,7 +53,9 @@ struct MixerInParams {
 };
 
 struct StepProjParams {
-    unsigned int batch, d_inner, dt_rank, dstate;
+    unsigned int batch, d_inner, dt_rank, dstate, has_norm;
+    float norm_eps;
+    unsigned int _pad0, _pad1;
 };
 
 struct NormParams {

@@ -103,8 +103,16 @@ __device__ void x_proj_impl(const StepProjParams& p, const float* __restrict__ x
         for (unsigned int m = 0; m < p.batch; ++m) dbc[(size_t)m * width + row] = acc[m];
 }
 
+// 1 / sqrt(mean(v^2) + eps) of v[0 .. len).
+__device__ __forceinline__ float inv_rms(const float* __restrict__ v, unsigned int len, float eps) {
+    float s = 0.f;
+    for (unsigned int j = 0; j < len; ++j) s = fmaf(v[j], v[j], s);
+    return rsqrtf(s / (float)len + eps);
+}
+
 // One thread per (sequence, channel): dt = softplus(dt_proj[c] · dbc[..R] + dt_bias[c]),
-// then the state update of selective_state_update.cu with B, C from dbc.
+// then the state update of selective_state_update.cu with B, C from dbc (with has_norm,
+// Falcon-Mamba, Δ_low, B and C RMS-normalised first).
 template <typename W>
 __device__ void ssm_step_impl(const StepProjParams& p, const float* __restrict__ xc,
                               const float* __restrict__ dbc, const float* __restrict__ z,
@@ -117,13 +125,21 @@ __device__ void ssm_step_impl(const StepProjParams& p, const float* __restrict__
     const unsigned int m = bd / E, c = bd % E;
     const unsigned int R = p.dt_rank, N = p.dstate;
     const float* row = dbc + (size_t)m * (R + 2 * N);
+    // Falcon-Mamba's weightless RMSNorm of Δ_low, B and C, as scales on the raw values
+    // (each thread recomputes them: R + 2N values). B's scale goes into x, C's onto y.
+    float s_dt = 1.f, s_b = 1.f, s_c = 1.f;
+    if (p.has_norm) {
+        s_dt = inv_rms(row, R, p.norm_eps);
+        s_b = inv_rms(row + R, N, p.norm_eps);
+        s_c = inv_rms(row + R + N, N, p.norm_eps);
+    }
     const W* wr = dt_proj + (size_t)c * R;
     float dt = 0.f;
-    for (unsigned int j = 0; j < R; ++j) dt = fmaf(ld(wr, j), row[j], dt);
+    for (unsigned int j = 0; j < R; ++j) dt = fmaf(ld(wr, j), row[j] * s_dt, dt);
     dt = softplus_f(dt + dt_bias[c]);
     const float xv = xc[bd];
-    float out = state_update_row(dt, xv, A + (size_t)c * N, row + R, row + R + N,
-                                 state + (size_t)bd * N, N);
+    float out = s_c * state_update_row(dt, xv * s_b, A + (size_t)c * N, row + R, row + R + N,
+                                       state + (size_t)bd * N, N);
     out += Dv[c] * xv;
     y[bd] = out * silu_f(z[bd]);
 }

@@ -109,6 +109,10 @@ struct StepProjParams {
     d_inner: u32,
     dt_rank: u32,
     dstate: u32,
+    has_norm: u32,
+    norm_eps: f32,
+    _pad0: u32,
+    _pad1: u32,
 }
 
 struct NormParams {

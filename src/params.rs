@@ -168,7 +168,8 @@ pub struct MixerInParams {
 
 /// The fused decode step's `x_proj` ([`crate::ops::x_proj`]) and state update
 /// ([`crate::ops::ssm_step`]): `dbc (batch, dt_rank + 2·dstate)` holds Δ's low-rank
-/// input, B and C of each sequence, side by side.
+/// input, B and C of each sequence, side by side. With `has_norm` (Falcon-Mamba) the
+/// state update first RMS-normalises each of the three (no weight, `norm_eps`).
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Pod, Zeroable)]
 #[non_exhaustive]
@@ -177,6 +178,10 @@ pub struct StepProjParams {
     pub d_inner: u32,
     pub dt_rank: u32,
     pub dstate: u32,
+    pub has_norm: u32,
+    pub norm_eps: f32,
+    pub _pad0: u32,
+    pub _pad1: u32,
 }
 
 /// RMSNorm over segments of `dim` values, optionally adding `x` into a residual first.

@@ -327,7 +327,11 @@ fn param_layouts_match_src_params() {
             batch: u32,
             d_inner: u32,
             dt_rank: u32,
-            dstate: u32
+            dstate: u32,
+            has_norm: u32,
+            norm_eps: f32,
+            _pad0: u32,
+            _pad1: u32
         }),
         rust_layout!(NormParams {
             rows: u32,

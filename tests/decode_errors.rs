@@ -159,6 +159,7 @@ fn x_proj_and_ssm_step_errors_name_the_tensor() {
             dt_bias: &dt_bias,
             a,
             d: &d,
+            norm_eps: None,
         };
         ops::ssm_step(&be, &inputs, &mut f(state), &mut f(y))
     };

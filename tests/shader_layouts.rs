@@ -149,7 +149,11 @@ mod host {
                 batch,
                 d_inner,
                 dt_rank,
-                dstate
+                dstate,
+                has_norm,
+                norm_eps,
+                _pad0,
+                _pad1
             }),
             "NormParams" => layout!(NormParams {
                 rows,

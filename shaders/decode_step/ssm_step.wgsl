@@ -1,6 +1,7 @@
 //#include "decode_step.wgsl"
 
-// ssm_step: Δ = softplus(dt_proj · dbc[..R] + dt_bias), then the state update.
+// ssm_step: Δ = softplus(dt_proj · dbc[..R] + dt_bias), then the state update (with
+// has_norm, Δ_low, B and C RMS-normalised first: Falcon-Mamba).
 // One invocation per (sequence, channel), as selective_state_update.wgsl.
 
 @group(0) @binding(0) var<uniform> tp: StepProjParams;
@@ -13,6 +14,15 @@
 @group(0) @binding(7) var<storage, read> d_skip: array<f32>;            // (E)
 @group(0) @binding(8) var<storage, read_write> ssm_state: array<f32>;   // (batch, E, N), in place
 @group(0) @binding(9) var<storage, read_write> y_out: array<f32>;       // (batch, E)
+
+// 1 / sqrt(mean(v²) + eps) of the `len` values of dbc from `at`.
+fn inv_rms_of(at: u32, len: u32) -> f32 {
+    var s = 0.0;
+    for (var j = 0u; j < len; j++) {
+        s = fma(s_dbc[at + j], s_dbc[at + j], s);
+    }
+    return inverseSqrt(s / f32(len) + tp.norm_eps);
+}
 
 @compute @workgroup_size(64)
 fn ssm_step(
@@ -29,10 +39,20 @@ fn ssm_step(
     let rk = tp.dt_rank;
     let n_state = tp.dstate;
     let row = m * (rk + 2u * n_state);
+    // Falcon-Mamba's weightless RMSNorm of Δ_low, B and C, as scales on the raw values
+    // (each invocation recomputes them: R + 2N values).
+    var s_dt = 1.0;
+    var s_b = 1.0;
+    var s_c = 1.0;
+    if tp.has_norm != 0u {
+        s_dt = inv_rms_of(row, rk);
+        s_b = inv_rms_of(row + rk, n_state);
+        s_c = inv_rms_of(row + rk + n_state, n_state);
+    }
     var dt = 0.0;
     for (var j = 0u; j < rk; j++) {
         let i = c * rk + j;
-        dt = fma(decode(dt_proj[word_of(i, W_DTYPE)], i, W_DTYPE), s_dbc[row + j], dt);
+        dt = fma(decode(dt_proj[word_of(i, W_DTYPE)], i, W_DTYPE), s_dbc[row + j] * s_dt, dt);
     }
     dt = softplus(dt + dt_bias[c]);
     let xv = s_xc[bd];
@@ -40,9 +60,9 @@ fn ssm_step(
     for (var n = 0u; n < n_state; n++) {
         let hi = bd * n_state + n;
         let hv = exp_decay(dt * mat_a[c * n_state + n]) * ssm_state[hi]
-            + dt * s_dbc[row + rk + n] * xv;
+            + dt * (s_dbc[row + rk + n] * s_b) * xv;
         ssm_state[hi] = hv;
-        y = y + s_dbc[row + rk + n_state + n] * hv;
+        y = y + (s_dbc[row + rk + n_state + n] * s_c) * hv;
     }
     y = y + d_skip[c] * xv;
     y_out[bd] = y * silu(s_z[bd]);

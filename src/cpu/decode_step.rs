@@ -110,7 +110,18 @@ pub(crate) fn ssm_step(
             .flat_map(|row| row[from..from + len].iter().copied())
             .collect()
     };
-    let (dt_low, bm, cm) = (part(0, r), part(r, n), part(r + n, n));
+    let (mut dt_low, mut bm, mut cm) = (part(0, r), part(r, n), part(r + n, n));
+    if p.has_norm != 0 {
+        // Falcon-Mamba: each of Δ_low, B, C RMS-normalised on its own, no weight.
+        for (v, width) in [(&mut dt_low, r), (&mut bm, n), (&mut cm, n)] {
+            let mut np: NormParams = bytemuck::Zeroable::zeroed();
+            (np.rows, np.dim, np.eps, np.groups) = (p.batch, width as u32, p.norm_eps, 1);
+            let ones = vec![1f32; width];
+            let mut normed = vec![0f32; v.len()];
+            rms_norm(&np, v, Floats::F32(&ones), None, &mut normed);
+            *v = normed;
+        }
+    }
     let mut dt = vec![0f32; b * e];
     matmul(
         &matmul_params(p.batch, p.d_inner, p.dt_rank),

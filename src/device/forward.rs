@@ -407,6 +407,7 @@ pub(super) fn ssm_step<Bk: Inner>(be: &Bk, call: SsmStepCall<'_, DeviceBuf>) -> 
         dt_bias: get::<Bk>(OP, "dt_bias", i.dt_bias)?,
         a: get::<Bk>(OP, "A", i.a)?,
         d: get::<Bk>(OP, "D", i.d)?,
+        norm_eps: i.norm_eps,
     };
     be.ssm_step(SsmStepCall {
         p,

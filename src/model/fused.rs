@@ -8,7 +8,8 @@
 //! logits = lm_head(rmsnorm_f(residual))
 //! ```
 //!
-//! It is taken for Mamba-1 layers without in_proj bias, for at most
+//! Falcon-Mamba is the same step with its weightless norms of Δ_low, B and C inside
+//! `ssm_step`. It is taken for layers without in_proj bias, for at most
 //! [`ops::FUSED_MAX_BATCH`] sequences, on backends with the fused ops whose bindings
 //! hold every projection; otherwise (and with [`MambaModel::set_fused_decode`]`(false)`)
 //! the step runs the unfused ops.
@@ -33,7 +34,7 @@ impl<B: Backend> MambaModel<B> {
         };
         let fits = |b: &B::Buffer| (b.numel() * b.dtype().size()) as u64 <= limit;
         self.fused_decode
-            && self.cfg.family == Family::Mamba1
+            && matches!(self.cfg.family, Family::Mamba1 | Family::FalconMamba { .. })
             && batch <= ops::FUSED_MAX_BATCH
             && self.w.layers.iter().all(|lw| {
                 lw.b_x.is_none()
@@ -92,6 +93,10 @@ impl<B: Backend> MambaModel<B> {
                 dt_bias: &lw.dt_bias,
                 a: &lw.a,
                 d: &lw.d,
+                norm_eps: match self.cfg.family {
+                    Family::FalconMamba { mixer_rms_eps } => Some(mixer_rms_eps),
+                    _ => None,
+                },
             };
             ops::ssm_step(be, &inputs, ssm, &mut a.y)?;
             ops::matmul_accumulate(be, &a.y, &lw.out_w, lw.out_b.as_ref(), &mut a.residual)?;

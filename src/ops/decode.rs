@@ -168,6 +168,10 @@ pub fn x_proj<Bk: Backend>(
         d_inner,
         dt_rank,
         dstate,
+        has_norm: 0,
+        norm_eps: 0.0,
+        _pad0: 0,
+        _pad1: 0,
     };
     be.x_proj(XProjCall {
         p: &p,
@@ -181,7 +185,8 @@ pub fn x_proj<Bk: Backend>(
 
 /// Inputs of [`ssm_step`]: xc, z `(batch, E)` and dbc `(batch, R + 2N)` f32 (from
 /// [`mixer_in`] and [`x_proj`]); `dt_proj (E, R)` in any float dtype; dt_bias, D `(E)`
-/// and A `(E, N)` f32.
+/// and A `(E, N)` f32. `norm_eps`: Falcon-Mamba's weightless RMSNorm of Δ_low, B and C
+/// (each on its own) before they are used.
 pub struct SsmStepInputs<'a, B> {
     pub xc: &'a B,
     pub dbc: &'a B,
@@ -190,6 +195,7 @@ pub struct SsmStepInputs<'a, B> {
     pub dt_bias: &'a B,
     pub a: &'a B,
     pub d: &'a B,
+    pub norm_eps: Option<f32>,
 }
 
 /// One state update per channel with Δ computed in place:
@@ -224,12 +230,25 @@ pub fn ssm_step<Bk: Backend>(
     check_vec(OP, "D", Some(i.d), e)?;
     check_f32(OP, "y", y)?;
     check_shape(OP, "y", y, &[batch, e])?;
+    if let Some(eps) = i.norm_eps
+        && (!eps.is_finite() || eps < 0.0)
+    {
+        return Err(Error::Arg {
+            op: OP,
+            arg: "norm_eps",
+            why: format!("{eps} is not a finite non-negative number"),
+        });
+    }
     let [batch, d_inner, dt_rank, dstate] = u32s(OP, [batch, e, r, n])?;
     let p = StepProjParams {
         batch,
         d_inner,
         dt_rank,
         dstate,
+        has_norm: i.norm_eps.is_some() as u32,
+        norm_eps: i.norm_eps.unwrap_or(0.0),
+        _pad0: 0,
+        _pad1: 0,
     };
     be.ssm_step(SsmStepCall {
         p: &p,

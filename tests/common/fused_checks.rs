@@ -12,7 +12,8 @@ use super::checks::{down, poison, up, up_as};
 use super::decode_checks::{SMALL, Trace, assert_same_trace, decode_alone, small_model};
 use super::{Tol, assert_close, rel_l2};
 
-/// Shapes of one fused-op case: batch, D, E, N, K, R.
+/// Shapes of one fused-op case: batch, D, E, N, K, R; `norm`: Falcon-Mamba's norms of
+/// Δ_low, B and C (eps 1e-6) in `ssm_step`.
 #[derive(Debug, Clone, Copy)]
 pub struct FusedCase {
     pub batch: usize,
@@ -21,7 +22,10 @@ pub struct FusedCase {
     pub n: usize,
     pub k: usize,
     pub r: usize,
+    pub norm: bool,
 }
+
+const NORM_EPS: f32 = 1e-6;
 
 /// The outputs of one layer's decode step: xc, z, dbc, y, the residual after, the conv
 /// and ssm states after.
@@ -55,6 +59,7 @@ fn data(c: &FusedCase, seed: u64) -> Data {
         n,
         k,
         r,
+        ..
     } = *c;
     let scaled = |g: &mut Gen, len: usize, s: f32| -> Vec<f32> {
         g.normal(len).into_iter().map(|v| v * s).collect()
@@ -88,6 +93,7 @@ fn fused<B: Backend>(be: &B, c: &FusedCase, x: &Data, wd: DType) -> StepOut {
         n,
         k,
         r,
+        norm,
     } = *c;
     let mut h = up(be, &x.h, &[batch, d]);
     let norm_w = up_as(be, &x.norm_w, &[d], wd);
@@ -132,6 +138,7 @@ fn fused<B: Backend>(be: &B, c: &FusedCase, x: &Data, wd: DType) -> StepOut {
         dt_bias: &dt_bias,
         a: &a,
         d: &dd,
+        norm_eps: norm.then_some(NORM_EPS),
     };
     ops::ssm_step(be, &inputs, &mut ssm, &mut y).expect("ssm_step");
     let out_w = up_as(be, &x.out_w, &[d, e], wd);
@@ -149,6 +156,7 @@ fn unfused(c: &FusedCase, x: &Data, wd: DType) -> StepOut {
         n,
         k,
         r,
+        norm,
     } = *c;
     let h = up(be, &x.h, &[batch, d]);
     let norm_w = up_as(be, &x.norm_w, &[d], wd);
@@ -179,7 +187,19 @@ fn unfused(c: &FusedCase, x: &Data, wd: DType) -> StepOut {
     let dt_low = mm(&xc, &x.w_dt, r, e);
     let bm = mm(&xc, &x.w_b, n, e);
     let cm = mm(&xc, &x.w_c, n, e);
-    let dt = mm(&dt_low, &x.dt_proj, e, r);
+    // Falcon-Mamba: the model's unfused path, rms_norm with a unit weight.
+    let normed = |v: &_, width: usize| {
+        let ones = up(be, &vec![1.0; width], &[width]);
+        let mut o = poison(be, &[batch, width]);
+        ops::rms_norm(be, v, &ones, NORM_EPS, None, &mut o).expect("norm");
+        o
+    };
+    let normed_all = norm.then(|| (normed(&dt_low, r), normed(&bm, n), normed(&cm, n)));
+    let (dt_in, bs, cs) = match &normed_all {
+        Some((a, b, c)) => (a, b, c),
+        None => (&dt_low, &bm, &cm),
+    };
+    let dt = mm(dt_in, &x.dt_proj, e, r);
     let (dt_bias, a, dd) = (
         up(be, &x.dt_bias, &[e]),
         up(be, &x.a, &[e, n]),
@@ -191,8 +211,8 @@ fn unfused(c: &FusedCase, x: &Data, wd: DType) -> StepOut {
         x: &xc,
         dt: &dt,
         a: &a,
-        b: &bm,
-        c: &cm,
+        b: bs,
+        c: cs,
         d: Some(&dd),
         z: Some(&z),
         dt_bias: Some(&dt_bias),
@@ -220,41 +240,26 @@ fn unfused(c: &FusedCase, x: &Data, wd: DType) -> StepOut {
 }
 
 /// The fused ops on `be` equal the unfused reference ops for every weight dtype at
-/// batch 1 and 3 (130m-like ratios at a small width, plus odd sizes).
+/// batch 1 to 4 (130m-like ratios at a small width, plus odd sizes), with and without
+/// Falcon-Mamba's norms.
 pub fn check_fused_ops<B: Backend>(be: &B, tol: Tol) {
+    let case = |batch, d, e, n, k, r, norm| FusedCase {
+        batch,
+        d,
+        e,
+        n,
+        k,
+        r,
+        norm,
+    };
     let cases = [
-        FusedCase {
-            batch: 1,
-            d: 64,
-            e: 128,
-            n: 16,
-            k: 4,
-            r: 4,
-        },
-        FusedCase {
-            batch: 3,
-            d: 48,
-            e: 96,
-            n: 16,
-            k: 4,
-            r: 3,
-        },
-        FusedCase {
-            batch: 4,
-            d: 37,
-            e: 75,
-            n: 5,
-            k: 3,
-            r: 7,
-        },
-        FusedCase {
-            batch: 2,
-            d: 300,
-            e: 600,
-            n: 16,
-            k: 4,
-            r: 19,
-        },
+        case(1, 64, 128, 16, 4, 4, false),
+        case(3, 48, 96, 16, 4, 3, false),
+        case(4, 37, 75, 5, 3, 7, false),
+        case(2, 300, 600, 16, 4, 19, false),
+        // Falcon-Mamba's norms of Δ_low, B and C inside ssm_step.
+        case(1, 64, 128, 16, 4, 4, true),
+        case(3, 40, 88, 6, 4, 5, true),
     ];
     const NAMES: [&str; 7] = ["xc", "z", "dbc", "y", "residual", "conv state", "ssm state"];
     let mut worst = (0f64, "");

@@ -236,13 +236,18 @@ pub fn check_model_fixtures_where<B: Backend>(
         }
         eprintln!(
             "model fixture {}: {} prompts (longest {} tokens), worst logits rel L2 {:.3e}, \
-             {} greedy tokens identical, {} near-ties",
+             {} greedy tokens identical, {} near-ties; decode step at batch 1 {}",
             rep.name,
             rep.prompts,
             rep.longest_prompt,
             rep.worst_rel_l2,
             rep.greedy_tokens,
-            rep.near_ties
+            rep.near_ties,
+            if model.uses_fused_decode(1) {
+                "fused"
+            } else {
+                "unfused"
+            }
         );
         reports.push(rep);
     }
