@@ -52,7 +52,7 @@ struct Args {
     /// Timed greedy decode steps per decode row.
     #[arg(long, default_value_t = 128)]
     decode_steps: usize,
-    /// Decode batch sizes, comma separated: up to 4 sequences take the fused step (four
+    /// Decode batch sizes, comma separated: up to 8 sequences take the fused step (four
     /// dispatches per layer), more the unfused one with tiled GEMMs.
     #[arg(long, default_value = "1,4,16")]
     decode_batches: String,

@@ -11,7 +11,7 @@
 
 #include "common.cuh"
 
-#define MAXM 4   // sequences (src/ops/decode.rs, FUSED_MAX_BATCH)
+#define MAXM 8   // sequences (src/ops/decode.rs, FUSED_MAX_BATCH)
 #define WARPS 8  // weight rows per block
 
 __device__ __forceinline__ float warp_sum(float s) {
@@ -49,7 +49,9 @@ __device__ void mixer_in_impl(const MixerInParams& p, unsigned int norm_kind,
     const unsigned int row = blockIdx.x * WARPS + warp;  // output row of [x; z]
     if (row >= 2 * E) return;                             // whole warps exit together
     const W* wr = row < E ? w_x + (size_t)row * D : w_z + (size_t)(row - E) * D;
-    float acc[MAXM] = {0.f, 0.f, 0.f, 0.f};
+    float acc[MAXM];
+#pragma unroll
+    for (unsigned int m = 0; m < MAXM; ++m) acc[m] = 0.f;
     for (size_t k = lane; k < D; k += 32) {
         const float wv = ld(wr, k) * load_kind(norm_w, norm_kind, k);
 #pragma unroll
@@ -90,7 +92,9 @@ __device__ void x_proj_impl(const StepProjParams& p, const float* __restrict__ x
     const W* wr = row < R       ? w_dt + (size_t)row * E
                   : row < R + N ? w_b + (size_t)(row - R) * E
                                 : w_c + (size_t)(row - R - N) * E;
-    float acc[MAXM] = {0.f, 0.f, 0.f, 0.f};
+    float acc[MAXM];
+#pragma unroll
+    for (unsigned int m = 0; m < MAXM; ++m) acc[m] = 0.f;
     for (size_t k = lane; k < E; k += 32) {
         const float wv = ld(wr, k);
 #pragma unroll

@@ -5,7 +5,7 @@
 //
 // The two matrix-vector products are laid out as matmul.wgsl's `matmul_decode`: a
 // workgroup of 256 invocations owns 8 weight rows, 32 invocations per row stride over K
-// (coalesced), each weight element is read once for all (at most 4) sequences, and the
+// (coalesced), each weight element is read once for all (at most 8) sequences, and the
 // partial sums are reduced in workgroup memory.
 //
 // Weights are bound as raw 32-bit words, decoded by W_DTYPE (in_proj, x_proj, dt_proj)
@@ -19,10 +19,10 @@ override NORM_DTYPE: u32 = DTYPE_F32;
 
 const ROWS: u32 = 8u;   // weight rows per workgroup
 const LANES: u32 = 32u; // invocations per weight row
-const MAX_M: u32 = 4u;  // sequences (src/ops/decode.rs, FUSED_MAX_BATCH)
+const MAX_M: u32 = 8u;  // sequences (src/ops/decode.rs, FUSED_MAX_BATCH)
 
-var<workgroup> red: array<f32, 1024>; // [MAX_M][256] partial sums
-var<workgroup> inv_rms: array<f32, 4>;
+var<workgroup> red: array<f32, 2048>; // [MAX_M][256] partial sums
+var<workgroup> inv_rms: array<f32, 8>;
 
 // Sums red[m][lid] over the 32 lanes of each row into lane 0 (all invocations call it).
 fn reduce_lanes(lid: u32) {

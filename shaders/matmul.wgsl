@@ -2,10 +2,10 @@
 // Mirrors src/cpu/matmul.rs::matmul.
 //
 // Two entry points:
-//   * `matmul`: tiled, for M > 4. A workgroup of 16×16 invocations computes a 64×64
+//   * `matmul`: tiled, for M > 8. A workgroup of 16×16 invocations computes a 64×64
 //     tile of out, 4×4 outputs per invocation, walking K in steps of 16 with the x and w
 //     tiles staged in workgroup memory.
-//   * `matmul_decode`: M ≤ 4 (decode). A workgroup of 256 invocations owns 8 weight rows,
+//   * `matmul_decode`: M ≤ 8 (decode). A workgroup of 256 invocations owns 8 weight rows,
 //     32 invocations per row stride over K (coalesced), so each weight element is read
 //     exactly once for all M rows of x; the 32 partial sums are reduced in workgroup
 //     memory.
@@ -126,9 +126,9 @@ fn matmul(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wg: 
 
 const DEC_ROWS: u32 = 8u;   // weight rows per workgroup
 const DEC_LANES: u32 = 32u; // invocations per weight row
-const MAX_M: u32 = 4u;      // src/wgpu/kernels.rs, DECODE_MAX_M
+const MAX_M: u32 = 8u;      // src/wgpu/kernels.rs, DECODE_MAX_M
 
-var<workgroup> red: array<f32, 1024>; // [MAX_M][256] partial sums
+var<workgroup> red: array<f32, 2048>; // [MAX_M][256] partial sums
 
 @compute @workgroup_size(256)
 fn matmul_decode(

@@ -45,7 +45,7 @@ pub(super) fn mixer_in(be: &CudaBackend, call: MixerInCall<'_, CudaBuffer>) -> R
     // const void* norm_w, const W* w_x, const W* w_z, const float* conv_w,
     // const float* conv_b, float* conv_state, float* xc, float* z): same order, the
     // kernel chosen by w_x's dtype (ops checked w_z has it too), norm_kind naming
-    // norm_w's. ops validated h (batch <= 4, D), norm_w (D), w_x / w_z (E, D), conv_w
+    // norm_w's. ops validated h (batch <= 8, D), norm_w (D), w_x / w_z (E, D), conv_w
     // (E, K), conv_b (E, read only if has_conv_bias), conv_state (batch, E, K-1), xc / z
     // (batch, E). One warp per row of [x; z], whole warps exit past 2E.
     unsafe { a.launch(config(&l)) }.map_err(launch_err("mixer_in"))?;
@@ -72,7 +72,7 @@ pub(super) fn x_proj(be: &CudaBackend, call: XProjCall<'_, CudaBuffer>) -> Resul
     a.arg(dbc.f32_mut()?);
     // SAFETY: x_proj_<w dtype>(StepProjParams p, const float* xc, const W* w_dt,
     // const W* w_b, const W* w_c, float* dbc): same order, one weight dtype (ops
-    // checked); xc (batch <= 4, E), w_dt (R, E), w_b / w_c (N, E), dbc (batch, R + 2N).
+    // checked); xc (batch <= 8, E), w_dt (R, E), w_b / w_c (N, E), dbc (batch, R + 2N).
     // One warp per row, whole warps exit past R + 2N.
     unsafe { a.launch(config(&l)) }.map_err(launch_err("x_proj"))?;
     Ok(())

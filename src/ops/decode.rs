@@ -22,7 +22,7 @@ use crate::error::{Error, Result};
 use crate::params::*;
 
 /// The most sequences one fused decode op takes.
-pub const FUSED_MAX_BATCH: usize = 4;
+pub const FUSED_MAX_BATCH: usize = 8;
 
 /// Inputs of [`mixer_in`]: the residual stream `h (batch, D)` f32, the layer's norm
 /// weight `(D)` (any float dtype) and epsilon, `in_proj` as `w_x`, `w_z (E, D)` (one

@@ -85,7 +85,7 @@ impl ScanSize {
     }
 }
 /// Matmul: the decode path serves up to this many rows of x (`MAX_M` in matmul.wgsl).
-pub(crate) const DECODE_MAX_M: u32 = 4;
+pub(crate) const DECODE_MAX_M: u32 = 8;
 /// Matmul decode: weight rows per workgroup (`DEC_ROWS`).
 pub(crate) const DECODE_ROWS: u32 = 8;
 /// Matmul tiled: output tile edge (`TILE`).

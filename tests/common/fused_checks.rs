@@ -260,6 +260,9 @@ pub fn check_fused_ops<B: Backend>(be: &B, tol: Tol) {
         // Falcon-Mamba's norms of Δ_low, B and C inside ssm_step.
         case(1, 64, 128, 16, 4, 4, true),
         case(3, 40, 88, 6, 4, 5, true),
+        // The most sequences the fused ops take.
+        case(8, 40, 72, 8, 4, 4, false),
+        case(7, 24, 48, 16, 4, 2, true),
     ];
     const NAMES: [&str; 7] = ["xc", "z", "dbc", "y", "residual", "conv state", "ssm state"];
     let mut worst = (0f64, "");
@@ -349,18 +352,18 @@ pub fn check_fused_model<B: Backend + Clone>(be: &B, tol: f64) {
     }
 }
 
-/// Batched decode around the switch from the fused step (≤ 4 sequences) to the unfused
-/// GEMM step (and the GEMM paths of the matmul: wgpu tiles from 5 rows, CUDA's cuBLAS
-/// from 9): the sequences of a batch of 3, 4, 5, 8, 9 or 64 decode as each does alone
-/// (all of them for the small batches, a spread of 4 for 64).
+/// Batched decode around the switch from the fused step (≤ 8 sequences) to the unfused
+/// GEMM step (and the GEMM paths of the matmul: wgpu tiles and CUDA's cuBLAS from 9
+/// rows): the sequences of a batch of 3, 8, 9, 16 or 64 decode as each does alone (all
+/// of them up to 9, a spread of 4 above).
 pub fn check_batched_decode<B: Backend + Clone>(be: &B, tol: f64) {
     let m = small_model(be.clone(), 12, DType::F32);
     let all: Vec<Vec<u32>> = (0..64u32)
         .map(|i| vec![1 + i % 60, 20 + (2 * i) % 40, 40 + i % 23, 3])
         .collect();
-    assert!(m.uses_fused_decode(4) || be.fused_step_max_weight_bytes().is_none());
-    assert!(!m.uses_fused_decode(5));
-    for batch in [3, 4, 5, 8, 9, 64] {
+    assert!(m.uses_fused_decode(8) || be.fused_step_max_weight_bytes().is_none());
+    assert!(!m.uses_fused_decode(9));
+    for batch in [3, 8, 9, 16, 64] {
         let p: Vec<&[u32]> = all[..batch].iter().map(|v| v.as_slice()).collect();
         let together = decode_alone(&m, &p, 5);
         let checked: Vec<usize> = if batch <= 9 {
@@ -384,7 +387,7 @@ pub fn check_batched_decode<B: Backend + Clone>(be: &B, tol: f64) {
 }
 
 /// `matmul_accumulate` on `be` equals `out₀ + x·wᵀ (+ bias)` from the CPU reference's
-/// plain matmul, for the decode kernel (m ≤ 4), the GEMM path (m = 9, 70) and every
+/// plain matmul, for the decode kernel (m ≤ 8), the GEMM path (m = 9, 70) and every
 /// weight dtype, with and without a bias.
 pub fn check_matmul_accumulate<B: Backend>(be: &B, tol: Tol) {
     let cpu = &CpuBackend::new();
