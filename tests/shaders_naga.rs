@@ -104,8 +104,7 @@ mod pipelines {
 
     /// The smallest limits `WgpuBackend::new` accepts (its `need` table); every kernel but
     /// the scan, which sizes itself, must fit them.
-    const MIN_INVOCATIONS: u32 = 256;
-    const MIN_WORKGROUP_BYTES: u32 = 8 * 1024;
+    use mamba_gpu::wgpu::{MIN_INVOCATIONS, MIN_WORKGROUP_BYTES};
 
     /// The module with the host's override constants applied, for its entry point, as
     /// wgpu does before handing it to a back end.

@@ -5,6 +5,18 @@
 
 use super::*;
 
+/// The fewest invocations per workgroup (and workgroup size x) an adapter must offer:
+/// every kernel but the scan, which sizes itself, uses 256 at most. Not an API: it is
+/// public for tests/shaders_naga.rs, which checks every kernel against it.
+#[doc(hidden)]
+pub const MIN_INVOCATIONS: u32 = 256;
+
+/// The least workgroup memory an adapter must offer: `matmul_decode` and `mixer_in`
+/// hold 8 KiB of partial sums (8 sequences × 256 invocations) plus the norms. 16 KiB is
+/// the guaranteed minimum of WebGPU and of Vulkan. Public for tests/shaders_naga.rs.
+#[doc(hidden)]
+pub const MIN_WORKGROUP_BYTES: u32 = 16 * 1024;
+
 impl WgpuBackend {
     /// [`WgpuBackend::with_options`] without blocking (see [`WgpuBackend::new_async`]).
     pub async fn with_options_async(opts: WgpuOptions) -> Result<Self> {
@@ -52,19 +64,17 @@ impl WgpuBackend {
             (
                 "max_compute_invocations_per_workgroup",
                 limits.max_compute_invocations_per_workgroup,
-                256,
+                MIN_INVOCATIONS,
             ),
             (
                 "max_compute_workgroup_size_x",
                 limits.max_compute_workgroup_size_x,
-                256,
+                MIN_INVOCATIONS,
             ),
             (
                 "max_compute_workgroup_storage_size",
                 limits.max_compute_workgroup_storage_size,
-                // matmul_decode and mixer_in: 8 KiB of partial sums + the norms (WebGPU's
-                // and Vulkan's guaranteed minimum is 16 KiB); the scan sizes itself.
-                16 * 1024,
+                MIN_WORKGROUP_BYTES,
             ),
         ];
         for (name, have, want) in need {

@@ -72,6 +72,7 @@ use crate::tensor::{DType, buffer_numel};
 pub use replay::MAX_REPLAYS;
 
 #[doc(hidden)]
+pub use init::{MIN_INVOCATIONS, MIN_WORKGROUP_BYTES};
 pub use kernels::{PipelineSource, pipeline_sources, window_params_layout};
 
 use kernels::{Kernel, SCAN_CHANNELS, SCAN_LANES, ScanLimits, Slot, WDtype};
