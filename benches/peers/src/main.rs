@@ -22,8 +22,10 @@
 //!   --dtypes LIST     mamba-gpu weight dtypes among f32,f16,bf16 (all)
 //!   --micro           only time the scan and the decode matmul against SIMD rewrites (src/micro.rs)
 //!   --reuse           keep an existing checkpoint in --dir (same seed) instead of rewriting it
+//!   --mamba2          instead: Mamba-2 130m-shaped, ours against candle's mamba2 (src/mamba2.rs)
 //! ```
 
+mod mamba2;
 mod micro;
 
 use std::cell::RefCell;
@@ -32,8 +34,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use mamba_gpu::model::{LoadOptions, MambaModel, WeightDType};
-use mamba_gpu::ops::{Elementwise, ScanInputs, StateIo, StepInputs};
-use mamba_gpu::params::*;
+use mamba_gpu::ops::call::*;
 use mamba_gpu::{Backend, CpuBackend, DType, HostSlice, HostVec, Precision};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -64,6 +65,7 @@ struct Opts {
     dtypes: Vec<String>,
     reuse: bool,
     micro: bool,
+    mamba2: bool,
 }
 
 fn parse_opts() -> Opts {
@@ -80,6 +82,7 @@ fn parse_opts() -> Opts {
         dtypes: vec!["f32".into(), "f16".into(), "bf16".into()],
         reuse: false,
         micro: false,
+        mamba2: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -99,6 +102,7 @@ fn parse_opts() -> Opts {
             "--profile" => o.profile = true,
             "--reuse" => o.reuse = true,
             "--micro" => o.micro = true,
+            "--mamba2" => o.mamba2 = true,
             "--dtypes" => {
                 o.dtypes = args
                     .next()
@@ -179,7 +183,11 @@ fn random_checkpoint(seed: u64) -> Vec<(String, Vec<usize>, Vec<f32>)> {
             vec![2 * e, d],
             g.fill(2 * e * d, 1.0 / (d as f32).sqrt()),
         ));
-        t.push((p("mixer.conv1d.weight"), vec![e, 1, D_CONV], g.fill(e * D_CONV, 0.3)));
+        t.push((
+            p("mixer.conv1d.weight"),
+            vec![e, 1, D_CONV],
+            g.fill(e * D_CONV, 0.3),
+        ));
         t.push((p("mixer.conv1d.bias"), vec![e], g.fill(e, 0.05)));
         t.push((
             p("mixer.x_proj.weight"),
@@ -242,12 +250,9 @@ fn write_checkpoint(dir: &Path) {
     let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = bytes
         .iter()
         .map(|(name, shape, b)| {
-            let view = safetensors::tensor::TensorView::new(
-                safetensors::Dtype::F32,
-                shape.clone(),
-                b,
-            )
-            .expect("tensor view");
+            let view =
+                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), b)
+                    .expect("tensor view");
             (name.clone(), view)
         })
         .collect();
@@ -308,7 +313,9 @@ fn argmax(v: &[f32]) -> u32 {
 
 fn prompt(len: usize, salt: u64) -> Vec<u32> {
     let mut rng = ChaCha8Rng::seed_from_u64(0xbeef ^ salt);
-    (0..len).map(|_| rng.random_range(0..VOCAB as u32)).collect()
+    (0..len)
+        .map(|_| rng.random_range(0..VOCAB as u32))
+        .collect()
 }
 
 /// Per-implementation results.
@@ -579,20 +586,6 @@ impl Timed {
     }
 }
 
-fn matmul_label(p: &MatmulParams) -> String {
-    let (n, k) = (p.n as usize, p.k as usize);
-    let what = match (n, k) {
-        (D_INNER, D_MODEL) => "in_proj half (x or z)",
-        (DT_RANK, D_INNER) => "x_proj dt rows",
-        (D_STATE, D_INNER) => "x_proj B or C rows",
-        (D_INNER, DT_RANK) => "dt_proj",
-        (D_MODEL, D_INNER) => "out_proj",
-        (VOCAB, D_MODEL) => "lm_head",
-        _ => "other",
-    };
-    format!("matmul {what} [{n}x{k}]")
-}
-
 impl Backend for Timed {
     type Buffer = <CpuBackend as Backend>::Buffer;
     fn name(&self) -> &'static str {
@@ -616,112 +609,70 @@ impl Backend for Timed {
     fn flush(&self) -> mamba_gpu::Result<()> {
         self.inner.flush()
     }
-    fn embedding(
-        &self,
-        p: &EmbeddingParams,
-        ids: &Self::Buffer,
-        table: &Self::Buffer,
-        out: &mut Self::Buffer,
-    ) -> mamba_gpu::Result<()> {
-        self.record(|| "embedding".into(), || self.inner.embedding(p, ids, table, out))
+    // The checked calls keep their parameters private to the crate, so the ops are
+    // timed by name (a matmul's shape is not visible from here).
+    fn embedding(&self, call: EmbeddingCall<'_, Self::Buffer>) -> mamba_gpu::Result<()> {
+        self.record(|| "embedding".into(), || self.inner.embedding(call))
     }
-    fn matmul(
-        &self,
-        p: &MatmulParams,
-        x: &Self::Buffer,
-        w: &Self::Buffer,
-        bias: Option<&Self::Buffer>,
-        out: &mut Self::Buffer,
-    ) -> mamba_gpu::Result<()> {
-        self.record(|| matmul_label(p), || self.inner.matmul(p, x, w, bias, out))
+    fn matmul(&self, call: MatmulCall<'_, Self::Buffer>) -> mamba_gpu::Result<()> {
+        self.record(|| "matmul".into(), || self.inner.matmul(call))
     }
-    fn rms_norm(
-        &self,
-        p: &NormParams,
-        x: &Self::Buffer,
-        weight: &Self::Buffer,
-        residual: Option<&mut Self::Buffer>,
-        out: &mut Self::Buffer,
-    ) -> mamba_gpu::Result<()> {
-        self.record(|| "rms_norm (+residual)".into(), || {
-            self.inner.rms_norm(p, x, weight, residual, out)
-        })
+    fn rms_norm(&self, call: NormCall<'_, Self::Buffer>) -> mamba_gpu::Result<()> {
+        self.record(
+            || "rms_norm (+residual)".into(),
+            || self.inner.rms_norm(call),
+        )
     }
-    fn causal_conv1d(
-        &self,
-        p: &ConvParams,
-        x: &Self::Buffer,
-        weight: &Self::Buffer,
-        bias: Option<&Self::Buffer>,
-        state: Option<&mut Self::Buffer>,
-        out: &mut Self::Buffer,
-    ) -> mamba_gpu::Result<()> {
-        self.record(|| "causal_conv1d".into(), || {
-            self.inner.causal_conv1d(p, x, weight, bias, state, out)
-        })
+    fn causal_conv1d(&self, call: ConvCall<'_, Self::Buffer>) -> mamba_gpu::Result<()> {
+        self.record(|| "causal_conv1d".into(), || self.inner.causal_conv1d(call))
     }
     fn causal_conv1d_update(
         &self,
-        p: &ConvParams,
-        x: &Self::Buffer,
-        weight: &Self::Buffer,
-        bias: Option<&Self::Buffer>,
-        state: &mut Self::Buffer,
-        out: &mut Self::Buffer,
+        call: ConvUpdateCall<'_, Self::Buffer>,
     ) -> mamba_gpu::Result<()> {
-        self.record(|| "causal_conv1d_update".into(), || {
-            self.inner.causal_conv1d_update(p, x, weight, bias, state, out)
-        })
+        self.record(
+            || "causal_conv1d_update".into(),
+            || self.inner.causal_conv1d_update(call),
+        )
     }
-    fn selective_scan(
-        &self,
-        p: &ScanParams,
-        inputs: &ScanInputs<'_, Self::Buffer>,
-        state: StateIo<'_, Self::Buffer>,
-        out: &mut Self::Buffer,
-    ) -> mamba_gpu::Result<()> {
-        self.record(|| "selective_scan".into(), || {
-            self.inner.selective_scan(p, inputs, state, out)
-        })
+    fn selective_scan(&self, call: ScanCall<'_, Self::Buffer>) -> mamba_gpu::Result<()> {
+        self.record(
+            || "selective_scan".into(),
+            || self.inner.selective_scan(call),
+        )
     }
-    fn selective_state_update(
-        &self,
-        p: &StepParams,
-        inputs: &StepInputs<'_, Self::Buffer>,
-        state: &mut Self::Buffer,
-        out: &mut Self::Buffer,
-    ) -> mamba_gpu::Result<()> {
-        self.record(|| "selective_state_update".into(), || {
-            self.inner.selective_state_update(p, inputs, state, out)
-        })
+    fn selective_state_update(&self, call: StepCall<'_, Self::Buffer>) -> mamba_gpu::Result<()> {
+        self.record(
+            || "selective_state_update".into(),
+            || self.inner.selective_state_update(call),
+        )
     }
-    fn elementwise(
-        &self,
-        p: &ElementwiseParams,
-        op: Elementwise,
-        a: &Self::Buffer,
-        b: Option<&Self::Buffer>,
-        out: &mut Self::Buffer,
-    ) -> mamba_gpu::Result<()> {
-        self.record(|| format!("elementwise {op:?}"), || {
-            self.inner.elementwise(p, op, a, b, out)
-        })
+    fn has_ssd_scan(&self) -> bool {
+        self.inner.has_ssd_scan()
     }
-    fn argmax(
-        &self,
-        p: &ArgmaxParams,
-        x: &Self::Buffer,
-        out: &mut Self::Buffer,
-    ) -> mamba_gpu::Result<()> {
-        self.record(|| "argmax".into(), || self.inner.argmax(p, x, out))
+    fn ssd_scan(&self, call: SsdCall<'_, Self::Buffer>) -> mamba_gpu::Result<()> {
+        self.record(|| "ssd_scan".into(), || self.inner.ssd_scan(call))
     }
-    fn copy(
-        &self,
-        p: &CopyParams,
-        src: &Self::Buffer,
-        dst: &mut Self::Buffer,
-    ) -> mamba_gpu::Result<()> {
-        self.record(|| "copy".into(), || self.inner.copy(p, src, dst))
+    fn fused_step_max_weight_bytes(&self) -> Option<u64> {
+        self.inner.fused_step_max_weight_bytes()
+    }
+    fn mixer_in(&self, call: MixerInCall<'_, Self::Buffer>) -> mamba_gpu::Result<()> {
+        self.record(|| "mixer_in (fused)".into(), || self.inner.mixer_in(call))
+    }
+    fn x_proj(&self, call: XProjCall<'_, Self::Buffer>) -> mamba_gpu::Result<()> {
+        self.record(|| "x_proj (fused)".into(), || self.inner.x_proj(call))
+    }
+    fn ssm_step(&self, call: SsmStepCall<'_, Self::Buffer>) -> mamba_gpu::Result<()> {
+        self.record(|| "ssm_step (fused)".into(), || self.inner.ssm_step(call))
+    }
+    fn elementwise(&self, call: ElementwiseCall<'_, Self::Buffer>) -> mamba_gpu::Result<()> {
+        self.record(|| "elementwise".into(), || self.inner.elementwise(call))
+    }
+    fn argmax(&self, call: ArgmaxCall<'_, Self::Buffer>) -> mamba_gpu::Result<()> {
+        self.record(|| "argmax".into(), || self.inner.argmax(call))
+    }
+    fn copy(&self, call: CopyCall<'_, Self::Buffer>) -> mamba_gpu::Result<()> {
+        self.record(|| "copy".into(), || self.inner.copy(call))
     }
 }
 
@@ -729,7 +680,11 @@ fn print_profile(title: &str, total: Duration, acc: &BTreeMap<String, (Duration,
     let mut v: Vec<_> = acc.iter().collect();
     v.sort_by(|a, b| b.1.0.cmp(&a.1.0));
     let sum: Duration = v.iter().map(|(_, (d, _))| *d).sum();
-    println!("\n{title}: wall {:.1} ms, inside ops {:.1} ms", ms(total), ms(sum));
+    println!(
+        "\n{title}: wall {:.1} ms, inside ops {:.1} ms",
+        ms(total),
+        ms(sum)
+    );
     println!("| op | calls | ms | % of wall |");
     println!("|---|---:|---:|---:|");
     for (k, (d, n)) in v {
@@ -768,7 +723,11 @@ fn profile_ours(dir: &Path, o: &Opts, wd: WeightDType, label: &str) {
     let total = t.elapsed();
     let acc = m.backend().take();
     print_profile(
-        &format!("ours {label}: decode, {} steps (per step {:.2} ms)", o.steps, ms(total) / o.steps as f64),
+        &format!(
+            "ours {label}: decode, {} steps (per step {:.2} ms)",
+            o.steps,
+            ms(total) / o.steps as f64
+        ),
         total,
         &acc,
     );
@@ -805,9 +764,14 @@ fn main() {
         micro::run(o.runs.max(3));
         return;
     }
+    if o.mamba2 {
+        mamba2::run(&o);
+        return;
+    }
     let want = |s: &str| o.only.iter().any(|x| x == s);
     let load_start = load_avg();
-    if !(o.reuse && o.dir.join("model.safetensors").exists() && o.dir.join("config.json").exists()) {
+    if !(o.reuse && o.dir.join("model.safetensors").exists() && o.dir.join("config.json").exists())
+    {
         write_checkpoint(&o.dir);
     }
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -858,11 +822,15 @@ fn main() {
          Decode: {} greedy steps after a {}-token prompt, full logits + argmax per step; prefill: last-position logits of a prompt. Median and best of {} runs.\n",
         o.steps, o.decode_prompt, o.runs
     );
-    println!("| implementation | decode tok/s median | decode best | prefill tok/s median | prefill best | prefill | load s |");
+    println!(
+        "| implementation | decode tok/s median | decode best | prefill tok/s median | prefill best | prefill | load s |"
+    );
     println!("|---|---:|---:|---:|---:|---|---:|");
     for r in &rows {
         let f = |x: Option<(f64, f64)>, best: bool| {
-            x.map_or("n/a".into(), |v| format!("{:.1}", if best { v.1 } else { v.0 }))
+            x.map_or("n/a".into(), |v| {
+                format!("{:.1}", if best { v.1 } else { v.0 })
+            })
         };
         println!(
             "| {} | {} | {} | {} | {} | {} | {:.1} |",
@@ -877,7 +845,10 @@ fn main() {
     }
     println!("\nload average (1/5/15 min) at start: {load_start}; at end: {load_end}");
 
-    println!("\n## Logits agreement ({}-token prompt, last position)\n", o.check);
+    println!(
+        "\n## Logits agreement ({}-token prompt, last position)\n",
+        o.check
+    );
     let mut refs: Vec<(String, Vec<f32>)> = Vec::new();
     if let Some(r) = &reference {
         refs.push(("ours exact f64 (reference)".into(), r.clone()));
@@ -908,7 +879,12 @@ fn main() {
     }
     println!("\n## Greedy decode ids (first 16 of each)\n");
     for r in &rows {
-        let ids: Vec<String> = r.decode_ids.iter().take(16).map(|x| x.to_string()).collect();
+        let ids: Vec<String> = r
+            .decode_ids
+            .iter()
+            .take(16)
+            .map(|x| x.to_string())
+            .collect();
         println!("- {}: {}", r.name, ids.join(" "));
     }
 

@@ -61,7 +61,8 @@ fn fast_exp(x: f32) -> f32 {
     let r = (x - k * LN2_HI) - k * LN2_LO;
     let p = 1.0
         + r * (1.0
-            + r * (0.5 + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
+            + r * (0.5
+                + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
     // k is integral and within ±128: the integer conversion needs no saturation.
     let scale = f32::from_bits((((k + 127.0) as i32) as u32) << 23);
     p * scale
@@ -158,7 +159,11 @@ fn micro_scan(runs: usize) {
 
     let be = CpuBackend::with_precision(Precision::Fast);
     let up = |v: &[f32], s: &[usize]| be.upload(HostSlice::F32(v), s).unwrap();
-    let (ub, db, zb) = (up(&u, &[1, l, e]), up(&delta, &[1, l, e]), up(&z, &[1, l, e]));
+    let (ub, db, zb) = (
+        up(&u, &[1, l, e]),
+        up(&delta, &[1, l, e]),
+        up(&z, &[1, l, e]),
+    );
     let (bb, cb) = (up(&b, &[1, l, NS]), up(&c, &[1, l, NS]));
     let (ab, dd, biasb) = (up(&a, &[e, NS]), up(&d, &[e]), up(&bias, &[e]));
     let inputs = ScanInputs {
@@ -279,11 +284,18 @@ fn micro_gemv(runs: usize) {
     let be = CpuBackend::with_precision(Precision::Fast);
     // One decode step's weights: 24 x (in_proj 3072x768 + out_proj 768x1536), then lm_head.
     for (label, n, k, reps) in [
-        ("in_proj (x and z), 24 layers", 2 * 1536usize, 768usize, 24usize),
+        (
+            "in_proj (x and z), 24 layers",
+            2 * 1536usize,
+            768usize,
+            24usize,
+        ),
         ("out_proj, 24 layers", 768, 1536, 24),
         ("lm_head", 50280, 768, 1),
     ] {
-        let ws: Vec<Vec<f32>> = (0..reps).map(|r| rnd(n * k, -0.05, 0.05, 100 + r as u64)).collect();
+        let ws: Vec<Vec<f32>> = (0..reps)
+            .map(|r| rnd(n * k, -0.05, 0.05, 100 + r as u64))
+            .collect();
         let x = rnd(k, -1.0, 1.0, 7);
         let xb = be.upload(HostSlice::F32(&x), &[1, k]).unwrap();
         for dt in ["f32", "bf16"] {
@@ -293,14 +305,19 @@ fn micro_gemv(runs: usize) {
                     if dt == "f32" {
                         be.upload(HostSlice::F32(w), &[n, k]).unwrap()
                     } else {
-                        let h: Vec<half::bf16> = w.iter().map(|&v| half::bf16::from_f32(v)).collect();
+                        let h: Vec<half::bf16> =
+                            w.iter().map(|&v| half::bf16::from_f32(v)).collect();
                         be.upload(HostSlice::BF16(&h), &[n, k]).unwrap()
                     }
                 })
                 .collect();
             let wraw16: Vec<Vec<u16>> = ws
                 .iter()
-                .map(|w| w.iter().map(|&v| half::bf16::from_f32(v).to_bits()).collect())
+                .map(|w| {
+                    w.iter()
+                        .map(|&v| half::bf16::from_f32(v).to_bits())
+                        .collect()
+                })
                 .collect();
             let (t_ours, ours) = best_of(runs, || {
                 let mut last = Vec::new();
@@ -338,7 +355,9 @@ fn micro_gemv(runs: usize) {
 
 pub fn run(runs: usize) {
     println!("\n## Micro: mamba-gpu ops vs a SIMD-laid-out rewrite (best of {runs})\n");
-    println!("| op | ours (ops API, CpuBackend Fast) | rewrite in benches/peers/src/micro.rs | speed-up | rel L2 vs ours |");
+    println!(
+        "| op | ours (ops API, CpuBackend Fast) | rewrite in benches/peers/src/micro.rs | speed-up | rel L2 vs ours |"
+    );
     println!("|---|---:|---:|---:|---:|");
     micro_scan(runs);
     micro_gemv(runs);
