@@ -74,7 +74,9 @@ impl ReplayKey {
         }
     }
 
-    /// Does the key name `id` as its owner or its target?
+    /// Does the key name `id` as its owner or its target? (Used by the GPU backends'
+    /// replay caches.)
+    #[cfg_attr(not(any(feature = "wgpu", feature = "cuda")), allow(dead_code))]
     pub(crate) fn names(&self, id: u64) -> bool {
         self.owner == id || self.target == id
     }

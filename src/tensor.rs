@@ -81,7 +81,9 @@ pub fn buffer_numel(
         why,
     };
     let n = checked_numel(shape).ok_or_else(|| err("its element count overflows usize".into()))?;
-    if n > MAX_BUFFER_ELEMENTS {
+    // `n > MAX_BUFFER_ELEMENTS`, written so that it is not a comparison that is always
+    // false where usize is 32 bits (wasm32).
+    if u32::try_from(n).is_err() {
         return Err(err(format!(
             "{n} elements exceed the 32-bit indexing of the kernels (at most {MAX_BUFFER_ELEMENTS})"
         )));

@@ -497,8 +497,13 @@ impl WgpuBackend {
             }),
         };
         self.check()?;
+        // On wasm32 wgpu's handles are neither Send nor Sync (WebGPU objects live on one
+        // thread), and nothing crosses threads there; the Arc only shares the buffer with
+        // the replays that bind it.
+        #[cfg_attr(target_arch = "wasm32", allow(clippy::arc_with_non_send_sync))]
+        let buf = Arc::new(buf);
         Ok(WgpuBuffer {
-            buf: Arc::new(buf),
+            buf,
             dtype,
             shape: shape.to_vec(),
         })
