@@ -6,8 +6,8 @@
 // one exp2f for the head's decay (A and dt are per head) and one pass over the states:
 //   h[n] = exp(dt * A[h]) * h[n] + dt * x * B[g, n];  y = sum_n C[g, n] * h[n] + D[h] * x
 //   out = y * silu(z).
-// Sequential in time: the chunked SSD form (tensor-core matmuls inside a chunk, states
-// passed between chunks) is the faster one for long prefills and is not written yet.
+// Sequential in time, it serves decode and short prompts; `ssd_scan_chunked` below
+// serves prefills.
 
 #include "common.cuh"
 
@@ -58,4 +58,126 @@ extern "C" __global__ void ssd_scan(
     }
     if (p.state_mode != STATE_NONE)
         for (unsigned int n = 0; n < N; ++n) hp[n] = hs[n];
+}
+
+// ---- The chunked form, for prefills of SSD_Q steps or more ----
+//
+// One block of 256 threads per (batch, head, tile of SSD_PT channels) walks the sequence
+// a chunk of SSD_Q steps at a time, the tile's state (SSD_PT x N) in shared memory. Per
+// chunk, with acs the running sum of dt*A inside the chunk (inclusive) and xd = dt*x:
+//   cb[t, s] = (C_t . B_s) * exp(acs[t] - acs[s])            for s <= t, else 0
+//   y[t, p]  = sum_s cb[t, s] * xd[s, p] + exp(acs[t]) * sum_n C[t, n] * h[p, n]
+//   h[p, n] <- exp(acs[end]) * h[p, n] + sum_s exp(acs[end] - acs[s]) * xd[s, p] * B[s, n]
+// the recurrence above unrolled over the chunk (mamba_ssm's ssd_minimal_discrete with the
+// chunk's states passed on at once); every phase is a small matmul spread over the block.
+// Mirrors shaders/ssd_scan.wgsl's ssd_scan_chunked (the same tiles, so that both stay
+// within WebGPU's 16 KiB of workgroup memory); launched when len >= SSD_Q
+// (src/cuda/geometry.rs).
+
+#define SSD_Q 32
+#define SSD_PT 8
+#define SSD_THREADS 256
+
+extern "C" __global__ void __launch_bounds__(SSD_THREADS) ssd_scan_chunked(
+    SsdParams p,
+    const float* __restrict__ x,        // (batch, L, E)
+    const float* __restrict__ dt_raw,   // (batch, L, heads)
+    const float* __restrict__ A,        // (heads)
+    const float* __restrict__ Bm,       // (batch, L, G, N)
+    const float* __restrict__ Cm,       // (batch, L, G, N)
+    const float* __restrict__ Dv,       // (heads) or unused
+    const float* __restrict__ z,        // (batch, L, E) or unused
+    const float* __restrict__ dt_bias,  // (heads) or unused
+    float* __restrict__ state,          // (batch, heads, head_dim, N) or unused
+    float* __restrict__ out)            // (batch, L, E)
+{
+    __shared__ float sh_h[SSD_PT * SSD_MAX_N];  // the tile's state, [p * N + n]
+    __shared__ float sh_cb[SSD_Q * SSD_Q];      // cb[t * SSD_Q + s]
+    __shared__ float sh_xd[SSD_Q * SSD_PT];     // dt * x, [s * SSD_PT + p]
+    __shared__ float sh_dt[SSD_Q];
+    __shared__ float sh_acs[SSD_Q];
+    __shared__ float sh_din[SSD_Q];   // exp(acs[t]): the decay from the chunk's start
+    __shared__ float sh_dout[SSD_Q];  // exp(acs[end] - acs[s]): the decay to its end
+    const unsigned int li = threadIdx.x;
+    const unsigned int n_pt = (p.head_dim + SSD_PT - 1) / SSD_PT;
+    const unsigned int wg = blockIdx.x;  // (batch, head, channel tile)
+    if (wg >= p.batch * p.heads * n_pt) return;
+    const unsigned int e = p.heads * p.head_dim;
+    const unsigned int bh = wg / n_pt, b = bh / p.heads, h = bh % p.heads;
+    const unsigned int g = h / (p.heads / p.groups);
+    const unsigned int p0 = (wg % n_pt) * SSD_PT;
+    const unsigned int pc = min((unsigned int)SSD_PT, p.head_dim - p0);
+    const unsigned int N = p.dstate, tile = SSD_PT * N;
+    const size_t s0 = ((size_t)bh * p.head_dim + p0) * N;  // the tile's state, (batch, E, N)
+    for (unsigned int k = li; k < tile; k += SSD_THREADS)
+        sh_h[k] = p.state_mode == STATE_CARRY && k / N < pc ? state[s0 + k] : 0.f;
+    const float a2 = A[h] * LOG2E;
+    for (unsigned int t0 = p.t_begin; t0 < p.t_end; t0 += SSD_Q) {
+        const unsigned int cl = min((unsigned int)SSD_Q, p.t_end - t0);  // steps here
+        const size_t row0 = (size_t)b * p.len + t0;
+        if (li < SSD_Q) {
+            float dt = 0.f;
+            if (li < cl) {
+                dt = dt_raw[(row0 + li) * p.heads + h] + (p.has_dt_bias ? dt_bias[h] : 0.f);
+                if (p.dt_softplus) dt = softplus_f(dt);
+            }
+            sh_dt[li] = dt;
+        }
+        __syncthreads();
+        if (li < SSD_Q) {
+            float acc = 0.f;  // in units of log2: the decays are exp2f
+            for (unsigned int r = 0; r <= li; ++r) acc += sh_dt[r] * a2;
+            sh_acs[li] = acc;
+        }
+        {
+            const unsigned int s = li / SSD_PT, pp = li % SSD_PT;
+            sh_xd[li] = s < cl && pp < pc
+                ? sh_dt[s] * x[(row0 + s) * e + h * p.head_dim + p0 + pp] : 0.f;
+        }
+        __syncthreads();
+        if (li < SSD_Q) {
+            sh_din[li] = exp2f(sh_acs[li]);
+            sh_dout[li] = exp2f(sh_acs[cl - 1] - sh_acs[li]);
+        }
+        for (unsigned int k = li; k < SSD_Q * SSD_Q; k += SSD_THREADS) {
+            const unsigned int t = k / SSD_Q, s = k % SSD_Q;
+            float v = 0.f;
+            if (s <= t && t < cl) {
+                const float* ct = Cm + ((row0 + t) * p.groups + g) * N;
+                const float* bs = Bm + ((row0 + s) * p.groups + g) * N;
+                for (unsigned int n = 0; n < N; ++n) v += ct[n] * bs[n];
+                v *= exp2f(sh_acs[t] - sh_acs[s]);
+            }
+            sh_cb[k] = v;
+        }
+        __syncthreads();
+        {
+            const unsigned int t = li / SSD_PT, pp = li % SSD_PT;
+            if (t < cl && pp < pc) {
+                float y = 0.f;
+                for (unsigned int s = 0; s <= t; ++s) y += sh_cb[t * SSD_Q + s] * sh_xd[s * SSD_PT + pp];
+                const float* ct = Cm + ((row0 + t) * p.groups + g) * N;
+                float off = 0.f;
+                for (unsigned int n = 0; n < N; ++n) off += ct[n] * sh_h[pp * N + n];
+                y += sh_din[t] * off;
+                const size_t o = (row0 + t) * e + h * p.head_dim + p0 + pp;
+                if (p.has_d) y += Dv[h] * x[o];
+                if (p.has_z) y *= silu_f(z[o]);
+                out[o] = y;
+            }
+        }
+        __syncthreads();
+        const float dend = sh_din[cl - 1];
+        for (unsigned int k = li; k < tile; k += SSD_THREADS) {
+            const unsigned int pp = k / N, n = k % N;
+            float hv = dend * sh_h[k];
+            for (unsigned int s = 0; s < cl; ++s)
+                hv += sh_dout[s] * sh_xd[s * SSD_PT + pp] * Bm[((row0 + s) * p.groups + g) * N + n];
+            sh_h[k] = hv;
+        }
+        __syncthreads();
+    }
+    if (p.state_mode != STATE_NONE)
+        for (unsigned int k = li; k < tile; k += SSD_THREADS)
+            if (k / N < pc) state[s0 + k] = sh_h[k];
 }

@@ -3,8 +3,8 @@
 // private memory; per step one exp for the head's decay (A and Δ are per head) and one
 // pass over the states. It walks steps t_begin..t_end: the host splits long sequences
 // so that no invocation loops much more than 2^15 times (llvmpipe stops a shader after
-// about 2^16 loop iterations), carrying the state between dispatches. Sequential in time: the chunked SSD form (matmul-shaped
-// intra-chunk work) is the faster one for long prefills and is not written yet.
+// about 2^16 loop iterations), carrying the state between dispatches. Sequential in
+// time, it serves decode and short prompts; `ssd_scan_chunked` below serves prefills.
 
 //#include "common.wgsl"
 
@@ -77,6 +77,160 @@ fn ssd_scan(
     if p.state_mode != STATE_NONE {
         for (var n = 0u; n < n_state; n++) {
             ssm_state[s0 + n] = hs[n];
+        }
+    }
+}
+
+// ---- The chunked form (ssd_scan_chunked), for prefills of SSD_Q steps or more ----
+//
+// One workgroup per (batch, head, tile of SSD_PT channels) walks the sequence a chunk of
+// SSD_Q steps at a time with the tile's state (SSD_PT x N) in workgroup memory. Per
+// chunk, with acs the running sum of Δ·A inside the chunk (inclusive) and xd = Δ·x:
+//   cb[t, s] = (C_t · B_s) · exp(acs[t] - acs[s])            for s <= t, else 0
+//   y[t, p]  = Σ_s cb[t, s]·xd[s, p] + exp(acs[t]) · Σ_n C[t, n]·h[p, n]
+//   h[p, n]  ← exp(acs[end])·h[p, n] + Σ_s exp(acs[end] - acs[s])·xd[s, p]·B[s, n]
+// which is the recurrence of `ssd_scan` unrolled over the chunk (mamba_ssm's
+// `ssd_minimal_discrete` with the chunk's states passed on at once). Every phase is a
+// small matmul spread over all 256 invocations, where the sequential form gives each
+// channel one invocation that walks every step. Mirrors kernels/ssd_scan.cu's
+// `ssd_scan_chunked`; held to src/cpu/ssd_scan.rs.
+
+// Steps per chunk and channels per workgroup (the host's SSD_Q / SSD_PT).
+const SSD_Q: u32 = 32u;
+const SSD_PT: u32 = 8u;
+
+var<workgroup> w_h: array<f32, 2048>;   // SSD_PT x SSD_MAX_N: the tile's state, [p * N + n]
+var<workgroup> w_cb: array<f32, 1024>;  // SSD_Q x SSD_Q: cb[t * SSD_Q + s]
+var<workgroup> w_xd: array<f32, 256>;   // SSD_Q x SSD_PT: Δ·x, [s * SSD_PT + p]
+var<workgroup> w_dt: array<f32, 32>;    // Δ of each step
+var<workgroup> w_acs: array<f32, 32>;   // running sum of Δ·A
+var<workgroup> w_din: array<f32, 32>;   // exp(acs[t]): the decay from the chunk's start
+var<workgroup> w_dout: array<f32, 32>;  // exp(acs[end] - acs[s]): the decay to its end
+
+@compute @workgroup_size(256)
+fn ssd_scan_chunked(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) li: u32,
+) {
+    let n_pt = (p.head_dim + SSD_PT - 1u) / SSD_PT;
+    let wg = flat_workgroup(wid, nwg); // (batch, head, channel tile)
+    if wg >= p.batch * p.heads * n_pt {
+        return;
+    }
+    let e = p.heads * p.head_dim;
+    let bh = wg / n_pt;
+    let b = bh / p.heads;
+    let h = bh % p.heads;
+    let g = h / (p.heads / p.groups);
+    let p0 = (wg % n_pt) * SSD_PT;
+    let pc = min(SSD_PT, p.head_dim - p0); // channels of this tile
+    let n_state = p.dstate;
+    let tile = SSD_PT * n_state;
+    let s0 = (bh * p.head_dim + p0) * n_state; // the tile's state, (batch, E, N)
+    for (var k = li; k < tile; k += 256u) {
+        var v = 0.0;
+        if p.state_mode == STATE_CARRY && k / n_state < pc {
+            v = ssm_state[s0 + k];
+        }
+        w_h[k] = v;
+    }
+    let a = mat_a[h];
+    for (var t0 = p.t_begin; t0 < p.t_end; t0 += SSD_Q) {
+        let cl = min(SSD_Q, p.t_end - t0); // steps in this chunk
+        let row0 = b * p.len + t0;
+        if li < SSD_Q {
+            var dtv = 0.0;
+            if li < cl {
+                dtv = dt[(row0 + li) * p.heads + h];
+                if p.has_dt_bias != 0u {
+                    dtv = dtv + dt_bias[h];
+                }
+                if p.dt_softplus != 0u {
+                    dtv = softplus(dtv);
+                }
+            }
+            w_dt[li] = dtv;
+        }
+        workgroupBarrier();
+        if li < SSD_Q {
+            var acc = 0.0;
+            for (var r = 0u; r <= li; r++) {
+                acc = acc + w_dt[r] * a;
+            }
+            w_acs[li] = acc;
+        }
+        {
+            let s = li / SSD_PT;
+            let pp = li % SSD_PT;
+            var v = 0.0;
+            if s < cl && pp < pc {
+                v = w_dt[s] * x[(row0 + s) * e + h * p.head_dim + p0 + pp];
+            }
+            w_xd[li] = v;
+        }
+        workgroupBarrier();
+        if li < SSD_Q {
+            w_din[li] = exp_decay(w_acs[li]);
+            w_dout[li] = exp_decay(w_acs[cl - 1u] - w_acs[li]);
+        }
+        for (var k = li; k < SSD_Q * SSD_Q; k += 256u) {
+            let t = k / SSD_Q;
+            let s = k % SSD_Q;
+            var v = 0.0;
+            if s <= t && t < cl {
+                let ct = ((row0 + t) * p.groups + g) * n_state;
+                let bs = ((row0 + s) * p.groups + g) * n_state;
+                for (var n = 0u; n < n_state; n++) {
+                    v = v + mat_c[ct + n] * mat_b[bs + n];
+                }
+                v = v * exp_decay(w_acs[t] - w_acs[s]);
+            }
+            w_cb[k] = v;
+        }
+        workgroupBarrier();
+        {
+            let t = li / SSD_PT;
+            let pp = li % SSD_PT;
+            if t < cl && pp < pc {
+                var y = 0.0;
+                for (var s = 0u; s <= t; s++) {
+                    y = y + w_cb[t * SSD_Q + s] * w_xd[s * SSD_PT + pp];
+                }
+                let ct = ((row0 + t) * p.groups + g) * n_state;
+                var off = 0.0;
+                for (var n = 0u; n < n_state; n++) {
+                    off = off + mat_c[ct + n] * w_h[pp * n_state + n];
+                }
+                y = y + w_din[t] * off;
+                let o = (row0 + t) * e + h * p.head_dim + p0 + pp;
+                if p.has_d != 0u {
+                    y = y + d_skip[h] * x[o];
+                }
+                if p.has_z != 0u {
+                    y = y * silu(z[o]);
+                }
+                out[o] = y;
+            }
+        }
+        workgroupBarrier();
+        let dend = w_din[cl - 1u];
+        for (var k = li; k < tile; k += 256u) {
+            let pp = k / n_state;
+            let n = k % n_state;
+            var hv = dend * w_h[k];
+            for (var s = 0u; s < cl; s++) {
+                hv = hv + w_dout[s] * w_xd[s * SSD_PT + pp] * mat_b[((row0 + s) * p.groups + g) * n_state + n];
+            }
+            w_h[k] = hv;
+        }
+        workgroupBarrier();
+    }
+    if p.state_mode != STATE_NONE {
+        for (var k = li; k < tile; k += 256u) {
+            if k / n_state < pc {
+                ssm_state[s0 + k] = w_h[k];
+            }
         }
     }
 }

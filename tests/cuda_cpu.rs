@@ -162,9 +162,11 @@ fn other_schedules_match_cpu() {
             check_matmul(&be, 2, 17, 13, false, dt, Tol::F32);
         }
         ops_suite::step(&be);
-        // Mamba-2's kernels: the grouped norm (a block reduction) and ssd_scan.
+        // Mamba-2's kernels: the grouped norm (a block reduction) and ssd_scan in both
+        // forms (the chunked one has five barriers per chunk).
         ops_suite::rms_norm_grouped(&be);
         ops_suite::ssd_scan_fixtures(&be);
+        ops_suite::ssd_scan_cases(&be);
         eprintln!(
             "cuda-cpu {s:?}: {} scan cases + reductions in {:.1?}",
             cases.len(),

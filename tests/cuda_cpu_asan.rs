@@ -77,6 +77,8 @@ fn kernels_under_asan_and_ubsan() {
     check_copy(&be);
     common::ops_suite::step(&be);
     common::ops_suite::conv_update(&be);
+    // ssd_scan, sequential and chunked (shared-memory tiles, partial channel tiles).
+    common::ops_suite::ssd_scan_cases(&be);
     for st in [St::None, St::Carry] {
         let c = ConvCase {
             batch: 2,

@@ -207,7 +207,7 @@ mod host {
         match entry {
             "selective_scan" => &["ScanParams"],
             "selective_state_update" => &["StepParams"],
-            "ssd_scan" => &["SsdParams"],
+            "ssd_scan" | "ssd_scan_chunked" => &["SsdParams"],
             "causal_conv1d" | "causal_conv1d_state" | "causal_conv1d_update" => &["ConvParams"],
             "matmul" | "matmul_decode" => &["MatmulParams", "WindowParams"],
             "rms_norm" => &["NormParams"],

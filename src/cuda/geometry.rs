@@ -102,7 +102,15 @@ pub fn selective_scan(p: &ScanParams, io: DType) -> Result<Launch> {
 /// `SSD_MAX_N` of kernels/ssd_scan.cu: the states its local array holds.
 pub const SSD_MAX_N: u32 = 256;
 
-/// One thread per (batch, channel); N is bounded by the kernel's local state array.
+/// `SSD_Q` / `SSD_PT` / `SSD_THREADS` of kernels/ssd_scan.cu: the chunked form's steps
+/// per chunk, channels per block and threads per block.
+pub const SSD_Q: u32 = 32;
+pub const SSD_PT: u32 = 8;
+pub const SSD_THREADS: u32 = 256;
+
+/// Prefills (`len >= SSD_Q`) take the chunked form, one block per (batch, head, tile of
+/// SSD_PT channels); decode and short prompts the sequential one, one thread per
+/// (batch, channel). N is bounded by the kernels' state arrays either way.
 pub fn ssd_scan(p: &SsdParams) -> Result<Launch> {
     if p.dstate > SSD_MAX_N {
         return Err(Error::limit(
@@ -112,7 +120,15 @@ pub fn ssd_scan(p: &SsdParams) -> Result<Launch> {
             format!("N = {} states exceed the kernel's {SSD_MAX_N}", p.dstate),
         ));
     }
-    Ok(grid1d(Kernel::SsdScan, p.batch * p.heads * p.head_dim))
+    if p.len < SSD_Q {
+        return Ok(grid1d(Kernel::SsdScan, p.batch * p.heads * p.head_dim));
+    }
+    Ok(Launch {
+        kernel: Kernel::SsdScanChunked,
+        grid: (p.batch * p.heads * p.head_dim.div_ceil(SSD_PT), 1, 1),
+        block: (SSD_THREADS, 1, 1),
+        shared_bytes: 0,
+    })
 }
 
 pub fn selective_state_update(p: &StepParams) -> Launch {

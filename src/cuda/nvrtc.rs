@@ -110,6 +110,8 @@ pub enum Kernel {
     SelectiveScan(Float),
     SelectiveStateUpdate,
     SsdScan,
+    /// The chunked form of the same scan, for prefills.
+    SsdScanChunked,
     CausalConv1d,
     CausalConv1dState,
     CausalConv1dUpdate,
@@ -142,6 +144,7 @@ impl Kernel {
         Kernel::SelectiveScan(Float::BF16),
         Kernel::SelectiveStateUpdate,
         Kernel::SsdScan,
+        Kernel::SsdScanChunked,
         Kernel::CausalConv1d,
         Kernel::CausalConv1dState,
         Kernel::CausalConv1dUpdate,
@@ -176,7 +179,7 @@ impl Kernel {
         match self {
             Kernel::SelectiveScan(_) => &SELECTIVE_SCAN,
             Kernel::SelectiveStateUpdate => &SELECTIVE_STATE_UPDATE,
-            Kernel::SsdScan => &SSD_SCAN,
+            Kernel::SsdScan | Kernel::SsdScanChunked => &SSD_SCAN,
             Kernel::CausalConv1d | Kernel::CausalConv1dState | Kernel::CausalConv1dUpdate => {
                 &CAUSAL_CONV1D
             }
@@ -199,6 +202,7 @@ impl Kernel {
             Kernel::SelectiveScan(BF16) => "selective_scan_bf16",
             Kernel::SelectiveStateUpdate => "selective_state_update",
             Kernel::SsdScan => "ssd_scan",
+            Kernel::SsdScanChunked => "ssd_scan_chunked",
             Kernel::CausalConv1d => "causal_conv1d",
             Kernel::CausalConv1dState => "causal_conv1d_state",
             Kernel::CausalConv1dUpdate => "causal_conv1d_update",

@@ -167,7 +167,7 @@ pub(super) fn ssd_scan(
     out: &mut CudaBuffer,
 ) -> Result<()> {
     let l = geometry::ssd_scan(p)?;
-    let f = be.function(Kernel::SsdScan)?;
+    let f = be.function(l.kernel)?;
     let mut a = be.cur().launch_builder(&f);
     a.arg(p);
     for t in [i.x, i.dt, i.a, i.b, i.c] {
@@ -185,12 +185,13 @@ pub(super) fn ssd_scan(
         }
     }
     a.arg(out.f32_mut()?);
-    // SAFETY: ssd_scan(SsdParams p, const float* x, dt, A, B, C, D, z, dt_bias,
-    // float* state, float* out): same order, all f32. ops::ssd_scan validated x/z/out
-    // (batch, L, E), dt (batch, L, heads), B/C (batch, L, G, N), A/D/dt_bias (heads) and
-    // the state (batch, E, N) against p; optional inputs and the state are read only
-    // when their flag / state_mode says so; one thread per (batch, channel), guarded by
-    // batch * E in the kernel; N <= SSD_MAX_N (geometry::ssd_scan).
+    // SAFETY: ssd_scan and ssd_scan_chunked both take (SsdParams p, const float* x, dt,
+    // A, B, C, D, z, dt_bias, float* state, float* out): same order, all f32.
+    // ops::ssd_scan validated x/z/out (batch, L, E), dt (batch, L, heads), B/C
+    // (batch, L, G, N), A/D/dt_bias (heads) and the state (batch, E, N) against p;
+    // optional inputs and the state are read only when their flag / state_mode says
+    // so; the grid is guarded in the kernels (batch * E threads, or batch * heads *
+    // ceil(P / SSD_PT) blocks of SSD_THREADS); N <= SSD_MAX_N (geometry::ssd_scan).
     unsafe { a.launch(config(&l)) }.map_err(launch_err("ssd_scan"))?;
     Ok(())
 }

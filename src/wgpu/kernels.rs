@@ -117,6 +117,8 @@ pub(crate) enum Kernel {
     SelectiveScanSubgroup(ScanSize),
     SelectiveStateUpdate,
     SsdScan,
+    /// The chunked form of the same scan, for prefills (`ssd_scan_chunked`).
+    SsdScanChunked,
     CausalConv1d,
     CausalConv1dState,
     CausalConv1dUpdate,
@@ -283,7 +285,7 @@ impl Kernel {
             Kernel::SelectiveScan(_) => shader!("selective_scan/shared.wgsl", true),
             Kernel::SelectiveScanSubgroup(_) => shader!("selective_scan/subgroup.wgsl", true),
             Kernel::SelectiveStateUpdate => shader!("selective_state_update.wgsl"),
-            Kernel::SsdScan => shader!("ssd_scan.wgsl"),
+            Kernel::SsdScan | Kernel::SsdScanChunked => shader!("ssd_scan.wgsl"),
             Kernel::CausalConv1d | Kernel::CausalConv1dState | Kernel::CausalConv1dUpdate => {
                 shader!("causal_conv1d.wgsl")
             }
@@ -304,6 +306,7 @@ impl Kernel {
             Kernel::SelectiveScan(_) | Kernel::SelectiveScanSubgroup(_) => "selective_scan",
             Kernel::SelectiveStateUpdate => "selective_state_update",
             Kernel::SsdScan => "ssd_scan",
+            Kernel::SsdScanChunked => "ssd_scan_chunked",
             Kernel::CausalConv1d => "causal_conv1d",
             Kernel::CausalConv1dState => "causal_conv1d_state",
             Kernel::CausalConv1dUpdate => "causal_conv1d_update",
@@ -330,7 +333,7 @@ impl Kernel {
             // params, x, dt, A, B, C, D, z, dt_bias, state, out
             Kernel::SelectiveStateUpdate => &[U, R, R, R, R, R, R, R, R, W, W],
             // params, x, dt, A, B, C, D, z, dt_bias, state, out
-            Kernel::SsdScan => &[U, R, R, R, R, R, R, R, R, W, W],
+            Kernel::SsdScan | Kernel::SsdScanChunked => &[U, R, R, R, R, R, R, R, R, W, W],
             // params, x, weight, bias, conv_state, out
             Kernel::CausalConv1d | Kernel::CausalConv1dState | Kernel::CausalConv1dUpdate => {
                 &[U, R, R, R, W, W]
@@ -437,6 +440,7 @@ pub fn pipeline_sources(
     kernels.extend([
         Kernel::SelectiveStateUpdate,
         Kernel::SsdScan,
+        Kernel::SsdScanChunked,
         Kernel::CausalConv1d,
         Kernel::CausalConv1dState,
         Kernel::CausalConv1dUpdate,
@@ -464,6 +468,7 @@ pub fn pipeline_sources(
         | Kernel::SelectiveScanSubgroup(_)
         | Kernel::SelectiveStateUpdate
         | Kernel::SsdScan
+        | Kernel::SsdScanChunked
         | Kernel::CausalConv1d
         | Kernel::CausalConv1dState
         | Kernel::CausalConv1dUpdate

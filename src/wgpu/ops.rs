@@ -12,6 +12,10 @@ use crate::params::*;
 
 /// `SSD_MAX_N` of shaders/ssd_scan.wgsl: the states its private array holds.
 const SSD_MAX_N: u32 = 256;
+/// `SSD_Q` / `SSD_PT` of shaders/ssd_scan.wgsl: the chunked form's steps per chunk and
+/// channels per workgroup.
+const SSD_Q: u32 = 32;
+const SSD_PT: u32 = 8;
 use crate::tensor::{DType, HostSlice, HostVec, buffer_numel};
 
 impl Backend for WgpuBackend {
@@ -395,11 +399,26 @@ impl Backend for WgpuBackend {
                 format!("N = {} states exceed the shader's {SSD_MAX_N}", p.dstate),
             ));
         }
+        // Prefills take the chunked form (one workgroup per head and channel tile); decode
+        // and short prompts the sequential one (one invocation per channel).
+        let chunked = p.len >= SSD_Q;
         // At most ~2^15 loop iterations per invocation and dispatch (llvmpipe stops a
         // shader after about 2^16): longer sequences run as several dispatches over
         // t_begin..t_end, the state carried through the state buffer (a scratch one
-        // when the caller keeps none).
-        let seg = (32768 / (p.dstate + 2)).max(1);
+        // when the caller keeps none). A chunk costs an invocation ~6N + 2Q iterations
+        // (its C·Bᵀ entries, an output, its share of the state update).
+        let (kernel, seg, groups) = if chunked {
+            let chunks = (32768 / (6 * p.dstate + 2 * SSD_Q + 16)).max(1);
+            let tiles = p.batch * p.heads * p.head_dim.div_ceil(SSD_PT);
+            (Kernel::SsdScanChunked, chunks * SSD_Q, tiles)
+        } else {
+            let e = p.batch * p.heads * p.head_dim;
+            (
+                Kernel::SsdScan,
+                (32768 / (p.dstate + 2)).max(1),
+                e.div_ceil(64),
+            )
+        };
         let mut scratch = None;
         let st_buf: Option<&WgpuBuffer> = match state.buffer() {
             Some(s) => Some(&*s),
@@ -428,7 +447,7 @@ impl Backend for WgpuBackend {
                 None => Bind::Whole(&self.dummy_rw),
             };
             self.dispatch(
-                Kernel::SsdScan,
+                kernel,
                 &[
                     Bind::Uniform(bytemuck::bytes_of(&q)),
                     self.whole("x", i.x)?,
@@ -442,7 +461,7 @@ impl Backend for WgpuBackend {
                     st,
                     self.whole("out", out)?,
                 ],
-                self.grid((p.batch * p.heads * p.head_dim).div_ceil(64))?,
+                self.grid(groups)?,
             )?;
             t0 = q.t_end;
         }

@@ -536,6 +536,7 @@ macro_rules! op_suite_tests {
             rms_norm_matches_cpu => rms_norm,
             rms_norm_grouped_matches_f64 => rms_norm_grouped,
             ssd_scan_matches_f64_fixtures => ssd_scan_fixtures,
+            ssd_scan_matches_cpu_and_general_scan => ssd_scan_cases,
             embedding_matches_cpu => embedding,
             elementwise_matches_cpu => elementwise,
             argmax_matches_cpu => argmax,
@@ -566,4 +567,9 @@ macro_rules! op_suite_tests {
 /// See [`super::ssd_checks::ssd_scan_fixtures`].
 pub fn ssd_scan_fixtures<B: Backend>(be: &B) {
     super::ssd_checks::ssd_scan_fixtures(be)
+}
+
+/// See [`super::ssd_checks::ssd_scan_cases`].
+pub fn ssd_scan_cases<B: Backend>(be: &B) {
+    super::ssd_checks::ssd_scan_cases(be)
 }

@@ -48,6 +48,7 @@ fn every_kernel_names_a_module() {
         Kernel::SelectiveScanSubgroup(size),
         Kernel::SelectiveStateUpdate,
         Kernel::SsdScan,
+        Kernel::SsdScanChunked,
         Kernel::CausalConv1d,
         Kernel::Matmul { w, bias: w },
         Kernel::RmsNorm { w },
