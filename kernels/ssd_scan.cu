@@ -91,7 +91,9 @@ extern "C" __global__ void __launch_bounds__(SSD_THREADS) ssd_scan_chunked(
     float* __restrict__ state,          // (batch, heads, head_dim, N) or unused
     float* __restrict__ out)            // (batch, L, E)
 {
-    __shared__ float sh_h[SSD_PT * SSD_MAX_N];  // the tile's state, [p * N + n]
+    // The tile's state, [p * (N + 1) + n]: the padded row keeps the 8 channels of a
+    // phase-3 read in different banks.
+    __shared__ float sh_h[SSD_PT * (SSD_MAX_N + 1)];
     __shared__ float sh_cb[SSD_Q * SSD_Q];      // cb[t * SSD_Q + s]
     __shared__ float sh_xd[SSD_Q * SSD_PT];     // dt * x, [s * SSD_PT + p]
     __shared__ float sh_dt[SSD_Q];
@@ -109,8 +111,9 @@ extern "C" __global__ void __launch_bounds__(SSD_THREADS) ssd_scan_chunked(
     const unsigned int pc = min((unsigned int)SSD_PT, p.head_dim - p0);
     const unsigned int N = p.dstate, tile = SSD_PT * N;
     const size_t s0 = ((size_t)bh * p.head_dim + p0) * N;  // the tile's state, (batch, E, N)
+    const unsigned int hs = N + 1;  // sh_h's row stride
     for (unsigned int k = li; k < tile; k += SSD_THREADS)
-        sh_h[k] = p.state_mode == STATE_CARRY && k / N < pc ? state[s0 + k] : 0.f;
+        sh_h[k + k / N] = p.state_mode == STATE_CARRY && k / N < pc ? state[s0 + k] : 0.f;
     const float a2 = A[h] * LOG2E;
     for (unsigned int t0 = p.t_begin; t0 < p.t_end; t0 += SSD_Q) {
         const unsigned int cl = min((unsigned int)SSD_Q, p.t_end - t0);  // steps here
@@ -139,16 +142,32 @@ extern "C" __global__ void __launch_bounds__(SSD_THREADS) ssd_scan_chunked(
             sh_din[li] = exp2f(sh_acs[li]);
             sh_dout[li] = exp2f(sh_acs[cl - 1] - sh_acs[li]);
         }
-        for (unsigned int k = li; k < SSD_Q * SSD_Q; k += SSD_THREADS) {
-            const unsigned int t = k / SSD_Q, s = k % SSD_Q;
-            float v = 0.f;
-            if (s <= t && t < cl) {
-                const float* ct = Cm + ((row0 + t) * p.groups + g) * N;
-                const float* bs = Bm + ((row0 + s) * p.groups + g) * N;
-                for (unsigned int n = 0; n < N; ++n) v += ct[n] * bs[n];
-                v *= exp2f(sh_acs[t] - sh_acs[s]);
+        {
+            // cb in 2x2 blocks, one per thread: rows t0, t0 + 1 against columns s0, s0 + 1,
+            // so that each B and C value loaded serves two products.
+            const unsigned int t0 = (li / 16) * 2, s0b = (li % 16) * 2;
+            float c00 = 0.f, c01 = 0.f, c10 = 0.f, c11 = 0.f;
+            if (s0b <= t0 + 1 && t0 < cl) {
+                const size_t last = cl - 1;
+                const float* ca = Cm + ((row0 + t0) * p.groups + g) * N;
+                const float* cb = Cm + ((row0 + min((size_t)t0 + 1, last)) * p.groups + g) * N;
+                const float* ba = Bm + ((row0 + min((size_t)s0b, last)) * p.groups + g) * N;
+                const float* bb = Bm + ((row0 + min((size_t)s0b + 1, last)) * p.groups + g) * N;
+                for (unsigned int n = 0; n < N; ++n) {
+                    c00 = fmaf(ca[n], ba[n], c00);
+                    c01 = fmaf(ca[n], bb[n], c01);
+                    c10 = fmaf(cb[n], ba[n], c10);
+                    c11 = fmaf(cb[n], bb[n], c11);
+                }
             }
-            sh_cb[k] = v;
+            // C_t . B_s times the decay from s to t; zero above the diagonal and past cl.
+            auto entry = [&](float dot, unsigned int t, unsigned int s) {
+                return s > t || t >= cl ? 0.f : dot * exp2f(sh_acs[t] - sh_acs[s]);
+            };
+            sh_cb[t0 * SSD_Q + s0b] = entry(c00, t0, s0b);
+            sh_cb[t0 * SSD_Q + s0b + 1] = entry(c01, t0, s0b + 1);
+            sh_cb[(t0 + 1) * SSD_Q + s0b] = entry(c10, t0 + 1, s0b);
+            sh_cb[(t0 + 1) * SSD_Q + s0b + 1] = entry(c11, t0 + 1, s0b + 1);
         }
         __syncthreads();
         {
@@ -158,7 +177,7 @@ extern "C" __global__ void __launch_bounds__(SSD_THREADS) ssd_scan_chunked(
                 for (unsigned int s = 0; s <= t; ++s) y += sh_cb[t * SSD_Q + s] * sh_xd[s * SSD_PT + pp];
                 const float* ct = Cm + ((row0 + t) * p.groups + g) * N;
                 float off = 0.f;
-                for (unsigned int n = 0; n < N; ++n) off += ct[n] * sh_h[pp * N + n];
+                for (unsigned int n = 0; n < N; ++n) off += ct[n] * sh_h[pp * hs + n];
                 y += sh_din[t] * off;
                 const size_t o = (row0 + t) * e + h * p.head_dim + p0 + pp;
                 if (p.has_d) y += Dv[h] * x[o];
@@ -170,14 +189,14 @@ extern "C" __global__ void __launch_bounds__(SSD_THREADS) ssd_scan_chunked(
         const float dend = sh_din[cl - 1];
         for (unsigned int k = li; k < tile; k += SSD_THREADS) {
             const unsigned int pp = k / N, n = k % N;
-            float hv = dend * sh_h[k];
+            float hv = dend * sh_h[pp * hs + n];
             for (unsigned int s = 0; s < cl; ++s)
                 hv += sh_dout[s] * sh_xd[s * SSD_PT + pp] * Bm[((row0 + s) * p.groups + g) * N + n];
-            sh_h[k] = hv;
+            sh_h[pp * hs + n] = hv;
         }
         __syncthreads();
     }
     if (p.state_mode != STATE_NONE)
         for (unsigned int k = li; k < tile; k += SSD_THREADS)
-            if (k / N < pc) state[s0 + k] = sh_h[k];
+            if (k / N < pc) state[s0 + k] = sh_h[k + k / N];
 }

@@ -99,13 +99,24 @@ fn ssd_scan(
 const SSD_Q: u32 = 32u;
 const SSD_PT: u32 = 8u;
 
-var<workgroup> w_h: array<f32, 2048>;   // SSD_PT x SSD_MAX_N: the tile's state, [p * N + n]
+// The tile's state, [p * (N + 1) + n]: the padded row keeps the 8 channels of a phase-3
+// read in different memory banks.
+var<workgroup> w_h: array<f32, 2056>;   // SSD_PT x (SSD_MAX_N + 1)
 var<workgroup> w_cb: array<f32, 1024>;  // SSD_Q x SSD_Q: cb[t * SSD_Q + s]
 var<workgroup> w_xd: array<f32, 256>;   // SSD_Q x SSD_PT: Δ·x, [s * SSD_PT + p]
 var<workgroup> w_dt: array<f32, 32>;    // Δ of each step
 var<workgroup> w_acs: array<f32, 32>;   // running sum of Δ·A
 var<workgroup> w_din: array<f32, 32>;   // exp(acs[t]): the decay from the chunk's start
 var<workgroup> w_dout: array<f32, 32>;  // exp(acs[end] - acs[s]): the decay to its end
+
+// One entry of cb: C_t·B_s times the decay from s to t, zero above the diagonal and
+// past the chunk's end (t, s < cl; reads w_acs).
+fn cb_entry(dot: f32, t: u32, s: u32, cl: u32) -> f32 {
+    if s > t || t >= cl {
+        return 0.0;
+    }
+    return dot * exp_decay(w_acs[t] - w_acs[s]);
+}
 
 @compute @workgroup_size(256)
 fn ssd_scan_chunked(
@@ -128,12 +139,13 @@ fn ssd_scan_chunked(
     let n_state = p.dstate;
     let tile = SSD_PT * n_state;
     let s0 = (bh * p.head_dim + p0) * n_state; // the tile's state, (batch, E, N)
+    let hs = n_state + 1u; // w_h's row stride
     for (var k = li; k < tile; k += 256u) {
         var v = 0.0;
         if p.state_mode == STATE_CARRY && k / n_state < pc {
             v = ssm_state[s0 + k];
         }
-        w_h[k] = v;
+        w_h[k + k / n_state] = v;
     }
     let a = mat_a[h];
     for (var t0 = p.t_begin; t0 < p.t_end; t0 += SSD_Q) {
@@ -174,19 +186,37 @@ fn ssd_scan_chunked(
             w_din[li] = exp_decay(w_acs[li]);
             w_dout[li] = exp_decay(w_acs[cl - 1u] - w_acs[li]);
         }
-        for (var k = li; k < SSD_Q * SSD_Q; k += 256u) {
-            let t = k / SSD_Q;
-            let s = k % SSD_Q;
-            var v = 0.0;
-            if s <= t && t < cl {
-                let ct = ((row0 + t) * p.groups + g) * n_state;
-                let bs = ((row0 + s) * p.groups + g) * n_state;
+        // cb in 2x2 blocks, one per invocation: rows t0, t0 + 1 against columns s0, s0 + 1,
+        // so that each B and C value loaded serves two products.
+        {
+            let t0b = (li / 16u) * 2u;
+            let s0b = (li % 16u) * 2u;
+            var c00 = 0.0;
+            var c01 = 0.0;
+            var c10 = 0.0;
+            var c11 = 0.0;
+            if s0b <= t0b + 1u && t0b < cl {
+                let t1b = min(t0b + 1u, cl - 1u);
+                let s1b = min(s0b + 1u, cl - 1u);
+                let ct0 = ((row0 + t0b) * p.groups + g) * n_state;
+                let ct1 = ((row0 + t1b) * p.groups + g) * n_state;
+                let bs0 = ((row0 + min(s0b, cl - 1u)) * p.groups + g) * n_state;
+                let bs1 = ((row0 + s1b) * p.groups + g) * n_state;
                 for (var n = 0u; n < n_state; n++) {
-                    v = v + mat_c[ct + n] * mat_b[bs + n];
+                    let ca = mat_c[ct0 + n];
+                    let cb = mat_c[ct1 + n];
+                    let ba = mat_b[bs0 + n];
+                    let bb = mat_b[bs1 + n];
+                    c00 = fma(ca, ba, c00);
+                    c01 = fma(ca, bb, c01);
+                    c10 = fma(cb, ba, c10);
+                    c11 = fma(cb, bb, c11);
                 }
-                v = v * exp_decay(w_acs[t] - w_acs[s]);
             }
-            w_cb[k] = v;
+            w_cb[t0b * SSD_Q + s0b] = cb_entry(c00, t0b, s0b, cl);
+            w_cb[t0b * SSD_Q + s0b + 1u] = cb_entry(c01, t0b, s0b + 1u, cl);
+            w_cb[(t0b + 1u) * SSD_Q + s0b] = cb_entry(c10, t0b + 1u, s0b, cl);
+            w_cb[(t0b + 1u) * SSD_Q + s0b + 1u] = cb_entry(c11, t0b + 1u, s0b + 1u, cl);
         }
         workgroupBarrier();
         {
@@ -200,7 +230,7 @@ fn ssd_scan_chunked(
                 let ct = ((row0 + t) * p.groups + g) * n_state;
                 var off = 0.0;
                 for (var n = 0u; n < n_state; n++) {
-                    off = off + mat_c[ct + n] * w_h[pp * n_state + n];
+                    off = off + mat_c[ct + n] * w_h[pp * hs + n];
                 }
                 y = y + w_din[t] * off;
                 let o = (row0 + t) * e + h * p.head_dim + p0 + pp;
@@ -218,18 +248,18 @@ fn ssd_scan_chunked(
         for (var k = li; k < tile; k += 256u) {
             let pp = k / n_state;
             let n = k % n_state;
-            var hv = dend * w_h[k];
+            var hv = dend * w_h[pp * hs + n];
             for (var s = 0u; s < cl; s++) {
                 hv = hv + w_dout[s] * w_xd[s * SSD_PT + pp] * mat_b[((row0 + s) * p.groups + g) * n_state + n];
             }
-            w_h[k] = hv;
+            w_h[pp * hs + n] = hv;
         }
         workgroupBarrier();
     }
     if p.state_mode != STATE_NONE {
         for (var k = li; k < tile; k += 256u) {
             if k / n_state < pc {
-                ssm_state[s0 + k] = w_h[k];
+                ssm_state[s0 + k] = w_h[k + k / n_state];
             }
         }
     }

@@ -270,3 +270,31 @@ fn step_matches_mamba_ssm_fixtures() {
     let Some(be) = be() else { return };
     common::fixtures::check_step_fixtures(be);
 }
+
+/// Mamba-2's scan in both forms at every length: the default backend takes the chunked
+/// form from 32 steps on (and the sequential one below), a backend with
+/// `ssd_sequential` only the sequential one; both are held to the f64 fixtures and the
+/// CPU references, and each built exactly the pipelines it should.
+#[test]
+fn ssd_scan_both_forms_match_references() {
+    let Some(chunked) = make(WgpuOptions::default()) else {
+        return;
+    };
+    let Some(sequential) = make(WgpuOptions {
+        ssd_sequential: true,
+        ..Default::default()
+    }) else {
+        return;
+    };
+    for (be, want) in [(&chunked, true), (&sequential, false)] {
+        ops_suite::ssd_scan_fixtures(be);
+        ops_suite::ssd_scan_cases(be);
+        let built = be.built_pipelines();
+        let has = |k: &str| built.iter().any(|b| b == k);
+        assert!(
+            has("SsdScan"),
+            "the sequential form serves short scans: {built:?}"
+        );
+        assert_eq!(has("SsdScanChunked"), want, "chunked form built: {built:?}");
+    }
+}

@@ -141,6 +141,7 @@ impl WgpuBackend {
             checked_shaders: opts.checked_shaders,
             scan_limits,
             scan_channels: opts.scan_channels.unwrap_or(SCAN_CHANNELS).max(1),
+            ssd_sequential: opts.ssd_sequential,
             replays: replay::Replays::new(!opts.no_replay),
             pipelines: Mutex::default(),
             modules: Mutex::default(),

@@ -150,6 +150,9 @@ pub struct WgpuOptions {
     /// written and tested for Vulkan, Metal, DX12 and WebGPU, and on a machine with Mesa
     /// but no Vulkan driver the GL backend would quietly run them on llvmpipe.
     pub allow_gl: bool,
+    /// Run Mamba-2's scan in its sequential form at every length (by default prefills of
+    /// 32 steps or more take the chunked one, `ssd_scan_chunked`); for comparisons.
+    pub ssd_sequential: bool,
 }
 
 /// A cached pipeline with its bind group layout.
@@ -181,6 +184,8 @@ pub struct WgpuBackend {
     /// What the scan's workgroups are sized from (see `kernels::ScanSize::fit`).
     scan_limits: ScanLimits,
     scan_channels: u32,
+    /// See [`WgpuOptions::ssd_sequential`].
+    ssd_sequential: bool,
     replays: replay::Replays,
     pipelines: Mutex<HashMap<Kernel, Arc<Pipeline>>>,
     modules: Mutex<HashMap<&'static str, wgpu::ShaderModule>>,

@@ -401,7 +401,7 @@ impl Backend for WgpuBackend {
         }
         // Prefills take the chunked form (one workgroup per head and channel tile); decode
         // and short prompts the sequential one (one invocation per channel).
-        let chunked = p.len >= SSD_Q;
+        let chunked = p.len >= SSD_Q && !self.ssd_sequential;
         // At most ~2^15 loop iterations per invocation and dispatch (llvmpipe stops a
         // shader after about 2^16): longer sequences run as several dispatches over
         // t_begin..t_end, the state carried through the state buffer (a scratch one

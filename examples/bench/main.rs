@@ -1,5 +1,5 @@
 //! Throughput tables: the selective scan (time, achieved GB/s and the ratio to the memory
-//! floor), then whole models with random weights in the shapes of mamba-130m,
+//! floor), Mamba-2's scan (`ssd.rs`), then whole models with random weights in the shapes of mamba-130m,
 //! mamba-2.8b and mamba2-130m (prefill and decode tokens/s, and on wgpu the dependent
 //! dispatches per token). `--json` prints one object per row instead, for scripts.
 //!
@@ -12,6 +12,8 @@
 //! The floor counts each tensor read or written once, f32 I/O, input-dependent B/C, with
 //! D, z and delta_bias: `bytes = 4·batch·L·(4·dim + 2·N) + 4·(dim·N + 2·dim)`.
 //! Each timed run ends by downloading the small final state, which waits for the work.
+
+mod ssd;
 
 use std::time::Instant;
 
@@ -33,6 +35,10 @@ struct Args {
         default_value = "1x768x2048x16,1x1536x2048x16,4x1536x2048x16,1x2560x8192x16"
     )]
     shapes: String,
+    /// Mamba-2 scan shapes as BATCHxHEADSxPxLxN (one group), comma separated, or none:
+    /// by default mamba2-130m's (24 heads of 64, N 128) and mamba2-2.7b's (80 heads).
+    #[arg(long, default_value = "1x24x64x2048x128,1x80x64x2048x128")]
+    ssd_shapes: String,
     /// Timed repetitions per shape (after one warm-up).
     #[arg(long, default_value_t = 5)]
     iters: usize,
@@ -65,6 +71,9 @@ struct Args {
     /// wgpu: channels per scan workgroup to aim for (the adapter's limits still cap it).
     #[arg(long)]
     scan_channels: Option<u32>,
+    /// wgpu: Mamba-2's scan in the sequential form at every length (not chunked).
+    #[arg(long)]
+    ssd_sequential: bool,
     /// wgpu: record every decode step afresh instead of replaying its dispatches.
     #[arg(long)]
     no_replay: bool,
@@ -433,6 +442,13 @@ fn main() -> Result<()> {
         .filter(|s| !s.is_empty() && *s != "none")
         .map(|s| parse_shape(s).unwrap_or_else(|| panic!("bad shape `{s}` (want BxDxLxN)")))
         .collect();
+    let ssd_shapes: Vec<[usize; 5]> = args
+        .ssd_shapes
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty() && *s != "none")
+        .map(|s| ssd::parse(s).unwrap_or_else(|| panic!("bad ssd shape `{s}` (want BxHxPxLxN)")))
+        .collect();
     let layout = if args.token_major {
         Layout::TokenMajor
     } else {
@@ -453,6 +469,7 @@ fn main() -> Result<()> {
         "cpu" => {
             let be = CpuBackend::with_precision(mamba_gpu::Precision::Fast);
             table(&be, &shapes, &args, layout, peak)?;
+            ssd::table(&be, &ssd_shapes, args.iters, peak, args.json)?;
             model_table(&be, &args, &|| None)
         }
         #[cfg(feature = "wgpu")]
@@ -460,6 +477,7 @@ fn main() -> Result<()> {
             let be = mamba_gpu::wgpu::WgpuBackend::with_options(mamba_gpu::wgpu::WgpuOptions {
                 scan_channels: args.scan_channels,
                 no_replay: args.no_replay,
+                ssd_sequential: args.ssd_sequential,
                 ..Default::default()
             })?;
             let (channels, bytes) = be.scan_workgroup(16)?;
@@ -474,6 +492,7 @@ fn main() -> Result<()> {
                 }
             );
             table(&be, &shapes, &args, layout, peak)?;
+            ssd::table(&be, &ssd_shapes, args.iters, peak, args.json)?;
             model_table(&be, &args, &|| Some(be.dispatch_count()))
         }
         #[cfg(feature = "cuda")]
@@ -482,6 +501,7 @@ fn main() -> Result<()> {
             be.precompile()?;
             eprintln!("device: {}", be.device_name());
             table(&be, &shapes, &args, layout, peak)?;
+            ssd::table(&be, &ssd_shapes, args.iters, peak, args.json)?;
             model_table(&be, &args, &|| Some(be.launch_count()))
         }
         other => {
