@@ -359,3 +359,27 @@ fn argmax_all_negative_rows() {
     let want = argmax_of(&CpuBackend::new(), &x, 3);
     assert_eq!(argmax_of(&be, &x, 3), want);
 }
+
+/// Mamba-2's scan in both forms at every length on the execution model: by default the
+/// chunked kernel serves 32 steps and more, with `ssd_sequential` only the sequential
+/// one runs; both match the f64 fixtures and the CPU references.
+#[test]
+fn ssd_scan_both_forms_match_references() {
+    for sequential in [false, true] {
+        let Some(be) = make(CudaCpuOptions {
+            ssd_sequential: sequential,
+            ..opts(Schedule::RoundRobin)
+        }) else {
+            return;
+        };
+        ops_suite::ssd_scan_fixtures(&be);
+        ops_suite::ssd_scan_cases(&be);
+        let ran = |k: &str| be.launched().iter().any(|(e, _)| *e == k);
+        assert!(ran("ssd_scan"), "the sequential form serves short scans");
+        assert_eq!(
+            ran("ssd_scan_chunked"),
+            !sequential,
+            "chunked form launched"
+        );
+    }
+}

@@ -191,11 +191,15 @@ run() {
             --models 130m --no-replay --decode-batches 1,16
         step "bench-example-wgpu-unfused" "$gpu/bin/gpu-bench" --backend wgpu --shapes none \
             --models 130m --decode-batches 1 --unfused
-        # Mamba-2 (the head-form ssd_scan), 130m-shaped, on both backends.
-        step "bench-example-cuda-mamba2" "$gpu/bin/gpu-bench" --backend cuda --shapes none \
-            --models mamba2-130m
-        step "bench-example-wgpu-mamba2" "$gpu/bin/gpu-bench" --backend wgpu --shapes none \
-            --models mamba2-130m
+        # Mamba-2, 130m-shaped, on both backends: its scan rows (mamba2-130m's and
+        # 2.7b's heads at L = 2048) and the model, with the chunked ssd_scan (default)
+        # and with the sequential one for comparison.
+        for be in cuda wgpu; do
+            step "bench-example-$be-mamba2" "$gpu/bin/gpu-bench" --backend "$be" --shapes none \
+                --models mamba2-130m
+            step "bench-example-$be-mamba2-seq" "$gpu/bin/gpu-bench" --backend "$be" \
+                --shapes none --models mamba2-130m --ssd-sequential
+        done
         # The wgpu scan with other workgroup sizes (the default aims at 4 channels).
         for ch in 1 2 8 16; do
             step "bench-wgpu-scan-ch$ch" "$gpu/bin/gpu-bench" --backend wgpu --models none \

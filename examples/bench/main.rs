@@ -71,7 +71,7 @@ struct Args {
     /// wgpu: channels per scan workgroup to aim for (the adapter's limits still cap it).
     #[arg(long)]
     scan_channels: Option<u32>,
-    /// wgpu: Mamba-2's scan in the sequential form at every length (not chunked).
+    /// wgpu, cuda: Mamba-2's scan in the sequential form at every length (not chunked).
     #[arg(long)]
     ssd_sequential: bool,
     /// wgpu: record every decode step afresh instead of replaying its dispatches.
@@ -499,6 +499,7 @@ fn main() -> Result<()> {
         "cuda" => {
             let be = mamba_gpu::cuda::CudaBackend::new(0)?;
             be.precompile()?;
+            be.set_ssd_sequential(args.ssd_sequential);
             eprintln!("device: {}", be.device_name());
             table(&be, &shapes, &args, layout, peak)?;
             ssd::table(&be, &ssd_shapes, args.iters, peak, args.json)?;

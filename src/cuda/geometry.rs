@@ -109,9 +109,9 @@ pub const SSD_PT: u32 = 8;
 pub const SSD_THREADS: u32 = 256;
 
 /// Prefills (`len >= SSD_Q`) take the chunked form, one block per (batch, head, tile of
-/// SSD_PT channels); decode and short prompts the sequential one, one thread per
-/// (batch, channel). N is bounded by the kernels' state arrays either way.
-pub fn ssd_scan(p: &SsdParams) -> Result<Launch> {
+/// SSD_PT channels), unless `sequential`; decode and short prompts the sequential one,
+/// one thread per (batch, channel). N is bounded by the kernels' state arrays either way.
+pub fn ssd_scan(p: &SsdParams, sequential: bool) -> Result<Launch> {
     if p.dstate > SSD_MAX_N {
         return Err(Error::limit(
             "cuda",
@@ -120,7 +120,7 @@ pub fn ssd_scan(p: &SsdParams) -> Result<Launch> {
             format!("N = {} states exceed the kernel's {SSD_MAX_N}", p.dstate),
         ));
     }
-    if p.len < SSD_Q {
+    if p.len < SSD_Q || sequential {
         return Ok(grid1d(Kernel::SsdScan, p.batch * p.heads * p.head_dim));
     }
     Ok(Launch {

@@ -155,6 +155,8 @@ pub struct CudaBackend {
     dummy: CudaSlice<f32>,
     /// CUDA graphs of [`Backend::replay`](crate::Backend::replay).
     graphs: graph::Graphs,
+    /// See [`CudaBackend::set_ssd_sequential`].
+    ssd_sequential: std::sync::atomic::AtomicBool,
 }
 
 impl Drop for CudaBackend {
@@ -252,7 +254,15 @@ impl CudaBackend {
             launches: AtomicU64::new(0),
             dummy,
             graphs: graph::Graphs::new(),
+            ssd_sequential: Default::default(),
         })
+    }
+
+    /// Runs Mamba-2's scan in its sequential form at every length (by default prefills
+    /// of 32 steps or more take the chunked one, `ssd_scan_chunked`); for comparisons.
+    pub fn set_ssd_sequential(&self, on: bool) {
+        self.ssd_sequential
+            .store(on, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// The device's name, e.g. "NVIDIA H100 80GB HBM3".

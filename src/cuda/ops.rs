@@ -166,7 +166,10 @@ pub(super) fn ssd_scan(
     state: Option<&mut CudaBuffer>,
     out: &mut CudaBuffer,
 ) -> Result<()> {
-    let l = geometry::ssd_scan(p)?;
+    let l = geometry::ssd_scan(
+        p,
+        be.ssd_sequential.load(std::sync::atomic::Ordering::Relaxed),
+    )?;
     let f = be.function(l.kernel)?;
     let mut a = be.cur().launch_builder(&f);
     a.arg(p);

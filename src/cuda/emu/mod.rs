@@ -99,6 +99,9 @@ pub struct CudaCpuOptions {
     pub kernel_dir: Option<PathBuf>,
     /// A launch running longer is killed and reported (a thread spinning forever).
     pub timeout_s: u32,
+    /// Mamba-2's scan in its sequential form at every length, as
+    /// `CudaBackend::set_ssd_sequential`.
+    pub ssd_sequential: bool,
 }
 
 impl Default for CudaCpuOptions {
@@ -110,6 +113,7 @@ impl Default for CudaCpuOptions {
             build_dir: None,
             kernel_dir: None,
             timeout_s: 300,
+            ssd_sequential: false,
         }
     }
 }

@@ -65,7 +65,7 @@ fn run_ssd(
     state: Option<&mut CudaCpuBuffer>,
     out: &mut CudaCpuBuffer,
 ) -> Result<()> {
-    let l = geo::ssd_scan(p)?;
+    let l = geo::ssd_scan(p, be.opts.ssd_sequential)?;
     let mut a = Args::new(p);
     for t in [i.x, i.dt, i.a, i.b, i.c] {
         a.f32(t)?;
