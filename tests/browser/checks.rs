@@ -402,8 +402,8 @@ pub async fn check_rms_norm(be: &WgpuBackend, rows: usize, dim: usize, residual:
 }
 
 /// Mamba-2's head-form scan (`ops::ssd_scan`) then its grouped norm, on seeded inputs:
-/// `(out, final state, normed out)`. N = 128 and L = 600 make the wgpu backend split the
-/// sequence into three dispatches carrying the state.
+/// `(out, final state, normed out)`. L = 600 at N = 128 takes the chunked form
+/// (`ssd_scan_chunked`, 19 chunks of 32 steps with the state carried between them).
 async fn run_ssd<B: AsyncDownload>(
     be: &B,
     c: (usize, usize, usize, usize, usize, usize),
