@@ -28,7 +28,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::ops::call::*;
 use crate::tensor::{DType, HostSlice, HostVec};
 
@@ -148,6 +148,23 @@ pub trait Backend {
     /// `out = x · wᵀ (+ bias)`; x, out f32, w and bias in any float dtype
     /// ([`crate::ops::matmul`]).
     fn matmul(&self, call: MatmulCall<'_, Self::Buffer>) -> Result<()>;
+
+    /// Whether [`Backend::matmul_q8`] is implemented.
+    fn has_matmul_q8(&self) -> bool {
+        false
+    }
+
+    /// `out = x · wᵀ (+ bias)` with Q8_0 weights ([`crate::ops::matmul_q8`]). Not every
+    /// backend has it: the default refuses with [`Error::Limit`].
+    fn matmul_q8(&self, call: MatmulQ8Call<'_, Self::Buffer>) -> Result<()> {
+        let _ = call;
+        Err(Error::limit(
+            self.name(),
+            "matmul_q8",
+            "q",
+            "this backend has no matmul_q8 kernel",
+        ))
+    }
 
     /// RMSNorm; with a residual, first `residual += x`, then normalise the residual
     /// ([`crate::ops::rms_norm`]).
@@ -288,6 +305,14 @@ impl<B: Backend> Backend for &B {
 
     fn matmul(&self, call: MatmulCall<'_, B::Buffer>) -> Result<()> {
         (**self).matmul(call)
+    }
+
+    fn has_matmul_q8(&self) -> bool {
+        (**self).has_matmul_q8()
+    }
+
+    fn matmul_q8(&self, call: MatmulQ8Call<'_, B::Buffer>) -> Result<()> {
+        (**self).matmul_q8(call)
     }
 
     fn rms_norm(&self, call: NormCall<'_, B::Buffer>) -> Result<()> {

@@ -6,6 +6,7 @@ pub mod device;
 pub mod error;
 pub mod ops;
 pub mod params;
+pub mod quant;
 pub mod tensor;
 
 pub use backend::{Backend, DeviceBuffer};

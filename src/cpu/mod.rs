@@ -13,6 +13,7 @@ mod decode_step;
 mod elementwise;
 mod embedding;
 mod matmul;
+mod matmul_q8;
 mod rms_norm;
 mod scan_lanes;
 mod selective_scan;
@@ -20,6 +21,9 @@ mod selective_state_update;
 mod ssd_scan;
 
 use std::borrow::Cow;
+
+#[doc(hidden)]
+pub use self::matmul_q8::{q8_dot, q8_isas};
 
 use self::selective_scan::selective_scan;
 use self::selective_state_update::selective_state_update;
@@ -344,6 +348,28 @@ impl Backend for CpuBackend {
         let MatmulCall { p, x, w, bias, out } = call;
         let bias = bias.map(CpuBuffer::floats).transpose()?;
         matmul::matmul(p, x.f32()?, w.floats()?, bias, out.f32_mut()?);
+        Ok(())
+    }
+
+    fn has_matmul_q8(&self) -> bool {
+        true
+    }
+
+    fn matmul_q8(&self, call: MatmulQ8Call<'_, CpuBuffer>) -> Result<()> {
+        let MatmulQ8Call {
+            p,
+            x,
+            q,
+            d,
+            bias,
+            out,
+        } = call;
+        let scales = match d.floats()? {
+            Floats::F16(v) => v,
+            _ => return Err(d.internal_dtype("f16")),
+        };
+        let bias = bias.map(CpuBuffer::floats).transpose()?;
+        matmul_q8::matmul_q8(p, x.f32()?, q.u32()?, scales, bias, out.f32_mut()?);
         Ok(())
     }
 

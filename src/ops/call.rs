@@ -123,6 +123,17 @@ pub struct MatmulCall<'a, B> {
     pub(crate) out: &'a mut B,
 }
 
+/// A checked [`Backend::matmul_q8`](crate::Backend::matmul_q8) call, built by
+/// [`crate::ops::matmul_q8`]: `q` `(N, K/4)` u32, `d` `(N, K/32)` f16.
+pub struct MatmulQ8Call<'a, B> {
+    pub(crate) p: &'a MatmulParams,
+    pub(crate) x: &'a B,
+    pub(crate) q: &'a B,
+    pub(crate) d: &'a B,
+    pub(crate) bias: Option<&'a B>,
+    pub(crate) out: &'a mut B,
+}
+
 /// A checked [`Backend::mixer_in`](crate::Backend::mixer_in) call, built by
 /// [`crate::ops::mixer_in`].
 pub struct MixerInCall<'a, B> {

@@ -8,6 +8,7 @@ pub mod call;
 mod check;
 mod decode;
 mod norm;
+mod q8;
 mod ssd;
 
 use crate::backend::{Backend, DeviceBuffer};
@@ -20,6 +21,7 @@ pub use decode::{
     FUSED_MAX_BATCH, MixerInInputs, SsmStepInputs, matmul_accumulate, mixer_in, ssm_step, x_proj,
 };
 pub use norm::{rms_norm, rms_norm_grouped};
+pub use q8::matmul_q8;
 pub use ssd::{SsdInputs, ssd_scan};
 
 /// Memory layout of the sequence tensors of the scan and the conv1d.

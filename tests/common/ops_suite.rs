@@ -537,6 +537,8 @@ macro_rules! op_suite_tests {
             rms_norm_grouped_matches_f64 => rms_norm_grouped,
             ssd_scan_matches_f64_fixtures => ssd_scan_fixtures,
             ssd_scan_matches_cpu_and_general_scan => ssd_scan_cases,
+            matmul_q8_matches_f64_fixtures => matmul_q8_fixtures,
+            matmul_q8_matches_dequantized_matmul => matmul_q8_random,
             embedding_matches_cpu => embedding,
             elementwise_matches_cpu => elementwise,
             argmax_matches_cpu => argmax,
@@ -567,6 +569,16 @@ macro_rules! op_suite_tests {
 /// See [`super::ssd_checks::ssd_scan_fixtures`].
 pub fn ssd_scan_fixtures<B: Backend>(be: &B) {
     super::ssd_checks::ssd_scan_fixtures(be)
+}
+
+/// See [`super::q8_checks::matmul_q8_fixtures`].
+pub fn matmul_q8_fixtures<B: Backend>(be: &B) {
+    super::q8_checks::matmul_q8_fixtures(be)
+}
+
+/// See [`super::q8_checks::matmul_q8_random`].
+pub fn matmul_q8_random<B: Backend>(be: &B) {
+    super::q8_checks::matmul_q8_random(be)
 }
 
 /// See [`super::ssd_checks::ssd_scan_cases`].

@@ -1,0 +1,124 @@
+//! 8-bit weights: the Q8_0 format of llama.cpp (ggml), as [`crate::ops::matmul_q8`] reads
+//! it. A row of K weights is cut into blocks of [`Q8_BLOCK`] = 32; a block keeps one f16
+//! scale `d = max|w| / 127` and 32 int8 values `q = round(w / d)`, so `w ≈ d·q`. That is
+//! 34 bytes per 32 weights, about half of bf16's traffic in a decode GEMV, which is bound
+//! by reading the weights.
+//!
+//! Stored as two buffers, so that every backend can bind them (WGSL has no 8-bit type):
+//! the quants `(N, K/4)` u32, four int8 per word in little-endian order (weight `4j` in
+//! the low byte of word `j`), and the scales `(N, K/32)` f16. The quantizer matches
+//! llama.cpp's reference bit for bit (held to gguf-py's `Q8_0` by
+//! `tests/fixtures/q8`, written by `tools/make_q8_fixtures.py`).
+
+use half::f16;
+
+use crate::error::{Error, Result};
+
+/// Weights per scale.
+pub const Q8_BLOCK: usize = 32;
+
+/// One matrix in Q8_0, on the host: `q` `(rows, cols/4)` packed int8, `d` `(rows, cols/32)`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Q8Matrix {
+    pub rows: usize,
+    pub cols: usize,
+    pub q: Vec<u32>,
+    pub d: Vec<f16>,
+}
+
+impl Q8Matrix {
+    /// Quantizes a row-major `(rows, cols)` f32 matrix as llama.cpp does
+    /// (`quantize_row_q8_0_ref`): per block `d = amax / 127`, `q = roundf(w · (1/d))`
+    /// (0 where `d = 0`), `d` stored as f16. `cols` must be a multiple of 32, and `w`
+    /// finite (a NaN or inf would poison its whole block).
+    pub fn quantize(w: &[f32], rows: usize, cols: usize) -> Result<Q8Matrix> {
+        let arg = |why: String| Error::Arg {
+            op: "quantize_q8",
+            arg: "w",
+            why,
+        };
+        if cols == 0 || cols % Q8_BLOCK != 0 {
+            return Err(arg(format!(
+                "K = {cols} columns are not a positive multiple of {Q8_BLOCK}"
+            )));
+        }
+        if rows.checked_mul(cols) != Some(w.len()) {
+            return Err(arg(format!(
+                "{} values for a ({rows}, {cols}) matrix",
+                w.len()
+            )));
+        }
+        if let Some(i) = w.iter().position(|v| !v.is_finite()) {
+            return Err(arg(format!(
+                "value {} at ({}, {}) is not finite",
+                w[i],
+                i / cols,
+                i % cols
+            )));
+        }
+        let mut q = Vec::with_capacity(w.len() / 4);
+        let mut d = Vec::with_capacity(w.len() / Q8_BLOCK);
+        for block in w.chunks_exact(Q8_BLOCK) {
+            let amax = block.iter().fold(0f32, |m, v| m.max(v.abs()));
+            let scale = amax / 127.0;
+            let inv = if scale == 0.0 { 0.0 } else { 1.0 / scale };
+            d.push(f16::from_f32(scale));
+            for four in block.chunks_exact(4) {
+                let mut word = 0u32;
+                for (j, &v) in four.iter().enumerate() {
+                    // |v·inv| <= 127 up to rounding: the cast saturates at ±127/128.
+                    let b = (v * inv).round() as i8;
+                    word |= (b as u8 as u32) << (8 * j);
+                }
+                q.push(word);
+            }
+        }
+        Ok(Q8Matrix { rows, cols, q, d })
+    }
+
+    /// The int8 value of weight `(r, c)`.
+    pub fn quant(&self, r: usize, c: usize) -> i8 {
+        let word = self.q[(r * self.cols + c) / 4];
+        (word >> (8 * (c % 4))) as u8 as i8
+    }
+
+    /// `d·q` for every weight, row-major `(rows, cols)`: the matrix the kernels multiply by.
+    pub fn dequantize(&self) -> Vec<f32> {
+        let mut out = Vec::with_capacity(self.rows * self.cols);
+        for r in 0..self.rows {
+            for c in 0..self.cols {
+                let d = self.d[(r * self.cols + c) / Q8_BLOCK].to_f32();
+                out.push(d * self.quant(r, c) as f32);
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_refusals() {
+        let w: Vec<f32> = (0..64).map(|i| (i as f32 - 20.0) * 0.37).collect();
+        let m = Q8Matrix::quantize(&w, 1, 64).unwrap();
+        assert_eq!((m.q.len(), m.d.len()), (16, 2));
+        let back = m.dequantize();
+        for (blk, (a, b)) in w.chunks(32).zip(back.chunks(32)).enumerate() {
+            let d = m.d[blk].to_f32();
+            for (x, y) in a.iter().zip(b) {
+                assert!((x - y).abs() <= 0.5 * d * 1.01, "{x} vs {y} (d {d})");
+            }
+        }
+        // The largest weight of a block maps to ±127.
+        assert_eq!(m.quant(0, 31), 127);
+        assert!(Q8Matrix::quantize(&w, 2, 32).is_ok());
+        assert!(Q8Matrix::quantize(&w, 1, 48).is_err());
+        assert!(Q8Matrix::quantize(&w, 3, 32).is_err());
+        let mut bad = w.clone();
+        bad[5] = f32::NAN;
+        let e = Q8Matrix::quantize(&bad, 1, 64).unwrap_err().to_string();
+        assert!(e.contains("(0, 5)"), "{e}");
+    }
+}
