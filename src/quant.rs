@@ -37,7 +37,7 @@ impl Q8Matrix {
             arg: "w",
             why,
         };
-        if cols == 0 || cols % Q8_BLOCK != 0 {
+        if cols == 0 || !cols.is_multiple_of(Q8_BLOCK) {
             return Err(arg(format!(
                 "K = {cols} columns are not a positive multiple of {Q8_BLOCK}"
             )));

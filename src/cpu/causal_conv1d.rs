@@ -178,24 +178,25 @@ pub(crate) fn causal_conv1d_lanes(
             out[o..o + db].copy_from_slice(&res[t * db..(t + 1) * db]);
         }
     }
-    if let Some(st) = state {
-        if p.state_mode != STATE_NONE && pre > 0 {
-            // The new state holds the last K-1 inputs of (old state ++ x).
-            for b in 0..batch {
-                for d in 0..dim {
-                    for j in 0..pre {
-                        let tt = len as isize - pre as isize + j as isize;
-                        let v = if tt >= 0 {
-                            x[b * p.x_sb as usize + d + tt as usize * p.x_st as usize]
-                        } else if carry {
-                            old.map_or(0.0, |s| {
-                                s[(b * dim + d) * pre + (pre as isize + tt) as usize]
-                            })
-                        } else {
-                            0.0
-                        };
-                        st[(b * dim + d) * pre + j] = v;
-                    }
+    if let Some(st) = state
+        && p.state_mode != STATE_NONE
+        && pre > 0
+    {
+        // The new state holds the last K-1 inputs of (old state ++ x).
+        for b in 0..batch {
+            for d in 0..dim {
+                for j in 0..pre {
+                    let tt = len as isize - pre as isize + j as isize;
+                    let v = if tt >= 0 {
+                        x[b * p.x_sb as usize + d + tt as usize * p.x_st as usize]
+                    } else if carry {
+                        old.map_or(0.0, |s| {
+                            s[(b * dim + d) * pre + (pre as isize + tt) as usize]
+                        })
+                    } else {
+                        0.0
+                    };
+                    st[(b * dim + d) * pre + j] = v;
                 }
             }
         }

@@ -262,6 +262,7 @@ pub fn q8_isas() -> Vec<&'static str> {
 #[doc(hidden)]
 pub fn q8_dot(isa: &str, x: &[f32], q: &[u32], d: &[f16]) -> Option<f32> {
     let (_, isa) = available_isas().into_iter().find(|(n, _)| *n == isa)?;
-    let ok = x.len() % Q8_BLOCK == 0 && q.len() * 4 == x.len() && d.len() * Q8_BLOCK == x.len();
+    let ok =
+        x.len().is_multiple_of(Q8_BLOCK) && q.len() * 4 == x.len() && d.len() * Q8_BLOCK == x.len();
     ok.then(|| isa.dot(x, q, d))
 }
