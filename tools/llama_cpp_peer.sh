@@ -204,6 +204,12 @@ step_greedy() {
 
 # ------------------------------------------------------------------ 6. bench rounds
 loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
+# Other processes using the CPU (ps %CPU over their lifetime, at least 20%), this script's
+# own children excluded: on a shared machine they explain the outlier rounds.
+busy() {
+    ps -eo pid=,ppid=,pcpu=,comm= | awk -v me=$$ '$2 != me && $1 != me && $3 >= 20 {
+        printf "%s%s %s%%", sep, $4, $3; sep = ", " } END { if (!sep) printf "none" }'
+}
 
 llama_round() {
     local r=$1 q
@@ -224,14 +230,16 @@ ours_round() {
 
 step_bench() {
     mkdir -p "$OUT"
-    local r before after
+    local r before after others
     : >"$OUT/load.md"
     for ((r = 1; r <= RUNS; r++)); do
         before=$(loadavg)
+        others=$(busy)
         # alternate which engine goes first, so that a drift in load does not favour one
         if ((r % 2)); then llama_round "$r"; ours_round "$r"; else ours_round "$r"; llama_round "$r"; fi
         after=$(loadavg)
-        echo "| $r | $( ((r % 2)) && echo yes || echo no) | $before | $after |" >>"$OUT/load.md"
+        others="$others / $(busy)"
+        echo "| $r | $( ((r % 2)) && echo yes || echo no) | $before | $after | $others |" >>"$OUT/load.md"
     done
     echo
     echo "## Throughput, llama.cpp ($LLAMA_COMMIT) against mamba-gpu, $RUNS interleaved rounds"
@@ -242,8 +250,8 @@ step_bench() {
     echo
     "$PYTHON" "$REPO/tools/llama_cpp_peer.py" table "$OUT" "$RUNS" | tee "$OUT/table.md"
     echo
-    echo "| round | llama.cpp first | load avg before (1/5/15 min) | after |"
-    echo "|---:|---:|---|---|"
+    echo "| round | llama.cpp first | load avg before (1/5/15 min) | after | other busy processes before / after |"
+    echo "|---:|---:|---|---|---|"
     cat "$OUT/load.md"
     echo
     echo "results and logs: $OUT"
