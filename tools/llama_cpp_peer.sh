@@ -176,11 +176,23 @@ step_convert() {
 # ------------------------------------------------------------------ 5. greedy ids
 OUT=$CACHE/runs/$(date -u +%Y%m%dT%H%M%SZ)
 
+need_inputs() { # the binaries and GGUF files that the greedy and bench steps use
+    local f
+    for f in "$PEERS" "$BUILD/bin/llama-bench" "$BUILD/bin/llama-greedy-ids"; do
+        [[ -x $f ]] || die "no $f: run --step build first"
+    done
+    [[ -f $CKPT/model.safetensors ]] || die "no checkpoint in $CKPT: run --step checkpoint first"
+    for f in F32 F16 Q8_0; do
+        [[ -f $(gguf_path $f) ]] || die "no $(gguf_path $f): run --step convert first"
+    done
+}
+
 ours() { # ours ARGS...: mamba-gpu-peers on the checkpoint, only mamba-gpu
     "$PEERS" --reuse --dir "$CKPT" --only ours "$@"
 }
 
 step_greedy() {
+    need_inputs
     mkdir -p "$OUT"
     log "greedy ids: ours (f32, f16, bf16)"
     ours --runs 1 --prefill 0 --check 4 --json "$OUT/greedy-ours.json" >"$OUT/greedy-ours.md" ||
@@ -229,6 +241,7 @@ ours_round() {
 }
 
 step_bench() {
+    need_inputs
     mkdir -p "$OUT"
     local r before after others
     : >"$OUT/load.md"

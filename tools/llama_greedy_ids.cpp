@@ -3,7 +3,7 @@
 //   llama-greedy-ids MODEL.gguf N_GEN THREADS ID [ID ...]
 //
 // Decodes the prompt ids in one batch, then N_GEN times takes the argmax of the
-// last position's logits (ties to the lowest id, like mamba-gpu) and feeds it back.
+// last position's logits (ties go to the lowest id) and feeds it back.
 // Prints the generated ids on one line of stdout, space-separated. No tokenizer and no
 // sampler: the comparison is on ids.
 #include "llama.h"
