@@ -23,6 +23,10 @@
 //!   --micro           only time the scan and the decode matmul against SIMD rewrites (src/micro.rs)
 //!   --reuse           keep an existing checkpoint in --dir (same seed) instead of rewriting it
 //!   --mamba2          instead: Mamba-2 130m-shaped, ours against candle's mamba2 (src/mamba2.rs)
+//!   --write-hf DIR    only write the checkpoint (config.json + model.safetensors) to DIR, and
+//!                     exit (for llama.cpp's convert_hf_to_gguf.py: tools/llama_cpp_peer.sh)
+//!   --json FILE       also write the results as JSON: per row the tok/s (median, best), the
+//!                     decode prompt ids and the greedy ids of the last decode run
 //! ```
 
 mod mamba2;
@@ -66,6 +70,8 @@ struct Opts {
     reuse: bool,
     micro: bool,
     mamba2: bool,
+    write_hf: Option<PathBuf>,
+    json: Option<PathBuf>,
 }
 
 fn parse_opts() -> Opts {
@@ -83,6 +89,8 @@ fn parse_opts() -> Opts {
         reuse: false,
         micro: false,
         mamba2: false,
+        write_hf: None,
+        json: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -103,6 +111,10 @@ fn parse_opts() -> Opts {
             "--reuse" => o.reuse = true,
             "--micro" => o.micro = true,
             "--mamba2" => o.mamba2 = true,
+            "--write-hf" => {
+                o.write_hf = Some(PathBuf::from(args.next().expect("--write-hf needs a path")))
+            }
+            "--json" => o.json = Some(PathBuf::from(args.next().expect("--json needs a path"))),
             "--dtypes" => {
                 o.dtypes = args
                     .next()
@@ -322,6 +334,8 @@ fn prompt(len: usize, salt: u64) -> Vec<u32> {
 #[derive(Default, Clone)]
 struct Row {
     name: String,
+    /// The weight dtype for our rows ("f32", "f16", "bf16"), empty for the peers.
+    tag: String,
     decode: Option<(f64, f64)>,
     prefill: Option<(f64, f64)>,
     prefill_note: String,
@@ -345,7 +359,7 @@ fn ours_load<B: Backend>(be: B, dir: &Path, wd: WeightDType) -> MambaModel<B> {
     .expect("mamba-gpu load")
 }
 
-fn ours_bench<B: Backend>(name: &str, m: &MambaModel<B>, o: &Opts, load_s: f64) -> Row {
+fn ours_bench<B: Backend>(name: &str, tag: &str, m: &MambaModel<B>, o: &Opts, load_s: f64) -> Row {
     let check = prompt(o.check, 1);
     let logits = m.logits_for(&check).expect("logits");
     // Decode: a short prompt, then greedy steps (argmax of the full logits each step).
@@ -381,6 +395,7 @@ fn ours_bench<B: Backend>(name: &str, m: &MambaModel<B>, o: &Opts, load_s: f64) 
     eprintln!("{name}: decode {decode:.1?} tok/s, prefill {prefill:?}");
     Row {
         name: name.into(),
+        tag: tag.into(),
         decode: Some(decode),
         prefill,
         prefill_note: format!("one pass, {} tokens", o.prefill),
@@ -453,6 +468,7 @@ fn candle_bench(dir: &Path, o: &Opts) -> candle_core::Result<Row> {
     eprintln!("candle: decode {decode:.1?} tok/s, token-by-token prefill {prefill:?}");
     Ok(Row {
         name: "candle-transformers 0.9.2 mamba, f32".into(),
+        tag: String::new(),
         decode: Some(decode),
         prefill,
         prefill_note: format!(
@@ -547,6 +563,7 @@ fn mambars_bench(dir: &Path, o: &Opts, packed: bool) -> Row {
     eprintln!("{name}: decode {decode:.1?} tok/s, prefill {prefill:?}");
     Row {
         name: name.into(),
+        tag: String::new(),
         decode: Some(decode),
         prefill,
         prefill_note: if packed {
@@ -768,6 +785,10 @@ fn main() {
         mamba2::run(&o);
         return;
     }
+    if let Some(dir) = &o.write_hf {
+        write_checkpoint(dir);
+        return;
+    }
     let want = |s: &str| o.only.iter().any(|x| x == s);
     let load_start = load_avg();
     if !(o.reuse && o.dir.join("model.safetensors").exists() && o.dir.join("config.json").exists())
@@ -801,6 +822,7 @@ fn main() {
             let load_s = t0.elapsed().as_secs_f64();
             rows.push(ours_bench(
                 &format!("mamba-gpu (ours), CPU Fast, {label} weights"),
+                label,
                 &m,
                 &o,
                 load_s,
@@ -888,6 +910,10 @@ fn main() {
         println!("- {}: {}", r.name, ids.join(" "));
     }
 
+    if let Some(path) = &o.json {
+        write_json(path, &o, &rows, threads);
+    }
+
     if o.profile && want("ours") {
         println!("\n## mamba-gpu op timing (timing wrapper backend, one thread of calls)");
         for (wd, label) in [
@@ -900,6 +926,35 @@ fn main() {
             }
         }
     }
+}
+
+/// The rows as JSON, for scripts (tools/llama_cpp_peer.sh).
+fn write_json(path: &Path, o: &Opts, rows: &[Row], threads: usize) {
+    use serde_json::json;
+    let pair =
+        |x: Option<(f64, f64)>| x.map(|(median, best)| json!({"median": median, "best": best}));
+    let rows: Vec<_> = rows
+        .iter()
+        .map(|r| {
+            json!({
+                "name": r.name,
+                "dtype": r.tag,
+                "decode_tok_s": pair(r.decode),
+                "prefill_tok_s": pair(r.prefill),
+                "decode_ids": r.decode_ids,
+            })
+        })
+        .collect();
+    let doc = json!({
+        "threads": threads,
+        "runs": o.runs,
+        "steps": o.steps,
+        "prefill": o.prefill,
+        "decode_prompt": prompt(o.decode_prompt, 2),
+        "rows": rows,
+    });
+    let text = serde_json::to_string_pretty(&doc).expect("serialize json");
+    std::fs::write(path, text + "\n").unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
 }
 
 fn rayon_threads() -> String {
