@@ -130,6 +130,10 @@ pub(crate) enum Kernel {
         w: WDtype,
         bias: WDtype,
     },
+    /// Q8_0 weights (`matmul_q8.wgsl`); `bias` the bias's storage.
+    MatmulQ8 {
+        bias: WDtype,
+    },
     RmsNorm {
         w: WDtype,
     },
@@ -190,6 +194,7 @@ const FILES: &[(&str, &str)] = files!(
     "decode_step/ssm_step.wgsl",
     "decode_step/x_proj.wgsl",
     "matmul.wgsl",
+    "matmul_q8.wgsl",
     "rms_norm.wgsl",
     "selective_scan.wgsl",
     "selective_scan/shared.wgsl",
@@ -211,6 +216,7 @@ pub const SHADERS: &[&str] = &[
     "decode_step/x_proj.wgsl",
     "embedding.wgsl",
     "matmul.wgsl",
+    "matmul_q8.wgsl",
     "rms_norm.wgsl",
     "selective_scan/shared.wgsl",
     "selective_scan/subgroup.wgsl",
@@ -290,6 +296,7 @@ impl Kernel {
                 shader!("causal_conv1d.wgsl")
             }
             Kernel::Matmul { .. } | Kernel::MatmulDecode { .. } => shader!("matmul.wgsl", true),
+            Kernel::MatmulQ8 { .. } => shader!("matmul_q8.wgsl"),
             Kernel::RmsNorm { .. } => shader!("rms_norm.wgsl"),
             Kernel::MixerIn { .. } => shader!("decode_step/mixer_in.wgsl"),
             Kernel::XProj { .. } => shader!("decode_step/x_proj.wgsl"),
@@ -312,6 +319,7 @@ impl Kernel {
             Kernel::CausalConv1dUpdate => "causal_conv1d_update",
             Kernel::Matmul { .. } => "matmul",
             Kernel::MatmulDecode { .. } => "matmul_decode",
+            Kernel::MatmulQ8 { .. } => "matmul_q8",
             Kernel::RmsNorm { .. } => "rms_norm",
             Kernel::MixerIn { .. } => "mixer_in",
             Kernel::XProj { .. } => "x_proj",
@@ -340,6 +348,8 @@ impl Kernel {
             }
             // params, x, w, bias, out, window, w_hi
             Kernel::Matmul { .. } | Kernel::MatmulDecode { .. } => &[U, R, R, R, W, U, R],
+            // params, x, q, d, bias, out
+            Kernel::MatmulQ8 { .. } => &[U, R, R, R, R, W],
             // params, x, weight, residual, out
             Kernel::RmsNorm { .. } => &[U, R, R, W, W],
             // params, h, norm_w, w_x, w_z, conv_w, conv_b, conv_state, xc, z
@@ -369,6 +379,7 @@ impl Kernel {
                 ("W_DTYPE", w as u32 as f64),
                 ("BIAS_DTYPE", bias as u32 as f64),
             ],
+            Kernel::MatmulQ8 { bias } => vec![("BIAS_DTYPE", bias as u32 as f64)],
             Kernel::RmsNorm { w }
             | Kernel::Embedding { w }
             | Kernel::XProj { w }
@@ -461,6 +472,7 @@ pub fn pipeline_sources(
         for bias in W {
             kernels.extend([Kernel::Matmul { w, bias }, Kernel::MatmulDecode { w, bias }]);
         }
+        kernels.push(Kernel::MatmulQ8 { bias: w });
     }
     // A new `Kernel` variant fails to compile here until it is listed above.
     let listed = |k: Kernel| match k {
@@ -474,6 +486,7 @@ pub fn pipeline_sources(
         | Kernel::CausalConv1dUpdate
         | Kernel::Matmul { .. }
         | Kernel::MatmulDecode { .. }
+        | Kernel::MatmulQ8 { .. }
         | Kernel::RmsNorm { .. }
         | Kernel::MixerIn { .. }
         | Kernel::XProj { .. }

@@ -368,6 +368,34 @@ impl Backend for WgpuBackend {
         true
     }
 
+    fn has_matmul_q8(&self) -> bool {
+        true
+    }
+
+    fn matmul_q8(&self, call: MatmulQ8Call<'_, WgpuBuffer>) -> Result<()> {
+        let MatmulQ8Call {
+            p,
+            x,
+            q,
+            d,
+            bias,
+            out,
+        } = call;
+        let bias_dt = bias.map_or(WDtype::F32, wdtype);
+        self.dispatch(
+            Kernel::MatmulQ8 { bias: bias_dt },
+            &[
+                Bind::Uniform(bytemuck::bytes_of(p)),
+                self.whole("x", x)?,
+                self.whole("q", q)?,
+                self.whole("d", d)?,
+                self.opt_read("bias", bias)?,
+                self.whole("out", out)?,
+            ],
+            self.grid(p.n.div_ceil(8))?,
+        )
+    }
+
     fn fused_step_max_weight_bytes(&self) -> Option<u64> {
         Some(self.max_binding)
     }

@@ -51,6 +51,7 @@ fn every_kernel_names_a_module() {
         Kernel::SsdScanChunked,
         Kernel::CausalConv1d,
         Kernel::Matmul { w, bias: w },
+        Kernel::MatmulQ8 { bias: w },
         Kernel::RmsNorm { w },
         Kernel::Embedding { w },
         Kernel::Elementwise,
