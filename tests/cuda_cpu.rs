@@ -225,6 +225,7 @@ fn every_entry_point_runs() {
     ops_suite::argmax(&be);
     ops_suite::copy(&be);
     ops_suite::ssd_scan_fixtures(&be);
+    ops_suite::matmul_q8_fixtures(&be);
     common::fused_checks::check_fused_ops(&be, Tol::F32);
     let c = common::checks::ConvCase {
         batch: 1,

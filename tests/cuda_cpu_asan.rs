@@ -79,6 +79,8 @@ fn kernels_under_asan_and_ubsan() {
     common::ops_suite::conv_update(&be);
     // ssd_scan, sequential and chunked (shared-memory tiles, partial channel tiles).
     common::ops_suite::ssd_scan_cases(&be);
+    // matmul_q8: packed int8 rows, partial row blocks, m over the 8-row tile.
+    common::ops_suite::matmul_q8_random(&be);
     for st in [St::None, St::Carry] {
         let c = ConvCase {
             batch: 2,

@@ -138,6 +138,22 @@ impl Backend for CudaBackend {
         super::matmul::matmul(self, p, x, w, bias, out)
     }
 
+    fn has_matmul_q8(&self) -> bool {
+        true
+    }
+
+    fn matmul_q8(&self, call: MatmulQ8Call<'_, CudaBuffer>) -> Result<()> {
+        let MatmulQ8Call {
+            p,
+            x,
+            q,
+            d,
+            bias,
+            out,
+        } = call;
+        super::matmul::matmul_q8(self, p, x, q, d, bias, out)
+    }
+
     fn rms_norm(&self, call: NormCall<'_, CudaBuffer>) -> Result<()> {
         let NormCall {
             p,

@@ -230,6 +230,29 @@ pub fn matmul_rows(p: &MatmulParams, w: DType) -> Result<Launch> {
     })
 }
 
+/// One warp per weight row, blocks of Q8_WARPS rows; blockIdx.y tiles m by Q8_MAXM (the
+/// constants of kernels/matmul_q8.cu, equal to MM_WARPS / MM_MAXM).
+pub fn matmul_q8(p: &MatmulParams) -> Result<Launch> {
+    let m_blocks = p.m.div_ceil(MM_MAXM);
+    if m_blocks > GRID_YZ_LIMIT {
+        return Err(Error::limit(
+            "cuda",
+            "matmul_q8",
+            "x",
+            format!(
+                "{} rows exceed the grid's {} blocks of 8",
+                p.m, GRID_YZ_LIMIT
+            ),
+        ));
+    }
+    Ok(Launch {
+        kernel: Kernel::MatmulQ8,
+        grid: (p.n.div_ceil(MM_WARPS), m_blocks, 1),
+        block: (MM_WARPS * 32, 1, 1),
+        shared_bytes: 0,
+    })
+}
+
 /// cuBLAS path: `out` pre-filled with the bias, before an accumulating SGEMM.
 pub fn bias_rows(p: &MatmulParams) -> Launch {
     grid1d(Kernel::BiasRows, p.m * p.n)

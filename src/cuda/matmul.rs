@@ -131,3 +131,33 @@ fn matmul_rows(
     unsafe { a.launch(config(&l)) }.map_err(launch_err(name))?;
     Ok(())
 }
+
+/// `ops::matmul_q8`: the int8 weights widened in registers (kernels/matmul_q8.cu).
+pub(super) fn matmul_q8(
+    be: &CudaBackend,
+    p: &MatmulParams,
+    x: &CudaBuffer,
+    q: &CudaBuffer,
+    d: &CudaBuffer,
+    bias: Option<&CudaBuffer>,
+    out: &mut CudaBuffer,
+) -> Result<()> {
+    let l = geometry::matmul_q8(p)?;
+    let kind = geometry::bias_kind(bias.map(|b| b.dtype));
+    let f = be.function(l.kernel)?;
+    let mut a = be.cur().launch_builder(&f);
+    a.arg(p);
+    a.arg(&kind);
+    a.arg(x.f32()?);
+    push(&mut a, q);
+    push(&mut a, d);
+    push_opt(&mut a, bias, &be.dummy);
+    a.arg(out.f32_mut()?);
+    // SAFETY: matmul_q8(MatmulParams p, unsigned int bias_kind, const float* x,
+    // const unsigned int* q, const F16* d, const void* bias, float* out): same order;
+    // ops::matmul_q8 validated x (m, k), q (n, k/4) u32, d (n, k/32) f16, bias (n) of
+    // bias_kind (read only if has_bias) and out (m, n), with k a multiple of 32. One
+    // warp per row (whole warps exit past n), blockIdx.y tiles m by 8 as Q8_MAXM.
+    unsafe { a.launch(config(&l)) }.map_err(launch_err("matmul_q8"))?;
+    Ok(())
+}

@@ -60,6 +60,7 @@ pub const ELEMENTWISE: KernelSource = kernel!("elementwise");
 pub const ARGMAX: KernelSource = kernel!("argmax");
 pub const COPY: KernelSource = kernel!("copy");
 pub const MATMUL: KernelSource = kernel!("matmul");
+pub const MATMUL_Q8: KernelSource = kernel!("matmul_q8");
 
 /// Every file of `kernels/`.
 pub const KERNELS: &[KernelSource] = &[
@@ -74,6 +75,7 @@ pub const KERNELS: &[KernelSource] = &[
     ARGMAX,
     COPY,
     MATMUL,
+    MATMUL_Q8,
 ];
 
 /// The element type a kernel template was instantiated for (the `_f32` / `_f16` /
@@ -134,6 +136,8 @@ pub enum Kernel {
     },
     /// The bias broadcast into out before an accumulating cuBLAS GEMM.
     BiasRows,
+    /// Q8_0 weights (`matmul_q8.cu`).
+    MatmulQ8,
 }
 
 impl Kernel {
@@ -172,6 +176,7 @@ impl Kernel {
         Kernel::Widen { bf16: false },
         Kernel::Widen { bf16: true },
         Kernel::BiasRows,
+        Kernel::MatmulQ8,
     ];
 
     /// The file that defines it.
@@ -190,6 +195,7 @@ impl Kernel {
             Kernel::Argmax => &ARGMAX,
             Kernel::Copy => &COPY,
             Kernel::MatmulRows(_) | Kernel::Widen { .. } | Kernel::BiasRows => &MATMUL,
+            Kernel::MatmulQ8 => &MATMUL_Q8,
         }
     }
 
@@ -230,6 +236,7 @@ impl Kernel {
             Kernel::Widen { bf16: false } => "widen_f16",
             Kernel::Widen { bf16: true } => "widen_bf16",
             Kernel::BiasRows => "bias_rows",
+            Kernel::MatmulQ8 => "matmul_q8",
         }
     }
 }

@@ -353,6 +353,30 @@ impl Backend for CudaCpuBackend {
         run_matmul(self, p, x, w, bias, out)
     }
 
+    fn has_matmul_q8(&self) -> bool {
+        true
+    }
+
+    fn matmul_q8(&self, call: MatmulQ8Call<'_, CudaCpuBuffer>) -> Result<()> {
+        let MatmulQ8Call {
+            p,
+            x,
+            q,
+            d,
+            bias,
+            out,
+        } = call;
+        let kind = geo::bias_kind(bias.map(|b| b.dtype));
+        let mut a = Args::new(p);
+        a.val(&kind)
+            .f32(x)?
+            .buf(q)
+            .buf(d)
+            .opt(bias, &self.dummy)
+            .f32(out)?;
+        self.launch(&geo::matmul_q8(p)?, a)
+    }
+
     fn rms_norm(&self, call: NormCall<'_, CudaCpuBuffer>) -> Result<()> {
         let NormCall {
             p,
