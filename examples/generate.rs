@@ -31,6 +31,15 @@ use mamba_gpu::model::{TextModel, TextOptions};
 use mamba_gpu::{Backend, Device};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum WeightsKind {
+    Auto,
+    F32,
+    F16,
+    Bf16,
+    Q8,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum BackendKind {
     Auto,
     Cpu,
@@ -48,6 +57,10 @@ struct Args {
     /// Backend: auto tries cuda, then wgpu, then cpu.
     #[arg(long, value_enum, default_value = "auto")]
     backend: BackendKind,
+    /// Weight storage: the checkpoint's dtype (auto), f32, f16, bf16, or q8 (the
+    /// projections and the LM head quantized at load to Q8_0, 8-bit).
+    #[arg(long, value_enum, default_value = "auto")]
+    weights: WeightsKind,
     /// Prompt text (needs a tokenizer.json).
     #[arg(long, conflicts_with = "prompt_ids")]
     prompt: Option<String>,
@@ -143,8 +156,16 @@ impl std::fmt::Display for NeedsTokenizer {
 impl std::error::Error for NeedsTokenizer {}
 
 fn load_options(args: &Args) -> LoadOptions {
+    use mamba_gpu::model::WeightDType;
     LoadOptions {
         progress: !args.json,
+        weight_dtype: match args.weights {
+            WeightsKind::Auto => WeightDType::Auto,
+            WeightsKind::F32 => WeightDType::F32,
+            WeightsKind::F16 => WeightDType::F16,
+            WeightsKind::Bf16 => WeightDType::BF16,
+            WeightsKind::Q8 => WeightDType::Q8_0,
+        },
         ..LoadOptions::default()
     }
 }
@@ -160,10 +181,20 @@ fn sampling(args: &Args) -> SamplingParams {
     }
 }
 
+/// `"q8_0 (+f16)"` for Q8_0 projections with f16 elsewhere, else the dtype's name.
+fn weights_name((dtype, q8): (mamba_gpu::DType, bool)) -> String {
+    if q8 {
+        format!("q8_0 (+{})", dtype.name())
+    } else {
+        dtype.name().to_string()
+    }
+}
+
 /// What a run reports at the end (both paths).
 struct Outcome<'a> {
     backend: &'a str,
-    weights: mamba_gpu::DType,
+    /// The float dtype of the weights, and whether the projections are Q8_0.
+    weights: (mamba_gpu::DType, bool),
     prompt_ids: &'a [u32],
     generated: &'a [u32],
     text: Option<&'a str>,
@@ -185,9 +216,9 @@ fn report(args: &Args, out: &mut impl Write, o: &Outcome<'_>) -> AnyResult<()> {
         writeln!(out)?;
         writeln!(
             out,
-            "\n[{}, weights {:?}] prefill: {} tokens, {:.1} tokens/s; decode: {} tokens, {:.1} tokens/s",
+            "\n[{}, weights {}] prefill: {} tokens, {:.1} tokens/s; decode: {} tokens, {:.1} tokens/s",
             o.backend,
-            o.weights,
+            weights_name(o.weights),
             o.stats.prompt_tokens,
             o.stats.prefill_tokens_per_s(),
             o.generated.len(),
@@ -251,7 +282,7 @@ fn generate_text<B: Backend>(tm: &TextModel<B>, args: &Args) -> AnyResult<()> {
     }
     let outcome = Outcome {
         backend,
-        weights: tm.model().weight_dtype(),
+        weights: (tm.model().weight_dtype(), tm.model().weights().q8),
         prompt_ids: &prompt_ids,
         generated: pieces.generated(),
         text: Some(&text),
@@ -293,7 +324,7 @@ fn generate_ids<B: Backend>(model: MambaModel<B>, args: &Args) -> AnyResult<()> 
     }
     let outcome = Outcome {
         backend: model.backend().name(),
-        weights: model.weight_dtype(),
+        weights: (model.weight_dtype(), model.weights().q8),
         prompt_ids: &prompt_ids,
         generated: gen_.generated(),
         text: None,

@@ -335,6 +335,14 @@ impl Backend for Device {
         dispatch!(self, b => forward::matmul(b, call))
     }
 
+    fn has_matmul_q8(&self) -> bool {
+        dispatch!(self, b => b.has_matmul_q8())
+    }
+
+    fn matmul_q8(&self, call: MatmulQ8Call<'_, DeviceBuf>) -> Result<()> {
+        dispatch!(self, b => forward::matmul_q8(b, call))
+    }
+
     fn rms_norm(&self, call: NormCall<'_, DeviceBuf>) -> Result<()> {
         dispatch!(self, b => forward::rms_norm(b, call))
     }

@@ -384,3 +384,13 @@ fn ssd_scan_both_forms_match_references() {
         );
     }
 }
+
+/// Q8_0 fixture models on the CPU execution model (`matmul_q8.cu`), one per family (all
+/// nine take minutes here; CPU and wgpu run them all): equal to the dequantized f32
+/// checkpoint, and close to the float model (numbers printed).
+#[test]
+fn q8_models_match_dequantized_checkpoints() {
+    let Some(be) = be() else { return };
+    let one_per_family = ["tiny_tied", "falcon_tiny_tied", "mamba2_g2_untied_bias"];
+    common::q8_model::check_q8_models_where(|| &be, |n| one_per_family.contains(&n), 3);
+}

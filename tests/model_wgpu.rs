@@ -112,3 +112,12 @@ fn replay_cache_is_bounded() {
     }
     assert_eq!(be.cached_replays(), MAX_REPLAYS);
 }
+
+/// Q8_0 fixture models on wgpu (`matmul_q8.wgsl`): equal to the dequantized f32
+/// checkpoint, and close to the float model (numbers printed).
+#[test]
+fn q8_models_match_dequantized_checkpoints_wgpu() {
+    if let Some(be) = backend() {
+        common::q8_model::check_q8_models(|| &be);
+    }
+}

@@ -140,3 +140,19 @@ fn matmul_q8_errors_name_the_tensor() {
     let e = Q8Matrix::quantize(&[f32::INFINITY; 32], 1, 32).unwrap_err();
     assert!(e.to_string().contains("not finite"), "{e}");
 }
+
+/// Q8_0 fixture models on the CPU: equal to the dequantized f32 checkpoint, and close
+/// to the float model (numbers printed).
+#[test]
+fn q8_models_match_dequantized_checkpoints() {
+    common::q8_model::check_q8_models(CpuBackend::new);
+}
+
+/// The run-time `Device` forwards the op (and reports it), as the generate example uses it.
+#[test]
+fn device_forwards_matmul_q8() {
+    let dev = mamba_gpu::Device::cpu();
+    assert!(dev.has_matmul_q8());
+    common::q8_checks::matmul_q8_fixtures(&dev);
+    common::q8_checks::matmul_q8_random(&dev);
+}

@@ -163,6 +163,26 @@ pub(super) fn matmul<Bk: Inner>(be: &Bk, call: MatmulCall<'_, DeviceBuf>) -> Res
     })
 }
 
+pub(super) fn matmul_q8<Bk: Inner>(be: &Bk, call: MatmulQ8Call<'_, DeviceBuf>) -> Result<()> {
+    const OP: &str = "matmul_q8";
+    let MatmulQ8Call {
+        p,
+        x,
+        q,
+        d,
+        bias,
+        out,
+    } = call;
+    be.matmul_q8(MatmulQ8Call {
+        p,
+        x: get::<Bk>(OP, "x", x)?,
+        q: get::<Bk>(OP, "q", q)?,
+        d: get::<Bk>(OP, "d", d)?,
+        bias: opt::<Bk>(OP, "bias", bias)?,
+        out: get_mut::<Bk>(OP, "out", out)?,
+    })
+}
+
 pub(super) fn rms_norm<Bk: Inner>(be: &Bk, call: NormCall<'_, DeviceBuf>) -> Result<()> {
     const OP: &str = "rms_norm";
     let NormCall {

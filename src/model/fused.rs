@@ -16,7 +16,8 @@
 
 use super::MambaModel;
 use crate::backend::{Backend, DeviceBuffer};
-use crate::error::Result;
+use crate::error::{Error, Result};
+use crate::model::Linear;
 use crate::model::config::Family;
 use crate::model::state::StepScratch;
 use crate::ops;
@@ -41,9 +42,10 @@ impl<B: Backend> MambaModel<B> {
                     && lw.b_z.is_none()
                     && lw.mamba2.is_none()
                     && lw.dt_proj.as_ref().is_some_and(fits)
-                    && [&lw.w_x, &lw.w_z, &lw.w_dt, &lw.w_b, &lw.w_c, &lw.out_w]
+                    && [lw.w_x.float(), lw.w_z.float(), lw.out_w.float()]
                         .into_iter()
-                        .all(fits)
+                        .all(|w| w.is_some_and(fits))
+                    && [&lw.w_dt, &lw.w_b, &lw.w_c].into_iter().all(fits)
             })
     }
 
@@ -73,8 +75,8 @@ impl<B: Backend> MambaModel<B> {
                 h: &a.residual,
                 norm_w: &lw.norm,
                 eps,
-                w_x: &lw.w_x,
-                w_z: &lw.w_z,
+                w_x: float(&lw.w_x)?,
+                w_z: float(&lw.w_z)?,
                 conv_w: &lw.conv_w,
                 conv_b: lw.conv_b.as_ref(),
             };
@@ -99,9 +101,24 @@ impl<B: Backend> MambaModel<B> {
                 },
             };
             ops::ssm_step(be, &inputs, ssm, &mut a.y)?;
-            ops::matmul_accumulate(be, &a.y, &lw.out_w, lw.out_b.as_ref(), &mut a.residual)?;
+            ops::matmul_accumulate(
+                be,
+                &a.y,
+                float(&lw.out_w)?,
+                lw.out_b.as_ref(),
+                &mut a.residual,
+            )?;
         }
         ops::rms_norm(be, &a.residual, &self.w.norm_f, eps, None, &mut a.normed)?;
-        ops::matmul(be, &a.normed, self.lm_head(), None, logits)
+        self.lm_head_matmul(&a.normed, logits)
     }
+}
+
+/// The float matrix of a projection the fused ops take (`uses_fused_decode` admits no
+/// Q8_0 layer, so this only fails if that check was skipped).
+fn float<B: Backend>(w: &Linear<B>) -> Result<&B::Buffer> {
+    w.float().ok_or_else(|| Error::Device {
+        backend: "model",
+        why: "the fused decode step was given Q8_0 weights".into(),
+    })
 }

@@ -298,7 +298,7 @@ impl<B: Backend> MambaModel<B> {
             Some(&mut last_r),
             &mut normed,
         )?;
-        ops::matmul(be, &normed, self.lm_head(), None, logits)
+        self.lm_head_matmul(&normed, logits)
     }
 
     /// Every layer on the embedded `a.hidden`: the residual add fused into the next norm,
@@ -365,8 +365,13 @@ impl<B: Backend> MambaModel<B> {
         Ok(())
     }
 
-    fn lm_head(&self) -> &B::Buffer {
-        self.w.lm_head.as_ref().unwrap_or(&self.w.embedding)
+    /// `logits = x · headᵀ`: the LM head, or the embedding table when tied (and the
+    /// weights are not Q8_0, which keep a quantized copy as the head).
+    pub(super) fn lm_head_matmul(&self, x: &B::Buffer, logits: &mut B::Buffer) -> Result<()> {
+        match &self.w.lm_head {
+            Some(head) => head.matmul(&self.be, x, None, logits),
+            None => ops::matmul(&self.be, x, &self.w.embedding, None, logits),
+        }
     }
 
     /// One decode step: embeds `ids` (one per sequence), advances every sequence by one
@@ -463,7 +468,7 @@ impl<B: Backend> MambaModel<B> {
             Some(&mut a.residual),
             &mut a.normed,
         )?;
-        ops::matmul(be, &a.normed, self.lm_head(), None, logits)
+        self.lm_head_matmul(&a.normed, logits)
     }
 
     /// Downloads the current logits `(batch, V)` as one row-major vector.

@@ -143,8 +143,8 @@ pub(crate) fn mixer<B: Backend>(
     match cfg.family {
         Family::Mamba1 | Family::FalconMamba { .. } => {
             let state = conv_state.first_mut().ok_or(missing("conv_state"))?;
-            ops::matmul(be, normed, &lw.w_x, lw.b_x.as_ref(), s.x)?;
-            ops::matmul(be, normed, &lw.w_z, lw.b_z.as_ref(), s.z)?;
+            lw.w_x.matmul(be, normed, lw.b_x.as_ref(), s.x)?;
+            lw.w_z.matmul(be, normed, lw.b_z.as_ref(), s.z)?;
             conv(be, pass, s.x, &lw.conv_w, lw.conv_b.as_ref(), state, s.xc)?;
             ops::matmul(be, s.xc, &lw.w_dt, None, s.dt_low)?;
             if let Family::FalconMamba { mixer_rms_eps: eps } = cfg.family {
@@ -165,7 +165,7 @@ pub(crate) fn mixer<B: Backend>(
                 ops::matmul(be, s.dt_low, dt_proj(lw)?, None, s.dt)?;
             }
             ssm(be, pass, lw, s.xc, s.dt, s.bm, s.cm, s.z, ssm_state, s.y)?;
-            ops::matmul(be, s.y, &lw.out_w, lw.out_b.as_ref(), out)
+            lw.out_w.matmul(be, s.y, lw.out_b.as_ref(), out)
         }
         Family::Mamba2(m2) => {
             let ex = lw.mamba2.as_ref().ok_or(missing("mamba2 weights"))?;
@@ -176,8 +176,8 @@ pub(crate) fn mixer<B: Backend>(
             let e = &mut *s.extra;
             let br = e.b_raw.as_mut().ok_or(missing("b_raw"))?;
             let cr = e.c_raw.as_mut().ok_or(missing("c_raw"))?;
-            ops::matmul(be, normed, &lw.w_z, lw.b_z.as_ref(), s.z)?;
-            ops::matmul(be, normed, &lw.w_x, lw.b_x.as_ref(), s.x)?;
+            lw.w_z.matmul(be, normed, lw.b_z.as_ref(), s.z)?;
+            lw.w_x.matmul(be, normed, lw.b_x.as_ref(), s.x)?;
             ops::matmul(be, normed, &lw.w_b, ex.b_b.as_ref(), br)?;
             ops::matmul(be, normed, &lw.w_c, ex.b_c.as_ref(), cr)?;
             ops::matmul(be, normed, &lw.w_dt, ex.b_dt.as_ref(), s.dt_low)?;
@@ -192,7 +192,7 @@ pub(crate) fn mixer<B: Backend>(
             }
             let yn = s.extra.y_normed.as_mut().ok_or(missing("y_normed"))?;
             ops::rms_norm_grouped(be, s.y, &ex.norm, m2.gated_norm_eps, g, yn)?;
-            ops::matmul(be, yn, &lw.out_w, lw.out_b.as_ref(), out)
+            lw.out_w.matmul(be, yn, lw.out_b.as_ref(), out)
         }
     }
 }

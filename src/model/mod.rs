@@ -15,6 +15,7 @@ pub mod browser;
 mod checkpoint;
 pub mod config;
 mod config_mamba2;
+mod linear;
 pub mod mamba;
 mod mixer;
 pub mod sample;
@@ -30,6 +31,7 @@ pub mod weights;
 mod weights_mamba2;
 
 pub use config::{Family, Mamba2Dims, MambaConfig};
+pub use linear::Linear;
 pub use mamba::MambaModel;
 pub use sample::{
     BatchGenerator, GenerateOptions, GenerationStats, Generator, Sampler, SamplingParams,

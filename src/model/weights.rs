@@ -23,6 +23,7 @@ use safetensors::{Dtype, SafeTensors};
 pub use super::checkpoint::Shard;
 use super::checkpoint::parse_shard;
 use super::config::{Family, MambaConfig};
+use super::linear::{Linear, upload_linear};
 pub(super) use super::tensor_io::{check_finite, elem_dtype, to_f32, upload};
 use crate::backend::Backend;
 use crate::error::{Error, Result};
@@ -37,6 +38,10 @@ pub enum WeightDType {
     F32,
     F16,
     BF16,
+    /// 8-bit weights: the in/out projections and the LM head quantized at load to Q8_0
+    /// ([`crate::quant`]; a tied head gets its own quantized copy, the embedding lookup
+    /// stays float); everything else as `Auto`. Needs [`Backend::has_matmul_q8`].
+    Q8_0,
 }
 
 /// Options for loading a model.
@@ -68,9 +73,9 @@ pub struct LayerWeights<B: Backend> {
     /// RMSNorm weight `(D)`, f32.
     pub norm: B::Buffer,
     /// x half of in_proj `(E, D)`.
-    pub w_x: B::Buffer,
+    pub w_x: Linear<B>,
     /// z (gate) half of in_proj `(E, D)`.
-    pub w_z: B::Buffer,
+    pub w_z: Linear<B>,
     pub b_x: Option<B::Buffer>,
     pub b_z: Option<B::Buffer>,
     /// `(E, K)`, f32.
@@ -91,7 +96,7 @@ pub struct LayerWeights<B: Backend> {
     /// `(E)`, f32.
     pub d: B::Buffer,
     /// out_proj `(D, E)`.
-    pub out_w: B::Buffer,
+    pub out_w: Linear<B>,
     pub out_b: Option<B::Buffer>,
     /// Mamba-2 only: what Mamba-1 has no place for.
     pub mamba2: Option<Mamba2Extra<B>>,
@@ -131,12 +136,15 @@ pub struct Weights<B: Backend> {
     pub layers: Vec<LayerWeights<B>>,
     /// `(D)`, f32.
     pub norm_f: B::Buffer,
-    /// `(V, D)`; `None` when tied to the embedding table.
-    pub lm_head: Option<B::Buffer>,
+    /// `(V, D)`; `None` when tied to the embedding table (with Q8_0 weights, a tied
+    /// head is a quantized copy of it).
+    pub lm_head: Option<Linear<B>>,
     /// Falcon-Mamba only.
     pub unit_norms: Option<UnitNorms<B>>,
-    /// The storage dtype chosen for matmul weights.
+    /// The storage dtype chosen for matmul weights (the float ones, with Q8_0).
     pub dtype: DType,
+    /// Whether the projections were quantized to Q8_0 ([`WeightDType::Q8_0`]).
+    pub q8: bool,
 }
 
 /// A tensor of the checkpoint: (shard index, dtype, shape, bytes).
@@ -335,8 +343,8 @@ pub(crate) fn load_weights<B: Backend>(
     // Storage dtype.
     let emb_dtype = elem_dtype(all[&names.embedding].1).unwrap_or(DType::F32);
     let dtype = match opts.weight_dtype {
-        WeightDType::Auto if be.supports_weight_dtype(emb_dtype) => emb_dtype,
-        WeightDType::Auto => DType::F32,
+        WeightDType::Auto | WeightDType::Q8_0 if be.supports_weight_dtype(emb_dtype) => emb_dtype,
+        WeightDType::Auto | WeightDType::Q8_0 => DType::F32,
         WeightDType::F32 => DType::F32,
         WeightDType::F16 => DType::F16,
         WeightDType::BF16 => DType::BF16,
@@ -346,6 +354,15 @@ pub(crate) fn load_weights<B: Backend>(
             backend: be.name(),
             dtype,
         });
+    }
+    let q8 = opts.weight_dtype == WeightDType::Q8_0;
+    if q8 && !be.has_matmul_q8() {
+        return Err(Error::limit(
+            be.name(),
+            "load",
+            "weights",
+            "Q8_0 weights need a matmul_q8 kernel, which this backend lacks",
+        ));
     }
 
     let total: u64 = specs
@@ -365,7 +382,8 @@ pub(crate) fn load_weights<B: Backend>(
         }
     };
 
-    let embedding = upload(be, &get(&names.embedding), 0, v * d, &[v, d], dtype)?;
+    let emb_t = get(&names.embedding);
+    let embedding = upload(be, &emb_t, 0, v * d, &[v, d], dtype)?;
     let mut layers = Vec::with_capacity(cfg.num_layers);
     for i in 0..cfg.num_layers {
         let l = |w: &str| names.layer(i, w);
@@ -402,8 +420,8 @@ pub(crate) fn load_weights<B: Backend>(
             None
         };
         let inp = get(&l("mixer.in_proj.weight"));
-        let w_x = upload(be, &inp, 0, e * d, &[e, d], dtype)?;
-        let w_z = upload(be, &inp, e * d, e * d, &[e, d], dtype)?;
+        let w_x = upload_linear(be, &inp, 0, [e, d], dtype, q8)?;
+        let w_z = upload_linear(be, &inp, e * d, [e, d], dtype, q8)?;
         let (b_x, b_z) = if cfg.use_bias {
             let b = get(&l("mixer.in_proj.bias"));
             (
@@ -426,14 +444,7 @@ pub(crate) fn load_weights<B: Backend>(
             dtype,
         )?);
         let dt_bias = f32v(&get(&l("mixer.dt_proj.bias")), &[e])?;
-        let out_w = upload(
-            be,
-            &get(&l("mixer.out_proj.weight")),
-            0,
-            d * e,
-            &[d, e],
-            dtype,
-        )?;
+        let out_w = upload_linear(be, &get(&l("mixer.out_proj.weight")), 0, [d, e], dtype, q8)?;
         let out_b = if cfg.use_bias {
             Some(f32v(&get(&l("mixer.out_proj.bias")), &[d])?)
         } else {
@@ -472,15 +483,17 @@ pub(crate) fn load_weights<B: Backend>(
             // Tied: the embedding table is used; the saved copy is not uploaded.
             bar.inc(all["lm_head.weight"].3.len() as u64);
         }
-        None
+        // With Q8_0 the head is a quantized copy; the lookup keeps the float table.
+        q8.then(|| upload_linear(be, &emb_t, 0, [v, d], dtype, true))
+            .transpose()?
     } else {
-        Some(upload(
+        Some(upload_linear(
             be,
             &get("lm_head.weight"),
             0,
-            v * d,
-            &[v, d],
+            [v, d],
             dtype,
+            q8,
         )?)
     };
     bar.finish_and_clear();
@@ -498,6 +511,7 @@ pub(crate) fn load_weights<B: Backend>(
         lm_head,
         unit_norms,
         dtype,
+        q8,
     })
 }
 

@@ -13,7 +13,10 @@
 //! and zeros is exact, in f16/bf16 too).
 
 use super::config::{Mamba2Dims, MambaConfig};
-use super::weights::{Found, LayerWeights, LoadOptions, Mamba2Extra, Spec, to_f32, upload};
+use super::linear::upload_linear;
+use super::weights::{
+    Found, LayerWeights, LoadOptions, Mamba2Extra, Spec, WeightDType, to_f32, upload,
+};
 use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::tensor::{DType, HostSlice};
@@ -145,8 +148,9 @@ pub(super) fn load_layer<'a, B: Backend>(
     let inp = get(&l("mixer.in_proj.weight"));
     let rows =
         |start: usize, count: usize| upload(be, &inp, start * d, count * d, &[count, d], dtype);
-    let w_z = rows(0, e)?;
-    let w_x = rows(e, e)?;
+    let q8 = opts.weight_dtype == WeightDType::Q8_0;
+    let w_z = upload_linear(be, &inp, 0, [e, d], dtype, q8)?;
+    let w_x = upload_linear(be, &inp, e * d, [e, d], dtype, q8)?;
     let w_b = rows(2 * e, gn)?;
     let w_c = rows(2 * e + gn, gn)?;
     let w_dt = rows(2 * e + 2 * gn, h)?;
@@ -164,14 +168,7 @@ pub(super) fn load_layer<'a, B: Backend>(
         (None, None, None, None, None, None)
     };
     let gated = f32_at(&get(&l("mixer.norm.weight")), 0, e, &[e])?;
-    let out_w = upload(
-        be,
-        &get(&l("mixer.out_proj.weight")),
-        0,
-        d * e,
-        &[d, e],
-        dtype,
-    )?;
+    let out_w = upload_linear(be, &get(&l("mixer.out_proj.weight")), 0, [d, e], dtype, q8)?;
     Ok(LayerWeights {
         norm,
         w_x,

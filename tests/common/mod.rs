@@ -19,6 +19,7 @@ pub mod model_io;
 pub mod model_synth;
 pub mod ops_suite;
 pub mod q8_checks;
+pub mod q8_model;
 pub mod ssd_checks;
 
 /// The tolerance used everywhere: `|x − y| ≤ max(rel·(|x| + |y|), abs)`, per element.
