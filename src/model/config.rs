@@ -168,18 +168,18 @@ impl MambaConfig {
             ("bos_token_id", self.bos_token_id),
             ("pad_token_id", self.pad_token_id),
         ] {
-            if let Some(id) = id {
-                if id as usize >= self.vocab_size {
-                    return Err(Error::ConfigInconsistent {
-                        file: file.into(),
-                        key,
-                        other: "vocab_size",
-                        why: format!(
-                            "token id {id} is not below the vocabulary size {}",
-                            self.vocab_size
-                        ),
-                    });
-                }
+            if let Some(id) = id
+                && id as usize >= self.vocab_size
+            {
+                return Err(Error::ConfigInconsistent {
+                    file: file.into(),
+                    key,
+                    other: "vocab_size",
+                    why: format!(
+                        "token id {id} is not below the vocabulary size {}",
+                        self.vocab_size
+                    ),
+                });
             }
         }
         self.check_sizes(file)?;
@@ -430,10 +430,10 @@ impl Reader<'_> {
                 }
             },
         };
-        if let Some(act) = Self::get_in(self.m, "hidden_act") {
-            if act.as_str() != Some("silu") {
-                return Err(self.unsupported("hidden_act", format!("{act} (only \"silu\")")));
-            }
+        if let Some(act) = Self::get_in(self.m, "hidden_act")
+            && act.as_str() != Some("silu")
+        {
+            return Err(self.unsupported("hidden_act", format!("{act} (only \"silu\")")));
         }
         let hidden = self.req_usize("hidden_size")?;
         let layers = self.req_usize("num_hidden_layers")?;
@@ -510,20 +510,18 @@ impl Reader<'_> {
                 self.unsupported("rms_norm", "false (LayerNorm models are not implemented)")
             );
         }
-        if let Some(d) = self.usize_in(self.m, "d_intermediate")? {
-            if d != 0 {
-                return Err(self.unsupported(
-                    "d_intermediate",
-                    format!("{d} (MLP blocks are not implemented)"),
-                ));
-            }
+        if let Some(d) = self.usize_in(self.m, "d_intermediate")?
+            && d != 0
+        {
+            return Err(self.unsupported(
+                "d_intermediate",
+                format!("{d} (MLP blocks are not implemented)"),
+            ));
         }
-        if let Some(Value::Array(a)) = self.m.get("attn_layer_idx") {
-            if !a.is_empty() {
-                return Err(
-                    self.unsupported("attn_layer_idx", "attention layers are not implemented")
-                );
-            }
+        if let Some(Value::Array(a)) = self.m.get("attn_layer_idx")
+            && !a.is_empty()
+        {
+            return Err(self.unsupported("attn_layer_idx", "attention layers are not implemented"));
         }
         let empty = Map::new();
         let ssm = match self.m.get("ssm_cfg") {

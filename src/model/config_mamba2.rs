@@ -60,10 +60,10 @@ impl Reader<'_> {
 
     /// transformers' `Mamba2Config`; missing keys take its defaults.
     pub(super) fn hf_mamba2(&self) -> Result<MambaConfig> {
-        if let Some(act) = Self::get_in(self.m, "hidden_act") {
-            if act.as_str() != Some("silu") {
-                return Err(self.unsupported("hidden_act", format!("{act} (only \"silu\")")));
-            }
+        if let Some(act) = Self::get_in(self.m, "hidden_act")
+            && act.as_str() != Some("silu")
+        {
+            return Err(self.unsupported("hidden_act", format!("{act} (only \"silu\")")));
         }
         if !self.bool_in(self.m, "rms_norm", true)? {
             return Err(self.unsupported(

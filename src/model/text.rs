@@ -102,12 +102,13 @@ impl TextStream<'_> {
         self.ids.push(id);
         let before = self.tok.decode(&self.ids[self.prefix..self.read])?;
         let now = self.tok.decode(&self.ids[self.prefix..])?;
-        if now.len() > before.len() && !now.ends_with('\u{FFFD}') {
-            if let Some(delta) = now.get(before.len()..) {
-                self.prefix = self.read;
-                self.read = self.ids.len();
-                return Ok(delta.to_string());
-            }
+        if now.len() > before.len()
+            && !now.ends_with('\u{FFFD}')
+            && let Some(delta) = now.get(before.len()..)
+        {
+            self.prefix = self.read;
+            self.read = self.ids.len();
+            return Ok(delta.to_string());
         }
         Ok(String::new())
     }

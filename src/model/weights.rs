@@ -381,17 +381,17 @@ pub(crate) fn load_weights<B: Backend>(
         let a_log_t = get(&l("mixer.A_log"));
         let a_log = to_f32(&a_log_t, 0, e * n);
         let a: Vec<f32> = a_log.iter().map(|&x| -x.exp()).collect();
-        if !opts.allow_non_finite {
-            if let Some(i) = a.iter().position(|x| !x.is_finite()) {
-                return Err(Error::NonFiniteWeight {
-                    file: a_log_t.file.clone(),
-                    tensor: a_log_t.name.clone(),
-                    why: format!(
-                        "A = -exp(A_log) overflows f32 at element {i} (A_log = {})",
-                        a_log[i]
-                    ),
-                });
-            }
+        if !opts.allow_non_finite
+            && let Some(i) = a.iter().position(|x| !x.is_finite())
+        {
+            return Err(Error::NonFiniteWeight {
+                file: a_log_t.file.clone(),
+                tensor: a_log_t.name.clone(),
+                why: format!(
+                    "A = -exp(A_log) overflows f32 at element {i} (A_log = {})",
+                    a_log[i]
+                ),
+            });
         }
         let a = be.upload(HostSlice::F32(&a), &[e, n])?;
         let dd = f32v(&get(&l("mixer.D")), &[e])?;

@@ -98,18 +98,18 @@ pub(super) fn load_layer<'a, B: Backend>(
     };
     let a_log_t = get(&l("mixer.A_log"));
     let a: Vec<f32> = spread(&a_log_t, rep_a).iter().map(|&x| -x.exp()).collect();
-    if !opts.allow_non_finite {
-        if let Some(i) = a.iter().position(|x| !x.is_finite()) {
-            let head = i / rep_a;
-            return Err(Error::NonFiniteWeight {
-                file: a_log_t.file.clone(),
-                tensor: a_log_t.name.clone(),
-                why: format!(
-                    "A = -exp(A_log) overflows f32 at head {head} (A_log = {})",
-                    to_f32(&a_log_t, head, 1)[0]
-                ),
-            });
-        }
+    if !opts.allow_non_finite
+        && let Some(i) = a.iter().position(|x| !x.is_finite())
+    {
+        let head = i / rep_a;
+        return Err(Error::NonFiniteWeight {
+            file: a_log_t.file.clone(),
+            tensor: a_log_t.name.clone(),
+            why: format!(
+                "A = -exp(A_log) overflows f32 at head {head} (A_log = {})",
+                to_f32(&a_log_t, head, 1)[0]
+            ),
+        });
     }
     let a = be.upload(HostSlice::F32(&a), &shape(rep_a, &[n]))?;
     let dd = be.upload(

@@ -101,14 +101,14 @@ pub fn compare_greedy<B: Backend>(
                  prompts shorter than conv_kernel - 1 tokens: make such references with \
                  use_cache=False]";
     }
-    if let Some(pad) = model.config().pad_token_id {
-        if prompt.contains(&pad) {
-            hint += &format!(
-                " [the prompt contains the pad id {pad}: transformers' generate without an \
+    if let Some(pad) = model.config().pad_token_id
+        && prompt.contains(&pad)
+    {
+        hint += &format!(
+            " [the prompt contains the pad id {pad}: transformers' generate without an \
                  explicit attention_mask (and with eos_token_id=None) infers one that zeroes \
                  those positions; make the reference with attention_mask=torch.ones_like(ids)]"
-            );
-        }
+        );
     }
     Err(format!(
         "{what}: greedy token {j} is {a}, reference {b} (our logits {} vs {}); \
