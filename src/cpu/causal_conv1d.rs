@@ -82,13 +82,12 @@ pub(crate) fn causal_conv1d_update<T: Real + Send>(
 ) {
     let (dim, k) = (p.dim as usize, p.width as usize);
     let pre = k - 1;
-    state
-        .par_chunks_mut(pre)
-        .zip(out.par_iter_mut())
-        // A few hundred channels of K multiply-adds are less work than a task switch.
-        .with_min_len(512)
-        .enumerate()
-        .for_each(|(bd, (s, o))| {
+    // A few hundred channels of K multiply-adds are less work than a task switch; the
+    // chunks run on the decode pool (see `pool.rs`).
+    const CH: usize = 512;
+    super::pool::par_chunks2_mut(state, CH * pre, out, CH, |c, ss, os| {
+        for (i, (s, o)) in ss.chunks_exact_mut(pre).zip(os.iter_mut()).enumerate() {
+            let bd = c * CH + i;
             let d = bd % dim;
             let wd = &w[d * k..(d + 1) * k];
             let mut acc = T::of(bias.map_or(0.0, |b| b[d]));
@@ -99,7 +98,8 @@ pub(crate) fn causal_conv1d_update<T: Real + Send>(
             s.copy_within(1.., 0);
             s[pre - 1] = x[bd];
             *o = (if p.silu != 0 { silu_t(acc) } else { acc }).to_f32();
-        });
+        }
+    });
 }
 
 /// Channels per task of [`causal_conv1d_lanes`].
@@ -178,24 +178,25 @@ pub(crate) fn causal_conv1d_lanes(
             out[o..o + db].copy_from_slice(&res[t * db..(t + 1) * db]);
         }
     }
-    if let Some(st) = state {
-        if p.state_mode != STATE_NONE && pre > 0 {
-            // The new state holds the last K-1 inputs of (old state ++ x).
-            for b in 0..batch {
-                for d in 0..dim {
-                    for j in 0..pre {
-                        let tt = len as isize - pre as isize + j as isize;
-                        let v = if tt >= 0 {
-                            x[b * p.x_sb as usize + d + tt as usize * p.x_st as usize]
-                        } else if carry {
-                            old.map_or(0.0, |s| {
-                                s[(b * dim + d) * pre + (pre as isize + tt) as usize]
-                            })
-                        } else {
-                            0.0
-                        };
-                        st[(b * dim + d) * pre + j] = v;
-                    }
+    if let Some(st) = state
+        && p.state_mode != STATE_NONE
+        && pre > 0
+    {
+        // The new state holds the last K-1 inputs of (old state ++ x).
+        for b in 0..batch {
+            for d in 0..dim {
+                for j in 0..pre {
+                    let tt = len as isize - pre as isize + j as isize;
+                    let v = if tt >= 0 {
+                        x[b * p.x_sb as usize + d + tt as usize * p.x_st as usize]
+                    } else if carry {
+                        old.map_or(0.0, |s| {
+                            s[(b * dim + d) * pre + (pre as isize + tt) as usize]
+                        })
+                    } else {
+                        0.0
+                    };
+                    st[(b * dim + d) * pre + j] = v;
                 }
             }
         }
