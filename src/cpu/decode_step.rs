@@ -80,14 +80,15 @@ pub(crate) fn x_proj(p: &StepProjParams, xc: &[f32], w: [Floats<'_>; 3], dbc: &m
     let padded = sizes.map(|s| s.next_multiple_of(XPROJ_ROWS));
     let starts = [0, padded[0], padded[0] + padded[1]];
     let mut t = vec![0f32; (starts[2] + padded[2]) * b];
-    let (isa, xc) = (gemv::Isa::current(), &xc[..b * e]);
+    let isa = gemv::Isa::current();
+    let xs = w.map(|wi| gemv::Act::new(isa, &xc[..b * e], e, wi));
     pool::par_chunks_mut(&mut t, XPROJ_ROWS * b, |c, res| {
         let row = c * XPROJ_ROWS;
         // The last matrix starting at or before `row` (an empty one shares its start).
         let mi = (0..3).rev().find(|&i| starts[i] <= row).unwrap_or(0);
         let r0 = row - starts[mi];
         let len = XPROJ_ROWS.min(sizes[mi] - r0);
-        gemv::rows(isa, xc, w[mi], e, r0, &mut res[..len * b]);
+        gemv::rows(isa, &xs[mi], w[mi], e, r0, &mut res[..len * b]);
     });
     let cols = [0, r, r + n];
     for mi in 0..3 {

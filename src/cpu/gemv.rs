@@ -81,28 +81,67 @@ pub(crate) fn mark(isa: Isa) {
     let _ = isa;
 }
 
+/// The activations of a matrix-vector product: x, and for bf16 weights in the x86
+/// kernels x rearranged so that they can widen a vector of weights in one instruction
+/// (see `gemv_x86.rs`, "bf16 in pairs"). Built once per product, shared by its chunks.
+pub(crate) struct Act<'a> {
+    x: &'a [f32],
+    pairs: Vec<f32>,
+}
+
+impl<'a> Act<'a> {
+    /// `x` is (·, k), for weights like `w` in the kernels of `isa`.
+    pub(crate) fn new(isa: Isa, x: &'a [f32], k: usize, w: Floats<'_>) -> Self {
+        let block = match (isa, w) {
+            (Isa::Avx512, Floats::BF16(_)) => 32,
+            (Isa::Avx2, Floats::BF16(_)) => 16,
+            _ => {
+                return Act {
+                    x,
+                    pairs: Vec::new(),
+                };
+            }
+        };
+        let mut pairs = x.to_vec();
+        let half = block / 2;
+        for (row, src) in pairs.chunks_exact_mut(k).zip(x.chunks_exact(k)) {
+            for (dst, src) in row.chunks_exact_mut(block).zip(src.chunks_exact(block)) {
+                for l in 0..half {
+                    dst[l] = src[2 * l];
+                    dst[half + l] = src[2 * l + 1];
+                }
+            }
+        }
+        Act { x, pairs }
+    }
+}
+
 /// `res[j·m + i] = x[i, :] · w[n0 + j, :]` for `j < res.len() / m`, where x is (m, k)
-/// and w row-major (·, k), in the kernels of `isa` (which must be available).
-pub(crate) fn rows(isa: Isa, x: &[f32], w: Floats<'_>, k: usize, n0: usize, res: &mut [f32]) {
+/// and w row-major (·, k), in the kernels of `isa` (which must be available; `x` built
+/// by [`Act::new`] for the same `isa` and weight dtype).
+pub(crate) fn rows(isa: Isa, x: &Act<'_>, w: Floats<'_>, k: usize, n0: usize, res: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     {
         use super::gemv_x86::*;
+        let (xs, xp) = (x.x, &x.pairs[..]);
         match (isa, w) {
-            // SAFETY (all six): `isa` is available (the caller's contract, asserted in
-            // debug builds), so the CPU has the features each kernel is compiled for.
-            (Isa::Avx512, Floats::F32(v)) => unsafe { rows_f32_avx512(x, v, k, n0, res) },
-            (Isa::Avx512, Floats::F16(v)) => unsafe { rows_f16_avx512(x, v, k, n0, res) },
-            (Isa::Avx512, Floats::BF16(v)) => unsafe { rows_bf16_avx512(x, v, k, n0, res) },
-            (Isa::Avx2, Floats::F32(v)) => unsafe { rows_f32_avx2(x, v, k, n0, res) },
-            (Isa::Avx2, Floats::F16(v)) => unsafe { rows_f16_avx2(x, v, k, n0, res) },
-            (Isa::Avx2, Floats::BF16(v)) => unsafe { rows_bf16_avx2(x, v, k, n0, res) },
-            (Isa::Portable, _) => rows_portable(x, w, k, n0, res),
+            // SAFETY (all six): `isa` is available (the caller's contract), so the CPU
+            // has the features each kernel is compiled for.
+            (Isa::Avx512, Floats::F32(v)) => unsafe { rows_f32_avx512(xs, v, k, n0, res) },
+            (Isa::Avx512, Floats::F16(v)) => unsafe { rows_f16_avx512(xs, v, k, n0, res) },
+            (Isa::Avx512, Floats::BF16(v)) => unsafe {
+                rows_bf16_pairs_avx512(xs, xp, v, k, n0, res)
+            },
+            (Isa::Avx2, Floats::F32(v)) => unsafe { rows_f32_avx2(xs, v, k, n0, res) },
+            (Isa::Avx2, Floats::F16(v)) => unsafe { rows_f16_avx2(xs, v, k, n0, res) },
+            (Isa::Avx2, Floats::BF16(v)) => unsafe { rows_bf16_pairs_avx2(xs, xp, v, k, n0, res) },
+            (Isa::Portable, _) => rows_portable(xs, w, k, n0, res),
         }
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
         let _ = isa;
-        rows_portable(x, w, k, n0, res)
+        rows_portable(x.x, w, k, n0, res)
     }
 }
 
@@ -170,7 +209,7 @@ pub(crate) mod tests {
     use half::{bf16, f16};
     use rand::{Rng, SeedableRng};
 
-    use super::{Floats, Isa, rows};
+    use super::{Act, Floats, Isa, rows};
 
     thread_local! {
         /// Bit `isa as u8` is set once a kernel of that level has run on this thread
@@ -231,8 +270,9 @@ pub(crate) mod tests {
                     w.read_into(0, &mut wide);
                     let mut got = vec![f32::NAN; m * nb];
                     let mut port = vec![f32::NAN; m * nb];
-                    rows(isa, &x, w, k, n0, &mut got);
-                    rows(Isa::Portable, &x, w, k, n0, &mut port);
+                    rows(isa, &Act::new(isa, &x, k, w), w, k, n0, &mut got);
+                    let xp = Act::new(Isa::Portable, &x, k, w);
+                    rows(Isa::Portable, &xp, w, k, n0, &mut port);
                     for j in 0..nb {
                         for i in 0..m {
                             let (xi, wr) = (&x[i * k..][..k], &wide[(n0 + j) * k..][..k]);

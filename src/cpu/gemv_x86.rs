@@ -8,6 +8,8 @@
 //! AVX512_BF16's `vdpbf16ps` is not used: it rounds x to bf16 as well, which would make
 //! bf16 weights cost accuracy beyond the rounding of the weights themselves.
 //!
+//! bf16 kernels read x rearranged in pairs (see "bf16 in pairs" below).
+//!
 //! Every kernel has the contract of [`super::gemv::rows`]: `x` is (m, k), rows
 //! `n0 .. n0 + nb` of `w` (row-major, k wide) are read, and `res[j·m + i]` receives
 //! `x[i, :] · w[n0 + j, :]`, with `nb = res.len() / m`.
@@ -115,7 +117,6 @@ macro_rules! avx512_rows {
 
 avx512_rows!(rows_f32_avx512, f32, load512_f32);
 avx512_rows!(rows_f16_avx512, f16, load512_f16);
-avx512_rows!(rows_bf16_avx512, bf16, load512_bf16);
 
 // ------------------------------------------------------------------ AVX2
 
@@ -135,17 +136,6 @@ unsafe fn load256_f16(p: *const f16) -> __m256 {
 
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-unsafe fn load256_bf16(p: *const bf16) -> __m256 {
-    // SAFETY: the caller passes a pointer with eight readable bf16 (16 bytes) behind it;
-    // the shift widens exactly (see `load512_bf16`).
-    unsafe {
-        let h = _mm_loadu_si128(p.cast());
-        _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(h)))
-    }
-}
-
-#[target_feature(enable = "avx2,fma,f16c")]
-#[inline]
 fn hsum256(v: __m256) -> f32 {
     let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
     let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
@@ -158,10 +148,6 @@ fn widen_f32(v: f32) -> f32 {
 }
 
 fn widen_f16(v: f16) -> f32 {
-    v.to_f32()
-}
-
-fn widen_bf16(v: bf16) -> f32 {
     v.to_f32()
 }
 
@@ -217,4 +203,143 @@ macro_rules! avx2_rows {
 
 avx2_rows!(rows_f32_avx2, f32, load256_f32, widen_f32);
 avx2_rows!(rows_f16_avx2, f16, load256_f16, widen_f16);
-avx2_rows!(rows_bf16_avx2, bf16, load256_bf16, widen_bf16);
+
+// ------------------------------------------------------------------ bf16 in pairs
+
+// A 32-bit lane of bf16 weights holds elements 2l (low half) and 2l + 1 (high half):
+// a shift left by 16 makes the even one an f32, masking off the low half the odd one.
+// That widens a whole vector of bf16 in one instruction per f32 vector (zero-extending
+// 16 → 32 bits and shifting takes two, and a vector of x loaded for each), which is what
+// sets bf16's pace when the cores are shared. x comes rearranged to match
+// ([`super::gemv::Act`]): in each whole block of `2·lanes` values, the even-indexed
+// ones, then the odd ones; the tail (k mod 2·lanes) as it is.
+
+/// AVX-512 bf16 kernel over x rearranged in blocks of 32 (`xp`, same length as `x`);
+/// otherwise the contract of [`super::gemv::rows`].
+///
+/// # Safety
+/// The CPU must have AVX-512 F, BW and VL (checked by `Isa::available`).
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,fma")]
+pub(crate) unsafe fn rows_bf16_pairs_avx512(
+    x: &[f32],
+    xp: &[f32],
+    w: &[bf16],
+    k: usize,
+    n0: usize,
+    res: &mut [f32],
+) {
+    super::gemv::mark(super::gemv::Isa::Avx512);
+    let (m, nb) = bounds(x, w, k, n0, res);
+    assert_eq!(xp.len(), x.len());
+    let full = k / 32 * 32;
+    let rem = k - full;
+    let t1 = ((1u32 << rem.min(16)) - 1) as u16;
+    let t2 = ((1u32 << rem.saturating_sub(16)) - 1) as u16;
+    let hi = _mm512_set1_epi32(0xffff_0000u32 as i32);
+    let (xq, xpq) = (x.as_ptr(), xp.as_ptr());
+    let mut j = 0;
+    while j < nb {
+        let rows = (nb - j).min(4);
+        // SAFETY: rows inside `w` (`bounds`); see the f32 kernels.
+        let wp: [*const bf16; 4] = std::array::from_fn(|r| unsafe {
+            w.as_ptr().add((n0 + j + if r < rows { r } else { 0 }) * k)
+        });
+        for i in 0..m {
+            let mut even = [_mm512_setzero_ps(); 4];
+            let mut odd = [_mm512_setzero_ps(); 4];
+            let mut c = 0;
+            while c < full {
+                // SAFETY: c + 32 <= full <= k: 32 values of xp's row i and 32 bf16 (64
+                // bytes) of each weight row are in bounds.
+                unsafe {
+                    let xe = _mm512_loadu_ps(xpq.add(i * k + c));
+                    let xo = _mm512_loadu_ps(xpq.add(i * k + c + 16));
+                    for r in 0..4 {
+                        let wv = _mm512_loadu_si512(wp[r].add(c).cast());
+                        let we = _mm512_castsi512_ps(_mm512_slli_epi32::<16>(wv));
+                        let wo = _mm512_castsi512_ps(_mm512_and_si512(wv, hi));
+                        even[r] = _mm512_fmadd_ps(xe, we, even[r]);
+                        odd[r] = _mm512_fmadd_ps(xo, wo, odd[r]);
+                    }
+                }
+                c += 32;
+            }
+            for (mask, at) in [(t1, c), (t2, c + 16)] {
+                if mask != 0 {
+                    // SAFETY: the lanes `mask` selects lie below k (rem = k − full).
+                    unsafe {
+                        let xv = _mm512_maskz_loadu_ps(mask, xq.add(i * k + at));
+                        for r in 0..4 {
+                            let wv = load512_bf16(wp[r].add(at), mask);
+                            even[r] = _mm512_fmadd_ps(xv, wv, even[r]);
+                        }
+                    }
+                }
+            }
+            for r in 0..rows {
+                res[(j + r) * m + i] = _mm512_reduce_add_ps(_mm512_add_ps(even[r], odd[r]));
+            }
+        }
+        j += rows;
+    }
+}
+
+/// AVX2 bf16 kernel over x rearranged in blocks of 16; see [`rows_bf16_pairs_avx512`].
+///
+/// # Safety
+/// The CPU must have AVX2, FMA and F16C (checked by `Isa::available`).
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn rows_bf16_pairs_avx2(
+    x: &[f32],
+    xp: &[f32],
+    w: &[bf16],
+    k: usize,
+    n0: usize,
+    res: &mut [f32],
+) {
+    super::gemv::mark(super::gemv::Isa::Avx2);
+    let (m, nb) = bounds(x, w, k, n0, res);
+    assert_eq!(xp.len(), x.len());
+    let full = k / 16 * 16;
+    let hi = _mm256_set1_epi32(0xffff_0000u32 as i32);
+    let xpq = xp.as_ptr();
+    let mut j = 0;
+    while j < nb {
+        let rows = (nb - j).min(4);
+        let row0 = |r: usize| (n0 + j + if r < rows { r } else { 0 }) * k;
+        // SAFETY: rows inside `w` (`bounds`).
+        let wp: [*const bf16; 4] = std::array::from_fn(|r| unsafe { w.as_ptr().add(row0(r)) });
+        for i in 0..m {
+            let mut even = [_mm256_setzero_ps(); 4];
+            let mut odd = [_mm256_setzero_ps(); 4];
+            let mut c = 0;
+            while c < full {
+                // SAFETY: c + 16 <= full <= k: 16 values of xp's row i and 16 bf16 (32
+                // bytes) of each weight row are in bounds.
+                unsafe {
+                    let xe = _mm256_loadu_ps(xpq.add(i * k + c));
+                    let xo = _mm256_loadu_ps(xpq.add(i * k + c + 8));
+                    for r in 0..4 {
+                        let wv = _mm256_loadu_si256(wp[r].add(c).cast());
+                        let we = _mm256_castsi256_ps(_mm256_slli_epi32::<16>(wv));
+                        let wo = _mm256_castsi256_ps(_mm256_and_si256(wv, hi));
+                        even[r] = _mm256_fmadd_ps(xe, we, even[r]);
+                        odd[r] = _mm256_fmadd_ps(xo, wo, odd[r]);
+                    }
+                }
+                c += 16;
+            }
+            let xi = &x[i * k..(i + 1) * k];
+            for r in 0..rows {
+                let wr = &w[row0(r) + full..row0(r) + k];
+                let tail: f32 = xi[full..]
+                    .iter()
+                    .zip(wr)
+                    .map(|(&a, &b)| a * b.to_f32())
+                    .sum();
+                res[(j + r) * m + i] = hsum256(_mm256_add_ps(even[r], odd[r])) + tail;
+            }
+        }
+        j += rows;
+    }
+}

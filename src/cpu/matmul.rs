@@ -71,7 +71,8 @@ pub(crate) fn chunk_rows(n: usize, k: usize, elem: usize) -> usize {
 fn gemv(m: usize, n: usize, k: usize, x: &[f32], w: Floats<'_>, out: &mut [f32]) {
     let isa = gemv::Isa::current();
     let rows = chunk_rows(n, k, w.elem_bytes());
-    let x = &x[..m * k];
+    let x = gemv::Act::new(isa, &x[..m * k], k, w);
+    let x = &x;
     if m == 1 {
         // One row (batch-1 decode): each chunk's results are contiguous in `out`.
         pool::par_chunks_mut(&mut out[..n], rows, |c, res| {
