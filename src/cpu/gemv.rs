@@ -140,7 +140,8 @@ pub(crate) fn rows(isa: Isa, x: &Act<'_>, w: Floats<'_>, k: usize, n0: usize, re
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
-        let _ = isa;
+        // No paired kernels here: `Act::new` leaves `pairs` empty for the portable level.
+        let _ = (isa, &x.pairs);
         rows_portable(x.x, w, k, n0, res)
     }
 }
