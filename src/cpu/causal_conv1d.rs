@@ -82,13 +82,12 @@ pub(crate) fn causal_conv1d_update<T: Real + Send>(
 ) {
     let (dim, k) = (p.dim as usize, p.width as usize);
     let pre = k - 1;
-    state
-        .par_chunks_mut(pre)
-        .zip(out.par_iter_mut())
-        // A few hundred channels of K multiply-adds are less work than a task switch.
-        .with_min_len(512)
-        .enumerate()
-        .for_each(|(bd, (s, o))| {
+    // A few hundred channels of K multiply-adds are less work than a task switch; the
+    // chunks run on the decode pool (see `pool.rs`).
+    const CH: usize = 512;
+    super::pool::par_chunks2_mut(state, CH * pre, out, CH, |c, ss, os| {
+        for (i, (s, o)) in ss.chunks_exact_mut(pre).zip(os.iter_mut()).enumerate() {
+            let bd = c * CH + i;
             let d = bd % dim;
             let wd = &w[d * k..(d + 1) * k];
             let mut acc = T::of(bias.map_or(0.0, |b| b[d]));
@@ -99,7 +98,8 @@ pub(crate) fn causal_conv1d_update<T: Real + Send>(
             s.copy_within(1.., 0);
             s[pre - 1] = x[bd];
             *o = (if p.silu != 0 { silu_t(acc) } else { acc }).to_f32();
-        });
+        }
+    });
 }
 
 /// Channels per task of [`causal_conv1d_lanes`].

@@ -9,10 +9,11 @@
 use super::Floats;
 use super::Precision;
 use super::causal_conv1d::causal_conv1d_update;
-use super::matmul::matmul;
+use super::matmul::{GEMM_MIN_M, matmul};
 use super::rms_norm::rms_norm;
 use super::scan_lanes;
 use super::selective_state_update::{StepSlices, selective_state_update};
+use super::{gemv, pool};
 use crate::params::*;
 
 fn matmul_params(m: u32, n: u32, k: u32) -> MatmulParams {
@@ -59,7 +60,52 @@ pub(crate) fn mixer_in(
 }
 
 /// `dbc[b] = [w_dt; w_b; w_c] · xc[b]`.
+///
+/// The three products are small (dt_rank + 2·d_state rows, ≈ 80 for 130m), so they run
+/// as one pool region of [`XPROJ_ROWS`]-row chunks rather than three (each region has
+/// a start-up cost of its own, comparable to the work of one of them).
 pub(crate) fn x_proj(p: &StepProjParams, xc: &[f32], w: [Floats<'_>; 3], dbc: &mut [f32]) {
+    let (b, e, r, n) = (
+        p.batch as usize,
+        p.d_inner as usize,
+        p.dt_rank as usize,
+        p.dstate as usize,
+    );
+    let width = r + 2 * n;
+    if b >= GEMM_MIN_M {
+        return x_proj_each(p, xc, w, dbc);
+    }
+    let sizes = [r, n, n];
+    // Each matrix's rows padded to whole chunks, so that no chunk spans two matrices.
+    let padded = sizes.map(|s| s.next_multiple_of(XPROJ_ROWS));
+    let starts = [0, padded[0], padded[0] + padded[1]];
+    let mut t = vec![0f32; (starts[2] + padded[2]) * b];
+    let isa = gemv::Isa::current();
+    let xs = w.map(|wi| gemv::Act::new(isa, &xc[..b * e], e, wi));
+    pool::par_chunks_mut(&mut t, XPROJ_ROWS * b, |c, res| {
+        let row = c * XPROJ_ROWS;
+        // The last matrix starting at or before `row` (an empty one shares its start).
+        let mi = (0..3).rev().find(|&i| starts[i] <= row).unwrap_or(0);
+        let r0 = row - starts[mi];
+        let len = XPROJ_ROWS.min(sizes[mi] - r0);
+        gemv::rows(isa, &xs[mi], w[mi], e, r0, &mut res[..len * b]);
+    });
+    let cols = [0, r, r + n];
+    for mi in 0..3 {
+        for j in 0..sizes[mi] {
+            for i in 0..b {
+                dbc[i * width + cols[mi] + j] = t[(starts[mi] + j) * b + i];
+            }
+        }
+    }
+}
+
+/// Rows per chunk of [`x_proj`]: with k = d_inner (1536 for 130m), 24 KiB of f32
+/// weights, and ten chunks for 130m's 80 rows.
+const XPROJ_ROWS: usize = 8;
+
+/// [`x_proj`] for many sequences: three matmuls (the GEMM path).
+fn x_proj_each(p: &StepProjParams, xc: &[f32], w: [Floats<'_>; 3], dbc: &mut [f32]) {
     let (b, r, n) = (p.batch as usize, p.dt_rank as usize, p.dstate as usize);
     let width = r + 2 * n;
     let mut col = 0;

@@ -17,9 +17,7 @@ use crate::quant::Q8_BLOCK;
 /// W are widened to f32 and multiplied by the `gemm` crate (prefill, bound by arithmetic).
 const GEMM_MIN_M: usize = 8;
 
-/// Rows of W per task in the GEMV (enough to amortise the task, and both cores busy on
-/// the smallest projections); rows per widened panel in the GEMM (~1 MB of f32 at K 1024).
-const N_BLOCK: usize = 64;
+/// Rows per widened panel in the GEMM (~1 MB of f32 at K 1024).
 const PANEL: usize = 256;
 
 pub(crate) fn matmul_q8(
@@ -47,23 +45,24 @@ pub(crate) fn matmul_q8(
     }
 }
 
-/// Parallel over blocks of W's rows, each weight read once; a row's dot products with
-/// the (at most 7) rows of x run block by block, in AVX-512 or AVX2 where the CPU has it.
+/// The decode pool (`pool.rs`, as the float GEMV) over chunks of W's rows, each weight
+/// read once; a row's dot products with the (at most 7) rows of x run block by block,
+/// in AVX-512 or AVX2 where the CPU has it.
 fn gemv(m: usize, n: usize, k: usize, x: &[f32], q: &[u32], d: &[f16], out: &mut [f32]) {
     let isa = Isa::detect();
     let (kw, kb) = (k / 4, k / Q8_BLOCK);
-    let mut cols = vec![0f32; n * m]; // (n, m): each task owns whole rows
-    cols.par_chunks_mut(N_BLOCK * m)
-        .enumerate()
-        .for_each(|(blk, res)| {
-            for (i, r) in res.chunks_exact_mut(m).enumerate() {
-                let row = blk * N_BLOCK + i;
-                let (qr, dr) = (&q[row * kw..(row + 1) * kw], &d[row * kb..(row + 1) * kb]);
-                for (mi, o) in r.iter_mut().enumerate() {
-                    *o = isa.dot(&x[mi * k..(mi + 1) * k], qr, dr);
-                }
+    // 34 bytes per 32 weights: chunks sized as the float GEMV's for 1-byte weights.
+    let rows = super::matmul::chunk_rows(n, k, 1);
+    let mut cols = vec![0f32; n * m]; // (n, m): each chunk owns whole rows
+    super::pool::par_chunks_mut(&mut cols, rows * m, |blk, res| {
+        for (i, r) in res.chunks_exact_mut(m).enumerate() {
+            let row = blk * rows + i;
+            let (qr, dr) = (&q[row * kw..(row + 1) * kw], &d[row * kb..(row + 1) * kb]);
+            for (mi, o) in r.iter_mut().enumerate() {
+                *o = isa.dot(&x[mi * k..(mi + 1) * k], qr, dr);
             }
-        });
+        }
+    });
     for (row, r) in cols.chunks_exact(m).enumerate() {
         for (mi, &v) in r.iter().enumerate() {
             out[mi * n + row] = v;

@@ -1,6 +1,7 @@
 //! The CPU reference backend: plain loops, f64 where it buys accuracy. It is the ground
 //! truth the GPU backends are tested against, and a backend users can run (the loops
-//! are parallel over independent rows with rayon).
+//! are parallel over independent rows: rayon for prefill, and for the short regions of a
+//! decode step the pool in `pool.rs`).
 //!
 //! Each op lives in a file named like its shader (`shaders/<op>.wgsl`) and CUDA kernel
 //! (`kernels/<op>.cu`), with the same loop structure where the hardware allows.
@@ -12,8 +13,12 @@ mod copy;
 mod decode_step;
 mod elementwise;
 mod embedding;
+mod gemv;
+#[cfg(target_arch = "x86_64")]
+mod gemv_x86;
 mod matmul;
 mod matmul_q8;
+mod pool;
 mod rms_norm;
 mod scan_lanes;
 mod selective_scan;
@@ -169,6 +174,14 @@ impl Floats<'_> {
             Floats::F32(v) => dst.copy_from_slice(&v[start..end]),
             Floats::F16(v) => v[start..end].convert_to_f32_slice(dst),
             Floats::BF16(v) => v[start..end].convert_to_f32_slice(dst),
+        }
+    }
+
+    /// Bytes per weight.
+    pub(crate) fn elem_bytes(&self) -> usize {
+        match self {
+            Floats::F32(_) => 4,
+            Floats::F16(_) | Floats::BF16(_) => 2,
         }
     }
 

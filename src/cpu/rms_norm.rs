@@ -5,6 +5,9 @@ use rayon::prelude::*;
 use super::Floats;
 use crate::params::NormParams;
 
+/// Elements up to which the norm runs on the calling thread.
+const SERIAL_MAX: usize = 1 << 14;
+
 /// Per row: `r = residual + x` (stored back) or `r = x`; `out = r / sqrt(mean(r²) + eps) · w`.
 /// The mean of squares is accumulated in f64. A row is a segment of `p.dim` values;
 /// segment `s` is scaled by the weight from `(s % p.groups)·dim` on (see [`NormParams`]).
@@ -27,6 +30,30 @@ pub(crate) fn rms_norm(
             *o = (v as f64 * inv) as f32 * g;
         }
     };
+    // A decode step's rows (a few of d_model) are less work than waking rayon.
+    if x.len() <= SERIAL_MAX {
+        match residual {
+            Some(res) => {
+                for (s, ((r, xr), o)) in res
+                    .chunks_mut(dim)
+                    .zip(x.chunks(dim))
+                    .zip(out.chunks_mut(dim))
+                    .enumerate()
+                {
+                    for (rv, &xv) in r.iter_mut().zip(xr) {
+                        *rv += xv;
+                    }
+                    norm_row(s, r, o);
+                }
+            }
+            None => {
+                for (s, (xr, o)) in x.chunks(dim).zip(out.chunks_mut(dim)).enumerate() {
+                    norm_row(s, xr, o);
+                }
+            }
+        }
+        return;
+    }
     match residual {
         Some(res) => res
             .par_chunks_mut(dim)

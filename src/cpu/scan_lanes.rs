@@ -134,16 +134,25 @@ pub(crate) fn selective_state_update(
     };
     let n = q.dstate as usize;
     let avx2 = has_avx2();
-    state
-        .par_chunks_mut(LANES * n)
-        .zip(out.par_chunks_mut(LANES))
-        .enumerate()
-        .for_each(|(blk, (h, o))| match n {
-            1 => dispatch::<1>(avx2, &q, &slices, blk, Some(h), o),
-            4 => dispatch::<4>(avx2, &q, &slices, blk, Some(h), o),
-            8 => dispatch::<8>(avx2, &q, &slices, blk, Some(h), o),
-            _ => dispatch::<16>(avx2, &q, &slices, blk, Some(h), o),
-        });
+    // A decode step's update is tens of µs: on the decode pool (see `pool.rs`), a few
+    // blocks of eight channels per chunk.
+    let blocks = out.len() / LANES;
+    let per = blocks.div_ceil(4 * super::pool::threads()).max(1);
+    super::pool::par_chunks2_mut(state, per * LANES * n, out, per * LANES, |c, hs, os| {
+        for (i, (h, o)) in hs
+            .chunks_exact_mut(LANES * n)
+            .zip(os.chunks_exact_mut(LANES))
+            .enumerate()
+        {
+            let blk = c * per + i;
+            match n {
+                1 => dispatch::<1>(avx2, &q, &slices, blk, Some(h), o),
+                4 => dispatch::<4>(avx2, &q, &slices, blk, Some(h), o),
+                8 => dispatch::<8>(avx2, &q, &slices, blk, Some(h), o),
+                _ => dispatch::<16>(avx2, &q, &slices, blk, Some(h), o),
+            }
+        }
+    });
 }
 
 #[cfg(target_arch = "x86_64")]

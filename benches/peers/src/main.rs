@@ -769,6 +769,45 @@ fn profile_ours(dir: &Path, o: &Opts, wd: WeightDType, label: &str) {
 
 // ---------------------------------------------------------------- main
 
+/// Weights a batch-1 decode step reads: every projection of every layer, the lm_head
+/// (the tied embedding) once, at `bytes` per weight (norms, conv taps, A, D and the
+/// states are < 2 % more and not counted).
+fn decode_weight_bytes(bytes: usize) -> f64 {
+    let per_layer = 2 * D_INNER * D_MODEL
+        + (DT_RANK + 2 * D_STATE) * D_INNER
+        + D_INNER * DT_RANK
+        + D_MODEL * D_INNER;
+    ((N_LAYER * per_layer + VOCAB * D_MODEL) * bytes) as f64
+}
+
+/// A STREAM-like triad `a = b + 3·c` in f32 on `threads` threads (each its own third of
+/// the arrays), over three 256 MiB arrays (beyond any last-level cache here). GB/s in
+/// STREAM's convention, 12 bytes an element (the write-allocate read of `a` is not
+/// counted). Median and best of `runs`.
+fn triad_gbs(threads: usize, runs: usize) -> (f64, f64) {
+    const N: usize = 64 << 20;
+    let (b, c) = (vec![1f32; N], vec![2f32; N]);
+    let mut a = vec![0f32; N];
+    let per = N.div_ceil(threads.max(1));
+    let mut rates = Vec::new();
+    for _ in 0..runs + 1 {
+        let t = Instant::now();
+        std::thread::scope(|s| {
+            for ((a, b), c) in a.chunks_mut(per).zip(b.chunks(per)).zip(c.chunks(per)) {
+                s.spawn(move || {
+                    for ((a, &b), &c) in a.iter_mut().zip(b).zip(c) {
+                        *a = b + 3.0 * c;
+                    }
+                });
+            }
+        });
+        rates.push(12.0 * N as f64 / t.elapsed().as_secs_f64() / 1e9);
+    }
+    std::hint::black_box(&a);
+    rates.remove(0); // the first pass also faults the pages of `a` in
+    stats(rates)
+}
+
 fn load_avg() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
@@ -800,6 +839,9 @@ fn main() {
         "threads available: {threads}; rayon pool: {}",
         rayon_threads()
     );
+
+    let triad = triad_gbs(threads, o.runs.max(3));
+    eprintln!("triad ({threads} threads): {:.1} GB/s median, {:.1} best", triad.0, triad.1);
 
     let mut rows: Vec<Row> = Vec::new();
     let mut reference: Option<Vec<f32>> = None;
@@ -845,20 +887,31 @@ fn main() {
         o.steps, o.decode_prompt, o.runs
     );
     println!(
-        "| implementation | decode tok/s median | decode best | prefill tok/s median | prefill best | prefill | load s |"
+        "Memory: STREAM-like f32 triad on {threads} threads {:.1} GB/s median, {:.1} best. decode GB/s = weight bytes a step ({:.0} MB f32, {:.0} MB f16/bf16) × median tok/s; of triad = that / the triad's median.\n",
+        triad.0,
+        triad.1,
+        decode_weight_bytes(4) / 1e6,
+        decode_weight_bytes(2) / 1e6
     );
-    println!("|---|---:|---:|---:|---:|---|---:|");
+    println!(
+        "| implementation | decode tok/s median | decode best | decode GB/s | of triad | prefill tok/s median | prefill best | prefill | load s |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|---|---:|");
     for r in &rows {
         let f = |x: Option<(f64, f64)>, best: bool| {
             x.map_or("n/a".into(), |v| {
                 format!("{:.1}", if best { v.1 } else { v.0 })
             })
         };
+        let bytes = if r.name.contains("f16") { 2 } else { 4 };
+        let gbs = r.decode.map(|d| d.0 * decode_weight_bytes(bytes) / 1e9);
         println!(
-            "| {} | {} | {} | {} | {} | {} | {:.1} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {:.1} |",
             r.name,
             f(r.decode, false),
             f(r.decode, true),
+            gbs.map_or("n/a".into(), |g| format!("{g:.1}")),
+            gbs.map_or("n/a".into(), |g| format!("{:.2}", g / triad.0)),
             f(r.prefill, false),
             f(r.prefill, true),
             r.prefill_note,

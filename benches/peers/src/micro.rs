@@ -292,6 +292,9 @@ fn micro_gemv(runs: usize) {
         ),
         ("out_proj, 24 layers", 768, 1536, 24),
         ("lm_head", 50280, 768, 1),
+        // The small products of a decode step: x_proj's Δ rows, dt_proj.
+        ("x_proj dt rows, 24 layers", 48, 1536, 24),
+        ("dt_proj, 24 layers", 1536, 48, 24),
     ] {
         let ws: Vec<Vec<f32>> = (0..reps)
             .map(|r| rnd(n * k, -0.05, 0.05, 100 + r as u64))
