@@ -65,7 +65,7 @@ struct Args {
     /// Decode with the unfused step (ten ops per layer) for comparison.
     #[arg(long)]
     unfused: bool,
-    /// Weight storage of the models: f32 or bf16.
+    /// Weight storage of the models: f32, f16, bf16 or q8 (Q8_0 projections and head).
     #[arg(long, default_value = "f32")]
     weights: String,
     /// wgpu: channels per scan workgroup to aim for (the adapter's limits still cap it).
@@ -135,6 +135,9 @@ fn model_table<B: Backend>(be: &B, args: &Args, count: Counter<'_>) -> Result<()
         .unwrap_or_else(|| panic!("bad --prefill `{}` (want BATCHxLEN)", args.prefill));
     let (store, wd) = match args.weights.as_str() {
         "bf16" => (DType::BF16, WeightDType::BF16),
+        "f16" => (DType::F16, WeightDType::F16),
+        // The checkpoint in f32, the projections and head quantized at load.
+        "q8" => (DType::F32, WeightDType::Q8_0),
         _ => (DType::F32, WeightDType::F32),
     };
     let decode_batches: Vec<usize> = args
@@ -228,9 +231,14 @@ fn model_table<B: Backend>(be: &B, args: &Args, count: Counter<'_>) -> Result<()
         )];
         // A decode step reads every weight once (whatever the batch) and each sequence's
         // ssm state twice (read and write): the memory floor of a step.
+        // With q8 the weights count 34 bytes per 32 (≈: the small x_proj, dt_proj and
+        // conv weights stay f32).
+        let weight_bytes = match wd {
+            WeightDType::Q8_0 => shape.params() as f64 * 34.0 / 32.0,
+            _ => (shape.params() * store.size()) as f64,
+        };
         let step_bytes = |b: usize| {
-            (shape.params() * store.size()) as f64
-                + (2 * b * shape.layers * 2 * shape.hidden * shape.state * 4) as f64
+            weight_bytes + (2 * b * shape.layers * 2 * shape.hidden * shape.state * 4) as f64
         };
         for &b in &decode_batches {
             let (tps, host_us, disp) = decode_rate(&model, &refs[..b], len, args, count)?;
