@@ -191,6 +191,11 @@ run() {
             --models 130m --no-replay --decode-batches 1,16
         step "bench-example-wgpu-unfused" "$gpu/bin/gpu-bench" --backend wgpu --shapes none \
             --models 130m --decode-batches 1 --unfused
+        # 8-bit weights (matmul_q8): decode of the 130m and 2.8b shapes on both backends.
+        for be in cuda wgpu; do
+            step "bench-example-$be-q8" "$gpu/bin/gpu-bench" --backend "$be" --shapes none \
+                --ssd-shapes none --weights q8 --decode-batches 1,4
+        done
         # Mamba-2, 130m-shaped, on both backends: its scan rows (mamba2-130m's and
         # 2.7b's heads at L = 2048) and the model, with the chunked ssd_scan (default)
         # and with the sequential one for comparison.
