@@ -308,6 +308,37 @@ pub fn matmul<Bk: Backend>(
     })
 }
 
+/// The checks a matmul by an `(n, k)` weight makes of x `(..., k)`, bias `(n)` (any
+/// float dtype) and out `(..., n)` f32: `(m, has_bias)`. `w` names the weight in errors.
+pub(crate) fn matmul_io<B: DeviceBuffer>(
+    op: &'static str,
+    x: &B,
+    [n, k]: [usize; 2],
+    w: &str,
+    bias: Option<&B>,
+    out: &B,
+) -> Result<(usize, u32)> {
+    check_f32(op, "x", x)?;
+    let xs = x.shape();
+    if xs.is_empty() || xs[xs.len() - 1] != k {
+        return Err(shape_err(op, "x", x, format!("(..., {k}) to match {w}")));
+    }
+    nonzero(op, "x", xs, &[])?;
+    let has_bias = match bias {
+        None => 0,
+        Some(b) => {
+            check_dtype(op, "bias", b, FLOATS, "f32, f16 or bf16")?;
+            check_shape(op, "bias", b, &[n])?;
+            1
+        }
+    };
+    let mut exp = xs.to_vec();
+    *exp.last_mut().expect("x has rank >= 1") = n;
+    check_f32(op, "out", out)?;
+    check_shape(op, "out", out, &exp)?;
+    Ok((x.numel() / k, has_bias))
+}
+
 /// The checks of [`matmul`] (and of [`matmul_accumulate`]).
 fn matmul_params<B: DeviceBuffer>(x: &B, w: &B, bias: Option<&B>, out: &B) -> Result<MatmulParams> {
     const OP: &str = "matmul";
@@ -316,29 +347,7 @@ fn matmul_params<B: DeviceBuffer>(x: &B, w: &B, bias: Option<&B>, out: &B) -> Re
     rank(OP, "w", w, 2, "(N, K)")?;
     nonzero(OP, "w", w.shape(), &["N", "K"])?;
     let (n, k) = (w.shape()[0], w.shape()[1]);
-    let xs = x.shape();
-    if xs.is_empty() || xs[xs.len() - 1] != k {
-        return Err(shape_err(
-            OP,
-            "x",
-            x,
-            format!("(..., {k}) to match w {:?}", w.shape()),
-        ));
-    }
-    nonzero(OP, "x", xs, &[])?;
-    let m = x.numel() / k;
-    let has_bias = match bias {
-        None => 0,
-        Some(b) => {
-            check_dtype(OP, "bias", b, FLOATS, "f32, f16 or bf16")?;
-            check_shape(OP, "bias", b, &[n])?;
-            1
-        }
-    };
-    let mut exp = xs.to_vec();
-    *exp.last_mut().expect("x has rank >= 1") = n;
-    check_f32(OP, "out", out)?;
-    check_shape(OP, "out", out, &exp)?;
+    let (m, has_bias) = matmul_io(OP, x, [n, k], &format!("w {:?}", w.shape()), bias, out)?;
     for (name, t) in [("x", x), ("w", w), ("out", out)] {
         check_numel(OP, name, t)?;
     }

@@ -43,29 +43,8 @@ pub fn matmul_q8<Bk: Backend>(
     }
     check_dtype(OP, "d", d, &[DType::F16], "f16")?;
     check_shape(OP, "d", d, &[n, k / Q8_BLOCK])?;
-    let xs = x.shape();
-    if xs.is_empty() || xs[xs.len() - 1] != k {
-        return Err(shape_err(
-            OP,
-            "x",
-            x,
-            format!("(..., {k}) to match q {:?} (K = 4 x {k4})", q.shape()),
-        ));
-    }
-    nonzero(OP, "x", xs, &[])?;
-    let m = x.numel() / k;
-    let has_bias = match bias {
-        None => 0,
-        Some(b) => {
-            check_dtype(OP, "bias", b, FLOATS, "f32, f16 or bf16")?;
-            check_shape(OP, "bias", b, &[n])?;
-            1
-        }
-    };
-    let mut exp = xs.to_vec();
-    *exp.last_mut().expect("x has rank >= 1") = n;
-    check_f32(OP, "out", out)?;
-    check_shape(OP, "out", out, &exp)?;
+    let w = format!("q {:?} (K = 4 x {k4})", q.shape());
+    let (m, has_bias) = super::matmul_io(OP, x, [n, k], &w, bias, out)?;
     for (name, t) in [("x", x), ("q", q), ("d", d), ("out", out)] {
         check_numel(OP, name, t)?;
     }
