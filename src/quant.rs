@@ -58,19 +58,11 @@ impl Q8Matrix {
         }
         let mut q = Vec::with_capacity(w.len() / 4);
         let mut d = Vec::with_capacity(w.len() / Q8_BLOCK);
+        let mut b = [0i8; Q8_BLOCK];
         for block in w.chunks_exact(Q8_BLOCK) {
-            let amax = block.iter().fold(0f32, |m, v| m.max(v.abs()));
-            let scale = amax / 127.0;
-            let inv = if scale == 0.0 { 0.0 } else { 1.0 / scale };
-            d.push(f16::from_f32(scale));
-            for four in block.chunks_exact(4) {
-                let mut word = 0u32;
-                for (j, &v) in four.iter().enumerate() {
-                    // |v·inv| <= 127 up to rounding: the cast saturates at ±127/128.
-                    let b = (v * inv).round() as i8;
-                    word |= (b as u8 as u32) << (8 * j);
-                }
-                q.push(word);
+            d.push(f16::from_f32(quantize_block(block, &mut b)));
+            for four in b.as_chunks::<4>().0 {
+                q.push(u32::from_le_bytes(four.map(|v| v as u8)));
             }
         }
         Ok(Q8Matrix { rows, cols, q, d })
@@ -93,6 +85,21 @@ impl Q8Matrix {
         }
         out
     }
+}
+
+/// One block of [`Q8_BLOCK`] finite values as llama.cpp's reference quantizer does it:
+/// returns `d = amax / 127` (in f32; the weights store it as f16) and writes
+/// `q = roundf(v · (1/d))` (0 where `d = 0`). Shared by the weights ([`Q8Matrix`]) and
+/// the CPU's int8 activations, so both round the same way.
+pub(crate) fn quantize_block(block: &[f32], q: &mut [i8; Q8_BLOCK]) -> f32 {
+    let amax = block.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let scale = amax / 127.0;
+    let inv = if scale == 0.0 { 0.0 } else { 1.0 / scale };
+    for (o, &v) in q.iter_mut().zip(block) {
+        // |v·inv| <= 127 up to rounding: the cast saturates at ±127/128.
+        *o = (v * inv).round() as i8;
+    }
+    scale
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@ mod common;
 
 use half::f16;
 use mamba_gpu::quant::Q8Matrix;
-use mamba_gpu::{Backend, CpuBackend, CpuBuffer, Error, HostSlice, ops};
+use mamba_gpu::{Backend, CpuBackend, CpuBuffer, Error, HostSlice, Precision, Q8Activations, ops};
 
 use common::cases::Gen;
 
@@ -148,11 +148,84 @@ fn q8_models_match_dequantized_checkpoints() {
     common::q8_model::check_q8_models(CpuBackend::new);
 }
 
-/// The run-time `Device` forwards the op (and reports it), as the generate example uses it.
+/// The run-time `Device` forwards the op (and reports it), as the generate example uses
+/// it: `Device::cpu()` takes int8 activations (the default of `Precision::Fast`), and
+/// with f32 activations it is the dequantized matmul.
 #[test]
 fn device_forwards_matmul_q8() {
     let dev = mamba_gpu::Device::cpu();
     assert!(dev.has_matmul_q8());
-    common::q8_checks::matmul_q8_fixtures(&dev);
-    common::q8_checks::matmul_q8_random(&dev);
+    common::q8_checks::matmul_q8_int8(&dev);
+    let f32_acts = mamba_gpu::Device::Cpu(
+        CpuBackend::with_precision(Precision::Fast).with_q8_activations(Q8Activations::F32),
+    );
+    common::q8_checks::matmul_q8_fixtures(&f32_acts);
+    common::q8_checks::matmul_q8_random(&f32_acts);
+}
+
+/// Every int8-activation dot-product path of the CPU (portable, AVX2, AVX-512 VNNI where
+/// present) on 1 to 6 rows of 1 to 67 blocks (odd counts reach the VNNI path's masked
+/// half pair, 17 and 67 its groups of sixteen scales and the AVX2 path's passes),
+/// against `int8_reference` in f64.
+#[test]
+fn every_cpu_int8_path_matches_f64() {
+    let isas = mamba_gpu::cpu::q8_int8_isas();
+    println!("q8 int8 GEMV paths on this CPU: {isas:?}");
+    assert!(isas.contains(&"portable"));
+    #[cfg(target_arch = "x86_64")]
+    if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+        assert!(isas.contains(&"avx2"), "{isas:?}");
+    }
+    #[cfg(target_arch = "x86_64")]
+    if is_x86_feature_detected!("avx512bw") && is_x86_feature_detected!("avx512vnni") {
+        assert!(isas.contains(&"avx512vnni"), "{isas:?}");
+    }
+    for blocks in [1, 2, 3, 8, 15, 16, 17, 24, 33, 67] {
+        let k = blocks * 32;
+        // One to six rows: a group of four and a partial one.
+        let rows = 1 + blocks % 6;
+        let mut g = Gen::new(k as u64 + 5);
+        let w = g.normal(rows * k);
+        // Large and tiny blocks side by side: the scales differ by orders of magnitude.
+        let x: Vec<f32> = g
+            .normal(k)
+            .iter()
+            .enumerate()
+            .map(|(i, v)| if (i / 32) % 3 == 1 { v * 1e-3 } else { v * 4.0 })
+            .collect();
+        let m = Q8Matrix::quantize(&w, rows, k).unwrap();
+        let want = common::q8_checks::int8_reference(&x, &m, None, 1);
+        let scale: f64 = x.iter().map(|v| v.abs() as f64).sum::<f64>() * 0.1;
+        for isa in &isas {
+            let got = mamba_gpu::cpu::q8_dot_int8(isa, &x, &m.q, &m.d).unwrap();
+            assert_eq!(got.len(), rows);
+            for (r, (&a, &b)) in got.iter().zip(&want).enumerate() {
+                assert!(
+                    (a as f64 - b as f64).abs() <= 1e-5 * scale.max(1.0),
+                    "{isa} K {k} row {r}: {a} vs {b}"
+                );
+            }
+        }
+        let mut bad = x.clone();
+        bad[k - 1] = f32::NAN;
+        assert!(mamba_gpu::cpu::q8_dot_int8("portable", &bad, &m.q, &m.d).is_none());
+        assert!(mamba_gpu::cpu::q8_dot_int8("portable", &x[1..], &m.q, &m.d).is_none());
+        assert!(mamba_gpu::cpu::q8_dot_int8("no-such-path", &x, &m.q, &m.d).is_none());
+    }
+}
+
+/// `ops::matmul_q8` on the fast CPU backend (int8 activations by default).
+#[test]
+fn fast_cpu_matmul_q8_takes_int8_activations() {
+    let be = CpuBackend::with_precision(Precision::Fast);
+    assert_eq!(be.q8_activations(), Q8Activations::Int8);
+    assert_eq!(CpuBackend::new().q8_activations(), Q8Activations::F32);
+    common::q8_checks::matmul_q8_int8(&be);
+}
+
+/// Q8_0 fixture models with int8 activations against the same models with f32 ones and
+/// against the float model (numbers printed).
+#[test]
+fn q8_models_with_int8_activations() {
+    common::q8_model::check_int8_activations();
 }

@@ -10,6 +10,12 @@ use std::sync::OnceLock;
 
 use super::Floats;
 
+/// How far ahead of its loads an x86 GEMV kernel prefetches each weight row, in bytes.
+/// The hardware prefetchers alone left one core well short of the bandwidth: on the
+/// Xeon of BENCHMARKS.md the int8 Q8_0 kernel read ~6 GB/s on one core, 7 with 512
+/// bytes ahead, 9–10 with 2 KiB, 11.5 with 4 KiB (18 on two cores).
+pub(crate) const PREFETCH: usize = 4096;
+
 /// An instruction-set level of the kernels, in increasing order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) enum Isa {

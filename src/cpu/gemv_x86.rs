@@ -18,6 +18,8 @@ use std::arch::x86_64::*;
 
 use half::{bf16, f16};
 
+use super::gemv::PREFETCH;
+
 /// Checks the slice bounds every kernel's pointer arithmetic relies on, once per call.
 #[inline(always)]
 fn bounds<W>(x: &[f32], w: &[W], k: usize, n0: usize, res: &[f32]) -> (usize, usize) {
@@ -27,6 +29,16 @@ fn bounds<W>(x: &[f32], w: &[W], k: usize, n0: usize, res: &[f32]) -> (usize, us
     let nb = res.len() / m;
     assert!((n0 + nb) * k <= w.len());
     (m, nb)
+}
+
+/// Asks for the weights [`PREFETCH`] bytes past `p` (the loads of the next few rows of
+/// a group): wrapping arithmetic, since the address may lie past the slice, and a
+/// prefetch never faults.
+#[inline(always)]
+fn prefetch<W>(p: *const W, elems: usize) {
+    let ahead = (p as *const i8).wrapping_add(elems * std::mem::size_of::<W>() + PREFETCH);
+    // SAFETY: a prefetch reads nothing architecturally and cannot fault.
+    unsafe { _mm_prefetch::<_MM_HINT_T0>(ahead) };
 }
 
 // ------------------------------------------------------------------ AVX-512
@@ -89,6 +101,7 @@ macro_rules! avx512_rows {
                         unsafe {
                             let xv = _mm512_loadu_ps(xp.add(i * k + c));
                             for r in 0..4 {
+                                prefetch(wp[r], c);
                                 let wv = $load(wp[r].add(c), 0xffff);
                                 acc[r] = _mm512_fmadd_ps(xv, wv, acc[r]);
                             }
@@ -179,6 +192,7 @@ macro_rules! avx2_rows {
                         unsafe {
                             let xv = _mm256_loadu_ps(xp.add(i * k + c));
                             for r in 0..4 {
+                                prefetch(wp[r], c);
                                 acc[r] = _mm256_fmadd_ps(xv, $load(wp[r].add(c)), acc[r]);
                             }
                         }
@@ -255,6 +269,7 @@ pub(crate) unsafe fn rows_bf16_pairs_avx512(
                     let xe = _mm512_loadu_ps(xpq.add(i * k + c));
                     let xo = _mm512_loadu_ps(xpq.add(i * k + c + 16));
                     for r in 0..4 {
+                        prefetch(wp[r], c);
                         let wv = _mm512_loadu_si512(wp[r].add(c).cast());
                         let we = _mm512_castsi512_ps(_mm512_slli_epi32::<16>(wv));
                         let wo = _mm512_castsi512_ps(_mm512_and_si512(wv, hi));
@@ -320,6 +335,7 @@ pub(crate) unsafe fn rows_bf16_pairs_avx2(
                     let xe = _mm256_loadu_ps(xpq.add(i * k + c));
                     let xo = _mm256_loadu_ps(xpq.add(i * k + c + 8));
                     for r in 0..4 {
+                        prefetch(wp[r], c);
                         let wv = _mm256_loadu_si256(wp[r].add(c).cast());
                         let we = _mm256_castsi256_ps(_mm256_slli_epi32::<16>(wv));
                         let wo = _mm256_castsi256_ps(_mm256_and_si256(wv, hi));

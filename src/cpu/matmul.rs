@@ -107,25 +107,42 @@ fn gemm_f32(m: usize, n: usize, k: usize, x: &[f32], w: Floats<'_>, out: &mut [f
             &widened
         }
     };
-    assert!(x.len() >= m * k && wf.len() >= n * k && out.len() >= m * n);
-    // SAFETY: dst is `out` viewed as (m, n) row-major (column stride 1, row stride n);
-    // lhs is `x` as (m, k) row-major; rhs is wᵀ, i.e. element (k', n') at
-    // `wf[n'·k + k']` (row stride 1, column stride k). The assert above shows every
-    // index stays inside its slice; `out` is borrowed mutably and does not alias the
-    // inputs; read_dst = false, so `out`'s old contents are ignored.
+    gemm_into(m, n, k, x, wf, out, 0, n);
+}
+
+/// `out[i·ldo + col0 + j] = x[i, :] · w[j, :]` for i < m, j < n: x `(m, k)` and w `(n, k)`
+/// row-major f32, by the `gemm` crate on rayon. The one call into its unsafe API.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn gemm_into(
+    m: usize,
+    n: usize,
+    k: usize,
+    x: &[f32],
+    w: &[f32],
+    out: &mut [f32],
+    col0: usize,
+    ldo: usize,
+) {
+    assert!(x.len() >= m * k && w.len() >= n * k && col0 + n <= ldo);
+    assert!(m == 0 || out.len() >= (m - 1) * ldo + col0 + n);
+    // SAFETY: dst is `out` from `col0` viewed as (m, n) with row stride `ldo` and column
+    // stride 1: element (i, j) at `out[i·ldo + col0 + j]`, inside `out` by the asserts.
+    // lhs is `x` as (m, k) row-major; rhs is wᵀ, element (k', j) at `w[j·k + k']` (row
+    // stride 1, column stride k), inside `w`. `out` is borrowed mutably and aliases
+    // neither input; read_dst = false, so its old contents are ignored.
     unsafe {
         gemm::gemm(
             m,
             n,
             k,
-            out.as_mut_ptr(),
+            out.as_mut_ptr().add(col0),
             1,
-            n as isize,
+            ldo as isize,
             false,
             x.as_ptr(),
             1,
             k as isize,
-            wf.as_ptr(),
+            w.as_ptr(),
             k as isize,
             1,
             0.0,

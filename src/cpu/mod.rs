@@ -20,6 +20,7 @@ mod gemv_x86;
 mod matmul;
 mod matmul_q8;
 mod pool;
+mod q8_dot;
 mod rms_norm;
 mod scan_lanes;
 mod selective_scan;
@@ -29,7 +30,7 @@ mod ssd_scan;
 pub use self::buffer::CpuBuffer;
 pub(crate) use self::buffer::Floats;
 #[doc(hidden)]
-pub use self::matmul_q8::{q8_dot, q8_isas};
+pub use self::q8_dot::{q8_dot, q8_dot_int8, q8_int8_isas, q8_isas};
 
 use self::selective_scan::selective_scan;
 use self::selective_state_update::selective_state_update;
@@ -53,12 +54,28 @@ pub enum Precision {
     Fast,
 }
 
+/// How the CPU multiplies activations by Q8_0 weights in decode's GEMVs (fewer than 8
+/// rows of x; prefill's GEMM always widens the weights and keeps f32 activations).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Q8Activations {
+    /// f32 activations times the widened weights: the f32 matmul by the dequantized
+    /// weights up to the order of the additions. The default of [`Precision::Exact`].
+    #[default]
+    F32,
+    /// Each row of x quantized to Q8_0 blocks (llama.cpp's rounding, f32 scales) and
+    /// integer dot products (AVX-512 VNNI or AVX2 where present): roughly twice the
+    /// decode speed, at the cost of the activations' rounding (at most half a step of
+    /// `max|x| / 127` per block of 32). The default of [`Precision::Fast`].
+    Int8,
+}
+
 /// The CPU backend. Ops run eagerly; `flush` has nothing to do. Matmuls, norms and
 /// convs are the same in both precisions (f32 storage, wide accumulators); the
-/// precision picks the scan's arithmetic.
+/// precision picks the scan's arithmetic, and the Q8_0 GEMV's ([`Q8Activations`]).
 #[derive(Debug, Clone, Default)]
 pub struct CpuBackend {
     precision: Precision,
+    q8_activations: Q8Activations,
 }
 
 impl CpuBackend {
@@ -67,13 +84,30 @@ impl CpuBackend {
         CpuBackend::default()
     }
 
-    /// A CPU backend with the given scan arithmetic.
+    /// A CPU backend with the given scan arithmetic (and its [`Q8Activations`]).
     pub fn with_precision(precision: Precision) -> Self {
-        CpuBackend { precision }
+        let q8_activations = match precision {
+            Precision::Exact => Q8Activations::F32,
+            Precision::Fast => Q8Activations::Int8,
+        };
+        CpuBackend {
+            precision,
+            q8_activations,
+        }
+    }
+
+    /// The same backend with Q8_0 GEMVs taking their activations as `a`.
+    pub fn with_q8_activations(mut self, a: Q8Activations) -> Self {
+        self.q8_activations = a;
+        self
     }
 
     pub fn precision(&self) -> Precision {
         self.precision
+    }
+
+    pub fn q8_activations(&self) -> Q8Activations {
+        self.q8_activations
     }
 
     /// The scan on f32 slices, in this backend's precision.
@@ -230,7 +264,8 @@ impl Backend for CpuBackend {
             _ => return Err(d.internal_dtype("f16")),
         };
         let bias = bias.map(CpuBuffer::floats).transpose()?;
-        matmul_q8::matmul_q8(p, x.f32()?, q.u32()?, scales, bias, out.f32_mut()?);
+        let int8 = self.q8_activations == Q8Activations::Int8;
+        matmul_q8::matmul_q8(p, x.f32()?, q.u32()?, scales, bias, out.f32_mut()?, int8);
         Ok(())
     }
 

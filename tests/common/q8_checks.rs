@@ -166,3 +166,93 @@ pub fn quantizer_matches_gguf() {
         assert_eq!(bits(&m.d), bits(&f.d), "{}: scales", f.name);
     }
 }
+
+/// `x · wᵀ (+ bias)` in f64 with each row of x quantized as the CPU's int8 activations
+/// are specified: per block of 32, `d = max|x| / 127` in f32 and the quants llama.cpp's
+/// quantizer gives (taken from `Q8Matrix`, which `quantizer_matches_gguf` holds to
+/// gguf-py); the weights as stored (`q`, `d`).
+pub fn int8_reference(x: &[f32], w: &Q8Matrix, bias: Option<&[f32]>, m: usize) -> Vec<f32> {
+    let (n, k) = (w.rows, w.cols);
+    let mut out = vec![0f32; m * n];
+    for i in 0..m {
+        let xr = &x[i * k..(i + 1) * k];
+        let xq = Q8Matrix::quantize(xr, 1, k).unwrap();
+        let dx: Vec<f64> = xr
+            .chunks(32)
+            .map(|b| (b.iter().fold(0f32, |a, v| a.max(v.abs())) / 127.0) as f64)
+            .collect();
+        for j in 0..n {
+            let mut acc = bias.map_or(0.0, |b| b[j] as f64);
+            for (blk, &dxb) in dx.iter().enumerate() {
+                let s: i64 = (blk * 32..(blk + 1) * 32)
+                    .map(|c| w.quant(j, c) as i64 * xq.quant(0, c) as i64)
+                    .sum();
+                acc += w.d[j * (k / 32) + blk].to_f64() * dxb * s as f64;
+            }
+            out[i * n + j] = acc as f32;
+        }
+    }
+    out
+}
+
+/// `matmul_q8` on a backend whose GEMV takes int8 activations (the CPU's
+/// `Q8Activations::Int8`): fewer than 8 rows of x against [`int8_reference`], 8 or more
+/// (prefill's GEMM, f32 activations) against the dequantized f32 matmul, relative L2
+/// ≤ 1e-5 both; a row holding a NaN or inf gives non-finite outputs in its own row only.
+pub fn matmul_q8_int8<B: Backend>(be: &B) {
+    let cpu = CpuBackend::new();
+    for &(m, n, k, biased) in &[
+        (1, 1, 32, false),
+        (1, 300, 768, true),
+        (2, 65, 64, true),
+        (3, 40, 1536, false),
+        (7, 129, 96, false),
+        (8, 33, 160, true),
+        (20, 70, 64, false),
+    ] {
+        let mut g = Gen::new((m * 7919 + n * 31 + k) as u64);
+        let w: Vec<f32> = g.normal(n * k).iter().map(|v| v * 0.2).collect();
+        let x = g.normal(m * k);
+        let bias = g.normal(n);
+        let qm = Q8Matrix::quantize(&w, n, k).unwrap();
+        let bias_arg = biased.then_some((&bias[..], DType::F32));
+        let got = run(be, &x, &qm.q, &qm.d, bias_arg, [m, n, k]);
+        let f32_ref = {
+            let (xb, wb) = (up(&cpu, &x, &[m, k]), up(&cpu, &qm.dequantize(), &[n, k]));
+            let bb = biased.then(|| up(&cpu, &bias, &[n]));
+            let mut out = poison(&cpu, &[m, n]);
+            ops::matmul(&cpu, &xb, &wb, bb.as_ref(), &mut out).unwrap();
+            down(&cpu, &out)
+        };
+        let (e, e_f32) = if m < 8 {
+            let want = int8_reference(&x, &qm, biased.then_some(&bias[..]), m);
+            (rel_l2(&got, &want), rel_l2(&got, &f32_ref))
+        } else {
+            (rel_l2(&got, &f32_ref), 0.0)
+        };
+        assert!(e <= 1e-5, "{} int8 m {m} n {n} k {k}: {e:.2e}", be.name());
+        if m < 8 {
+            // The GEMV did round x (it is not the f32-activation path), by a little.
+            assert!(
+                (1e-4..0.05).contains(&e_f32),
+                "{} int8 m {m} n {n} k {k}: {e_f32:.2e} from f32 activations",
+                be.name()
+            );
+        }
+    }
+    // Non-finite rows: row 1 holds a NaN, row 2 an inf; row 0 stays finite and exact.
+    let (m, n, k) = (3, 9, 64);
+    let mut g = Gen::new(77);
+    let qm = Q8Matrix::quantize(&g.normal(n * k), n, k).unwrap();
+    let mut x = g.normal(m * k);
+    x[k + 5] = f32::NAN;
+    x[2 * k + 40] = f32::INFINITY;
+    let got = run(be, &x, &qm.q, &qm.d, None, [m, n, k]);
+    assert!(got[n..].iter().all(|v| !v.is_finite()), "{got:?}");
+    let want = int8_reference(&x[..k], &qm, None, 1);
+    assert!(rel_l2(&got[..n], &want) <= 1e-5);
+    println!(
+        "{}: matmul_q8 with int8 activations matches its reference",
+        be.name()
+    );
+}

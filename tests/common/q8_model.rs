@@ -208,3 +208,81 @@ pub fn check_q8_models_where<B: Backend>(
         "q8 greedy ids agree with f32 for only {agree}/{total}"
     );
 }
+
+/// The CPU's int8 activations (`Q8Activations::Int8`) on every fixture model in the HF
+/// layout, against the same Q8_0 model with f32 activations and against the f32 model:
+/// last-position logits relative L2 after prompts of 1 and 7 tokens (decode's GEMV;
+/// longer prompts take the GEMM, which keeps f32 activations) and greedy ids over 16
+/// decode steps, printed per model; held to rel L2 ≤ 0.1 and half the ids.
+pub fn check_int8_activations() {
+    use mamba_gpu::{CpuBackend, Precision, Q8Activations};
+    let fast = || CpuBackend::with_precision(Precision::Fast);
+    let dirs: Vec<_> = model_fixture_dirs()
+        .into_iter()
+        .filter(|d| {
+            !d.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .ends_with("_layout")
+        })
+        .collect();
+    assert!(dirs.len() >= 8, "{} fixture models", dirs.len());
+    let (mut agree, mut total) = (0usize, 0usize);
+    for dir in dirs {
+        let name = dir.file_name().unwrap().to_string_lossy().into_owned();
+        let cfg = std::fs::read(dir.join("config.json")).unwrap();
+        let st = std::fs::read(dir.join("model.safetensors")).unwrap();
+        let load = |be: CpuBackend, w| MambaModel::from_bytes(be, &cfg, &[&st], &opts(w)).unwrap();
+        let int8 = load(fast(), WeightDType::Q8_0);
+        let f32_acts = load(
+            fast().with_q8_activations(Q8Activations::F32),
+            WeightDType::Q8_0,
+        );
+        let float = load(fast(), WeightDType::F32);
+        let vocab = float.config().vocab_size;
+        let mut g = Gen::new(name.len() as u64 + 1);
+        let (mut vs_q8, mut vs_f32, mut q8_vs_f32) = (0f64, 0f64, 0f64);
+        let (mut same, mut steps) = (0usize, 0usize);
+        for len in [1usize, 7] {
+            let prompt: Vec<u32> = g
+                .uniform(len, 0.0, vocab as f32)
+                .iter()
+                .map(|&v| (v as u32).min(vocab as u32 - 1))
+                .collect();
+            let li = int8.logits_for(&prompt).unwrap();
+            let (lq, lf) = (
+                f32_acts.logits_for(&prompt).unwrap(),
+                float.logits_for(&prompt).unwrap(),
+            );
+            vs_q8 = vs_q8.max(rel_l2(&li, &lq));
+            vs_f32 = vs_f32.max(rel_l2(&li, &lf));
+            q8_vs_f32 = q8_vs_f32.max(rel_l2(&lq, &lf));
+            let gi = greedy(&int8, &prompt, 16);
+            let gq = greedy(&f32_acts, &prompt, 16);
+            same += gi.iter().zip(&gq).take_while(|(a, b)| a == b).count();
+            steps += gi.len();
+        }
+        println!(
+            "cpu q8 int8 activations {name}: logits rel L2 vs f32 activations {vs_q8:.2e}, \
+             vs the f32 model {vs_f32:.2e}; greedy ids equal to f32 activations for \
+             {same}/{steps} steps (until the first difference)"
+        );
+        if q8_vs_f32 <= 1e-6 {
+            // No projection with K a multiple of 32: nothing is quantized at all.
+            assert!(
+                vs_q8 <= 1e-6,
+                "{name}: {vs_q8:.2e} without Q8_0 projections"
+            );
+            continue;
+        }
+        assert!(vs_q8 > 0.0, "{name}: int8 activations changed nothing");
+        assert!(
+            vs_q8 <= 0.1 && vs_f32 <= 0.1,
+            "{name}: {vs_q8:.2e} {vs_f32:.2e}"
+        );
+        agree += same;
+        total += steps;
+    }
+    println!("q8 int8 activations: greedy ids equal to f32 activations for {agree}/{total}");
+    assert!(2 * agree >= total, "only {agree}/{total}");
+}
