@@ -18,12 +18,20 @@
 //! * the caller waiting for a late helper spins only [`CALLER_SPIN`] and then blocks,
 //!   which frees its core for the scheduler to run that helper on.
 //!
+//! * a caller kept waiting longer than [`STALL`] (a helper was descheduled inside a
+//!   chunk: the cores are shared) runs the regions of the next [`SOLO_MIN`] … [`SOLO_MAX`]
+//!   (doubling while it recurs) alone. A descheduled helper costs the caller a scheduler
+//!   time slice, milliseconds, per stall: with one core taken by another process, two
+//!   threads decoded slower than one (f32 18 vs 20 tok/s, q8 35 vs 51 on the Xeon of
+//!   BENCHMARKS.md), so under contention the pool settles on one thread and probes for
+//!   the second core now and then.
+//!
 //! `MAMBA_CPU_THREADS` sets the thread count (caller included; default: the cores
 //! available to the process). One region runs at a time; a second caller (another
 //! thread, or a region started inside a chunk) runs its chunks itself, serially.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering::SeqCst};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering::SeqCst};
 use std::sync::{Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -31,6 +39,14 @@ use std::time::{Duration, Instant};
 const HELPER_SPIN: Duration = Duration::from_micros(200);
 /// How long the caller polls for late helpers before it blocks.
 const CALLER_SPIN: Duration = Duration::from_micros(30);
+/// A wait for helpers longer than this means one was descheduled (chunks take ~5–50 µs).
+const STALL: Duration = Duration::from_micros(300);
+/// The first period the caller runs alone after a stall; it doubles while stalls recur.
+const SOLO_MIN: Duration = Duration::from_millis(10);
+/// The longest period alone between probes of the helpers.
+const SOLO_MAX: Duration = Duration::from_millis(640);
+/// A stall this long after the previous one starts again from [`SOLO_MIN`].
+const SOLO_FORGET: Duration = Duration::from_secs(2);
 
 struct Job<'a> {
     f: &'a (dyn Fn(usize) + Sync),
@@ -55,6 +71,13 @@ struct Pool {
     caller_blocked: AtomicBool,
     /// Whether a region is running (one caller at a time).
     busy: AtomicBool,
+    /// The start of the pool's clock ([`Pool::now`]).
+    epoch: Instant,
+    /// Until when (ns on the pool's clock) regions run on the caller alone.
+    solo_until: AtomicU64,
+    /// The current solo period (ns), and when the last stall happened (ns).
+    solo_period: AtomicU64,
+    last_stall: AtomicU64,
     lock: Mutex<()>,
     wake: Condvar,
     finished: Condvar,
@@ -68,18 +91,7 @@ fn pool() -> &'static Pool {
             .and_then(|v| v.trim().parse::<usize>().ok())
             .filter(|&t| t > 0)
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-        let pool: &'static Pool = Box::leak(Box::new(Pool {
-            helpers: AtomicUsize::new(0),
-            job: AtomicPtr::new(std::ptr::null_mut()),
-            generation: AtomicUsize::new(0),
-            users: AtomicUsize::new(0),
-            sleepers: AtomicUsize::new(0),
-            caller_blocked: AtomicBool::new(false),
-            busy: AtomicBool::new(false),
-            lock: Mutex::new(()),
-            wake: Condvar::new(),
-            finished: Condvar::new(),
-        }));
+        let pool: &'static Pool = Box::leak(Box::new(Pool::new()));
         let mut spawned = 0;
         for i in 1..threads {
             let ok = std::thread::Builder::new()
@@ -91,6 +103,57 @@ fn pool() -> &'static Pool {
         pool.helpers.store(spawned, SeqCst);
         pool
     })
+}
+
+impl Pool {
+    fn new() -> Pool {
+        Pool {
+            helpers: AtomicUsize::new(0),
+            job: AtomicPtr::new(std::ptr::null_mut()),
+            generation: AtomicUsize::new(0),
+            users: AtomicUsize::new(0),
+            sleepers: AtomicUsize::new(0),
+            caller_blocked: AtomicBool::new(false),
+            busy: AtomicBool::new(false),
+            epoch: Instant::now(),
+            solo_until: AtomicU64::new(0),
+            solo_period: AtomicU64::new(0),
+            last_stall: AtomicU64::new(0),
+            lock: Mutex::new(()),
+            wake: Condvar::new(),
+            finished: Condvar::new(),
+        }
+    }
+
+    /// Nanoseconds on the pool's clock.
+    fn now(&self) -> u64 {
+        self.epoch.elapsed().as_nanos() as u64
+    }
+
+    /// After a region whose caller waited `waited` for its helpers: a stall starts (or
+    /// doubles) a period of running alone.
+    fn note_wait(&self, waited: Duration) {
+        if waited <= STALL {
+            return;
+        }
+        let now = self.now();
+        let (min, max) = (SOLO_MIN.as_nanos() as u64, SOLO_MAX.as_nanos() as u64);
+        let recent =
+            now.saturating_sub(self.last_stall.load(SeqCst)) < SOLO_FORGET.as_nanos() as u64;
+        let period = match self.solo_period.load(SeqCst) {
+            p if recent && p > 0 => (2 * p).min(max),
+            _ => min,
+        };
+        self.solo_period.store(period, SeqCst);
+        self.last_stall.store(now, SeqCst);
+        self.solo_until.store(now + period, SeqCst);
+    }
+
+    /// Whether regions now run on the caller alone (see [`STALL`]).
+    fn solo(&self) -> bool {
+        let until = self.solo_until.load(SeqCst);
+        until != 0 && self.now() < until
+    }
 }
 
 /// Threads a region runs on (the caller and the helpers).
@@ -172,6 +235,7 @@ impl Drop for Finish<'_> {
             }
             std::hint::spin_loop();
         }
+        pool.note_wait(since.elapsed());
         pool.busy.store(false, SeqCst);
     }
 }
@@ -182,6 +246,7 @@ pub(crate) fn run(n: usize, f: &(dyn Fn(usize) + Sync)) {
     let pool = pool();
     let serial = n <= 1
         || pool.helpers.load(SeqCst) == 0
+        || pool.solo()
         || pool
             .busy
             .compare_exchange(false, true, SeqCst, SeqCst)
@@ -290,6 +355,32 @@ mod tests {
         let mut v: Vec<usize> = vec![0; 1001];
         super::par_chunks_mut(&mut v, 64, |c, s| s.iter_mut().for_each(|x| *x += c + 1));
         assert!(v.iter().enumerate().all(|(i, &x)| x == i / 64 + 1));
+    }
+
+    /// A stall starts a period alone that doubles while stalls recur, up to SOLO_MAX;
+    /// short waits change nothing.
+    #[test]
+    fn stalls_send_the_caller_solo() {
+        use super::*;
+        let p = Pool::new();
+        assert!(!p.solo());
+        p.note_wait(STALL / 2);
+        assert!(!p.solo());
+        p.note_wait(STALL * 2);
+        assert!(p.solo());
+        assert_eq!(p.solo_period.load(SeqCst), SOLO_MIN.as_nanos() as u64);
+        for _ in 0..10 {
+            p.note_wait(STALL * 2);
+        }
+        assert_eq!(p.solo_period.load(SeqCst), SOLO_MAX.as_nanos() as u64);
+        assert!(p.solo_until.load(SeqCst) > p.now() + SOLO_MAX.as_nanos() as u64 / 2);
+        // A region still runs every chunk once while the global pool is solo.
+        pool().note_wait(STALL * 2);
+        let n = AtomicUsize::new(0);
+        super::run(50, &|_| {
+            n.fetch_add(1, Ordering::Relaxed);
+        });
+        assert_eq!(n.load(Ordering::Relaxed), 50);
     }
 
     /// A panic in a chunk reaches the caller, and the pool still works afterwards.
