@@ -15,6 +15,7 @@ pub mod browser;
 mod checkpoint;
 pub mod config;
 mod config_mamba2;
+mod eval;
 mod linear;
 pub mod mamba;
 mod mixer;

@@ -10,6 +10,8 @@
 pub mod cases;
 pub mod checks;
 pub mod decode_checks;
+#[cfg(feature = "demo-model")]
+pub mod demo_val;
 pub mod fixtures;
 pub mod fused_checks;
 pub mod gpu;
