@@ -19,7 +19,8 @@
 //!   which frees its core for the scheduler to run that helper on.
 //!
 //! * a caller kept waiting longer than [`STALL`] (a helper was descheduled inside a
-//!   chunk: the cores are shared) runs the regions of the next [`SOLO_MIN`] … [`SOLO_MAX`]
+//!   chunk: the cores are shared), or descheduled itself inside one of its chunks, runs
+//!   the regions of the next [`SOLO_MIN`] … [`SOLO_MAX`]
 //!   (doubling while it recurs) alone. A descheduled helper costs the caller a scheduler
 //!   time slice, milliseconds, per stall: with one core taken by another process, two
 //!   threads decoded slower than one (f32 18 vs 20 tok/s, q8 35 vs 51 on the Xeon of
@@ -39,7 +40,8 @@ use std::time::{Duration, Instant};
 const HELPER_SPIN: Duration = Duration::from_micros(200);
 /// How long the caller polls for late helpers before it blocks.
 const CALLER_SPIN: Duration = Duration::from_micros(30);
-/// A wait for helpers longer than this means one was descheduled (chunks take ~5–50 µs).
+/// A wait for helpers, or one of the caller's own chunks, longer than this means a thread
+/// was descheduled (chunks take ~5–100 µs).
 const STALL: Duration = Duration::from_micros(300);
 /// The first period the caller runs alone after a stall; it doubles while stalls recur.
 const SOLO_MIN: Duration = Duration::from_millis(10);
@@ -270,7 +272,19 @@ pub(crate) fn run(n: usize, f: &(dyn Fn(usize) + Sync)) {
             let _guard = pool.lock.lock().unwrap_or_else(|e| e.into_inner());
             pool.wake.notify_all();
         }
-        work(&job);
+        // The caller's own chunks, timed: one that took longer than STALL means the
+        // caller was descheduled (its core is shared), a stall like a late helper's.
+        let mut longest = Duration::ZERO;
+        loop {
+            let c = job.next.fetch_add(1, SeqCst);
+            if c >= job.n {
+                break;
+            }
+            let t = Instant::now();
+            f(c);
+            longest = longest.max(t.elapsed());
+        }
+        pool.note_wait(longest);
     }
     assert!(!job.panicked.load(SeqCst), "a CPU worker panicked");
 }
