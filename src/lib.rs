@@ -10,7 +10,8 @@ pub mod quant;
 pub mod tensor;
 
 pub use backend::{Backend, DeviceBuffer};
-pub use cpu::{CpuBackend, CpuBuffer, Precision, Q8Activations};
+pub use cpu::{CpuBackend, CpuBuffer, Precision};
+pub use quant::Q8Activations;
 pub use device::{Device, DeviceBuf, DeviceInfo, Skipped};
 pub use error::{Error, Result};
 pub use tensor::{DType, HostSlice, HostVec};

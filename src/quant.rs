@@ -17,6 +17,25 @@ use crate::error::{Error, Result};
 /// Weights per scale.
 pub const Q8_BLOCK: usize = 32;
 
+/// How a backend multiplies activations by Q8_0 weights in [`crate::ops::matmul_q8`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Q8Activations {
+    /// f32 activations times the widened weights: the f32 matmul by the dequantized
+    /// weights up to the order of the additions. The default everywhere but the fast
+    /// CPU backend.
+    #[default]
+    F32,
+    /// Each row of x quantized to Q8_0 blocks first (llama.cpp's rounding: per block
+    /// `d = max|x| / 127` kept in f32, `q = round(x / d)`), then integer dot products
+    /// scaled by `d_w·d_x`: AVX-512 VNNI or AVX2 on the CPU (decode's GEMV only; its
+    /// prefill GEMM keeps f32 activations; the default of `Precision::Fast`), WGSL's
+    /// `dot4I8Packed` (hardware integer dot where the device has it, unpacked where not)
+    /// and CUDA's `__dp4a`. Adds the activations' rounding, at most half a step of
+    /// `max|x| / 127` per block of 32; a block holding a NaN or inf gives non-finite
+    /// outputs in its row.
+    Int8,
+}
+
 /// One matrix in Q8_0, on the host: `q` `(rows, cols/4)` packed int8, `d` `(rows, cols/32)`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Q8Matrix {

@@ -155,7 +155,7 @@ fn q8_models_match_dequantized_checkpoints() {
 fn device_forwards_matmul_q8() {
     let dev = mamba_gpu::Device::cpu();
     assert!(dev.has_matmul_q8());
-    common::q8_checks::matmul_q8_int8(&dev);
+    common::q8_checks::matmul_q8_int8(&dev, 8);
     let f32_acts = mamba_gpu::Device::Cpu(
         CpuBackend::with_precision(Precision::Fast).with_q8_activations(Q8Activations::F32),
     );
@@ -220,7 +220,7 @@ fn fast_cpu_matmul_q8_takes_int8_activations() {
     let be = CpuBackend::with_precision(Precision::Fast);
     assert_eq!(be.q8_activations(), Q8Activations::Int8);
     assert_eq!(CpuBackend::new().q8_activations(), Q8Activations::F32);
-    common::q8_checks::matmul_q8_int8(&be);
+    common::q8_checks::matmul_q8_int8(&be, 8);
 }
 
 /// Q8_0 fixture models with int8 activations against the same models with f32 ones and

@@ -298,3 +298,20 @@ fn ssd_scan_both_forms_match_references() {
         assert_eq!(has("SsdScanChunked"), want, "chunked form built: {built:?}");
     }
 }
+
+/// `WgpuOptions::q8_activations = Int8`: `matmul_q8_int8.wgsl` (x quantized in workgroup
+/// memory, `dot4I8Packed`) against the int8 reference of `tests/common/q8_checks.rs`,
+/// which also holds its prefill rows and non-finite rows; the f32 kernel is not built.
+#[test]
+fn matmul_q8_int8_activations() {
+    let Some(be) = make(WgpuOptions {
+        q8_activations: mamba_gpu::Q8Activations::Int8,
+        ..Default::default()
+    }) else {
+        return;
+    };
+    common::q8_checks::matmul_q8_int8(&be, usize::MAX);
+    let built = be.built_pipelines();
+    assert!(built.iter().any(|b| b.starts_with("MatmulQ8Int8")), "{built:?}");
+    assert!(!built.iter().any(|b| b.starts_with("MatmulQ8 ")), "{built:?}");
+}

@@ -41,6 +41,7 @@ use crate::backend::{Backend, DeviceBuffer};
 use crate::error::{Error, Result};
 use crate::ops::call::*;
 use crate::params::*;
+pub use crate::quant::Q8Activations;
 use crate::tensor::{DType, HostSlice, HostVec, buffer_numel};
 
 /// Arithmetic of the CPU scan and decode step.
@@ -52,21 +53,6 @@ pub enum Precision {
     /// f32 arithmetic with a vectorisable `exp` (≈2 ulp): several times faster, and well
     /// within the tolerance the model tests hold every backend to. For running models.
     Fast,
-}
-
-/// How the CPU multiplies activations by Q8_0 weights in decode's GEMVs (fewer than 8
-/// rows of x; prefill's GEMM always widens the weights and keeps f32 activations).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Q8Activations {
-    /// f32 activations times the widened weights: the f32 matmul by the dequantized
-    /// weights up to the order of the additions. The default of [`Precision::Exact`].
-    #[default]
-    F32,
-    /// Each row of x quantized to Q8_0 blocks (llama.cpp's rounding, f32 scales) and
-    /// integer dot products (AVX-512 VNNI or AVX2 where present): roughly twice the
-    /// decode speed, at the cost of the activations' rounding (at most half a step of
-    /// `max|x| / 127` per block of 32). The default of [`Precision::Fast`].
-    Int8,
 }
 
 /// The CPU backend. Ops run eagerly; `flush` has nothing to do. Matmuls, norms and

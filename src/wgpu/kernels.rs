@@ -134,6 +134,10 @@ pub(crate) enum Kernel {
     MatmulQ8 {
         bias: WDtype,
     },
+    /// The same with the activations quantized to int8 (`matmul_q8_int8`).
+    MatmulQ8Int8 {
+        bias: WDtype,
+    },
     RmsNorm {
         w: WDtype,
     },
@@ -296,7 +300,7 @@ impl Kernel {
                 shader!("causal_conv1d.wgsl")
             }
             Kernel::Matmul { .. } | Kernel::MatmulDecode { .. } => shader!("matmul.wgsl", true),
-            Kernel::MatmulQ8 { .. } => shader!("matmul_q8.wgsl"),
+            Kernel::MatmulQ8 { .. } | Kernel::MatmulQ8Int8 { .. } => shader!("matmul_q8.wgsl"),
             Kernel::RmsNorm { .. } => shader!("rms_norm.wgsl"),
             Kernel::MixerIn { .. } => shader!("decode_step/mixer_in.wgsl"),
             Kernel::XProj { .. } => shader!("decode_step/x_proj.wgsl"),
@@ -320,6 +324,7 @@ impl Kernel {
             Kernel::Matmul { .. } => "matmul",
             Kernel::MatmulDecode { .. } => "matmul_decode",
             Kernel::MatmulQ8 { .. } => "matmul_q8",
+            Kernel::MatmulQ8Int8 { .. } => "matmul_q8_int8",
             Kernel::RmsNorm { .. } => "rms_norm",
             Kernel::MixerIn { .. } => "mixer_in",
             Kernel::XProj { .. } => "x_proj",
@@ -349,7 +354,7 @@ impl Kernel {
             // params, x, w, bias, out, window, w_hi
             Kernel::Matmul { .. } | Kernel::MatmulDecode { .. } => &[U, R, R, R, W, U, R],
             // params, x, q, d, bias, out
-            Kernel::MatmulQ8 { .. } => &[U, R, R, R, R, W],
+            Kernel::MatmulQ8 { .. } | Kernel::MatmulQ8Int8 { .. } => &[U, R, R, R, R, W],
             // params, x, weight, residual, out
             Kernel::RmsNorm { .. } => &[U, R, R, W, W],
             // params, h, norm_w, w_x, w_z, conv_w, conv_b, conv_state, xc, z
@@ -379,7 +384,9 @@ impl Kernel {
                 ("W_DTYPE", w as u32 as f64),
                 ("BIAS_DTYPE", bias as u32 as f64),
             ],
-            Kernel::MatmulQ8 { bias } => vec![("BIAS_DTYPE", bias as u32 as f64)],
+            Kernel::MatmulQ8 { bias } | Kernel::MatmulQ8Int8 { bias } => {
+                vec![("BIAS_DTYPE", bias as u32 as f64)]
+            }
             Kernel::RmsNorm { w }
             | Kernel::Embedding { w }
             | Kernel::XProj { w }
@@ -472,7 +479,7 @@ pub fn pipeline_sources(
         for bias in W {
             kernels.extend([Kernel::Matmul { w, bias }, Kernel::MatmulDecode { w, bias }]);
         }
-        kernels.push(Kernel::MatmulQ8 { bias: w });
+        kernels.extend([Kernel::MatmulQ8 { bias: w }, Kernel::MatmulQ8Int8 { bias: w }]);
     }
     // A new `Kernel` variant fails to compile here until it is listed above.
     let listed = |k: Kernel| match k {
@@ -487,6 +494,7 @@ pub fn pipeline_sources(
         | Kernel::Matmul { .. }
         | Kernel::MatmulDecode { .. }
         | Kernel::MatmulQ8 { .. }
+        | Kernel::MatmulQ8Int8 { .. }
         | Kernel::RmsNorm { .. }
         | Kernel::MixerIn { .. }
         | Kernel::XProj { .. }

@@ -153,6 +153,9 @@ pub struct WgpuOptions {
     /// Run Mamba-2's scan in its sequential form at every length (by default prefills of
     /// 32 steps or more take the chunked one, `ssd_scan_chunked`); for comparisons.
     pub ssd_sequential: bool,
+    /// How `matmul_q8` takes the activations (default f32; `Int8` quantizes them and
+    /// runs `dot4I8Packed`, see [`crate::Q8Activations`]).
+    pub q8_activations: crate::Q8Activations,
 }
 
 /// A cached pipeline with its bind group layout.
@@ -186,6 +189,8 @@ pub struct WgpuBackend {
     scan_channels: u32,
     /// See [`WgpuOptions::ssd_sequential`].
     ssd_sequential: bool,
+    /// See [`WgpuOptions::q8_activations`].
+    q8_int8: bool,
     replays: replay::Replays,
     pipelines: Mutex<HashMap<Kernel, Arc<Pipeline>>>,
     modules: Mutex<HashMap<&'static str, wgpu::ShaderModule>>,

@@ -382,8 +382,12 @@ impl Backend for WgpuBackend {
             out,
         } = call;
         let bias_dt = bias.map_or(WDtype::F32, wdtype);
+        let kernel = match self.q8_int8 {
+            true => Kernel::MatmulQ8Int8 { bias: bias_dt },
+            false => Kernel::MatmulQ8 { bias: bias_dt },
+        };
         self.dispatch(
-            Kernel::MatmulQ8 { bias: bias_dt },
+            kernel,
             &[
                 Bind::Uniform(bytemuck::bytes_of(p)),
                 self.whole("x", x)?,

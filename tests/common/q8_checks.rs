@@ -195,11 +195,12 @@ pub fn int8_reference(x: &[f32], w: &Q8Matrix, bias: Option<&[f32]>, m: usize) -
     out
 }
 
-/// `matmul_q8` on a backend whose GEMV takes int8 activations (the CPU's
-/// `Q8Activations::Int8`): fewer than 8 rows of x against [`int8_reference`], 8 or more
-/// (prefill's GEMM, f32 activations) against the dequantized f32 matmul, relative L2
-/// ≤ 1e-5 both; a row holding a NaN or inf gives non-finite outputs in its own row only.
-pub fn matmul_q8_int8<B: Backend>(be: &B) {
+/// `matmul_q8` on a backend set to `Q8Activations::Int8`: with fewer than `int8_below`
+/// rows of x against [`int8_reference`] (the CPU quantizes decode's GEMV only: 8; the
+/// GPU kernels every matmul: `usize::MAX`), with more against the dequantized f32
+/// matmul, relative L2 ≤ 1e-5 both; a row holding a NaN or inf gives non-finite outputs
+/// in its own row only.
+pub fn matmul_q8_int8<B: Backend>(be: &B, int8_below: usize) {
     let cpu = CpuBackend::new();
     for &(m, n, k, biased) in &[
         (1, 1, 32, false),
@@ -209,6 +210,7 @@ pub fn matmul_q8_int8<B: Backend>(be: &B) {
         (7, 129, 96, false),
         (8, 33, 160, true),
         (20, 70, 64, false),
+        (9, 17, 1056, true),
     ] {
         let mut g = Gen::new((m * 7919 + n * 31 + k) as u64);
         let w: Vec<f32> = g.normal(n * k).iter().map(|v| v * 0.2).collect();
@@ -224,15 +226,16 @@ pub fn matmul_q8_int8<B: Backend>(be: &B) {
             ops::matmul(&cpu, &xb, &wb, bb.as_ref(), &mut out).unwrap();
             down(&cpu, &out)
         };
-        let (e, e_f32) = if m < 8 {
+        let int8 = m < int8_below;
+        let (e, e_f32) = if int8 {
             let want = int8_reference(&x, &qm, biased.then_some(&bias[..]), m);
             (rel_l2(&got, &want), rel_l2(&got, &f32_ref))
         } else {
             (rel_l2(&got, &f32_ref), 0.0)
         };
         assert!(e <= 1e-5, "{} int8 m {m} n {n} k {k}: {e:.2e}", be.name());
-        if m < 8 {
-            // The GEMV did round x (it is not the f32-activation path), by a little.
+        if int8 {
+            // The kernel did round x (it is not the f32-activation path), by a little.
             assert!(
                 (1e-4..0.05).contains(&e_f32),
                 "{} int8 m {m} n {n} k {k}: {e_f32:.2e} from f32 activations",
