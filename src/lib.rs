@@ -11,9 +11,9 @@ pub mod tensor;
 
 pub use backend::{Backend, DeviceBuffer};
 pub use cpu::{CpuBackend, CpuBuffer, Precision};
-pub use quant::Q8Activations;
 pub use device::{Device, DeviceBuf, DeviceInfo, Skipped};
 pub use error::{Error, Result};
+pub use quant::Q8Activations;
 pub use tensor::{DType, HostSlice, HostVec};
 pub mod model;
 #[cfg(feature = "tokenizers")]

@@ -9,7 +9,8 @@
 //! No adapter is a failure, never a skip: a browser without WebGPU must not pass.
 //! Subsets of the native op suite (`tests/common/ops_suite.rs`) that fit the browser's
 //! time budget: the scan at chunk boundaries and past one dispatch segment (L = 10,000),
-//! the decode step, the conv (sequence and update), matmul (f32 / f16 / bf16 weights),
+//! the decode step, the conv (sequence and update), matmul (f32 / f16 / bf16 weights, and
+//! Q8_0 with f32 and int8 activations),
 //! RMSNorm, and the demo model's greedy ids against the CPU backend's and the
 //! transformers ids recorded in `examples/demo_model/samples.json`.
 #![cfg(all(target_arch = "wasm32", feature = "wgpu", feature = "demo-model"))]
@@ -205,6 +206,26 @@ async fn matmul_and_rms_norm() {
     for &(rows, dim, residual) in &[(1, 1, false), (3, 255, true), (5, 1030, true)] {
         checks::check_rms_norm(&be, rows, dim, residual, Tol::F32).await;
     }
+}
+
+/// 8-bit weights, with f32 and with int8 activations (a second backend in the other
+/// mode), across a K tile boundary of the int8 kernel (1056 = 2·512 + 32).
+#[wasm_bindgen_test]
+async fn matmul_q8_both_activation_modes() {
+    let be = gpu().await;
+    let int8 = WgpuBackend::with_options_async(mamba_gpu::wgpu::WgpuOptions {
+        q8_activations: mamba_gpu::Q8Activations::Int8,
+        ..Default::default()
+    })
+    .await
+    .expect("a second WebGPU device");
+    for shape in [(1, 33, 64), (3, 40, 1056), (9, 17, 96)] {
+        checks::check_matmul_q8(&be, shape, false, Tol::F32).await;
+    }
+    for shape in [(1, 33, 64), (3, 40, 1056), (7, 17, 96)] {
+        checks::check_matmul_q8(&int8, shape, true, Tol::F32).await;
+    }
+    log("matmul_q8 (f32 and int8 activations) passed");
 }
 
 /// Mamba-2's ops: the head-form scan (one group and several; N up to 128 over several

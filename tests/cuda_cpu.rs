@@ -385,6 +385,24 @@ fn ssd_scan_both_forms_match_references() {
     }
 }
 
+/// `matmul_q8_int8` (x quantized in shared memory, `__dp4a`) on the execution model,
+/// under the reverse schedule too (the tile's barriers must hold), against the int8
+/// reference; only that kernel launched.
+#[test]
+fn matmul_q8_int8_activations() {
+    for schedule in [Schedule::RoundRobin, Schedule::Reverse] {
+        let Some(be) = make(CudaCpuOptions {
+            q8_activations: mamba_gpu::Q8Activations::Int8,
+            ..opts(schedule)
+        }) else {
+            return;
+        };
+        common::q8_checks::matmul_q8_int8(&be, usize::MAX);
+        let ran = |k: &str| be.launched().iter().any(|(e, _)| *e == k);
+        assert!(ran("matmul_q8_int8") && !ran("matmul_q8"));
+    }
+}
+
 /// Q8_0 fixture models on the CPU execution model (`matmul_q8.cu`), one per family (all
 /// nine take minutes here; CPU and wgpu run them all): equal to the dequantized f32
 /// checkpoint, and close to the float model (numbers printed).

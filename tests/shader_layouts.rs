@@ -210,7 +210,7 @@ mod host {
             "ssd_scan" | "ssd_scan_chunked" => &["SsdParams"],
             "causal_conv1d" | "causal_conv1d_state" | "causal_conv1d_update" => &["ConvParams"],
             "matmul" | "matmul_decode" => &["MatmulParams", "WindowParams"],
-            "matmul_q8" => &["MatmulParams"],
+            "matmul_q8" | "matmul_q8_int8" => &["MatmulParams"],
             "rms_norm" => &["NormParams"],
             "mixer_in" => &["MixerInParams"],
             "x_proj" | "ssm_step" => &["StepProjParams"],

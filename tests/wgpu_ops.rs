@@ -312,6 +312,12 @@ fn matmul_q8_int8_activations() {
     };
     common::q8_checks::matmul_q8_int8(&be, usize::MAX);
     let built = be.built_pipelines();
-    assert!(built.iter().any(|b| b.starts_with("MatmulQ8Int8")), "{built:?}");
-    assert!(!built.iter().any(|b| b.starts_with("MatmulQ8 ")), "{built:?}");
+    assert!(
+        built.iter().any(|b| b.starts_with("MatmulQ8Int8")),
+        "{built:?}"
+    );
+    assert!(
+        !built.iter().any(|b| b.starts_with("MatmulQ8 ")),
+        "{built:?}"
+    );
 }

@@ -231,8 +231,9 @@ pub fn matmul_rows(p: &MatmulParams, w: DType) -> Result<Launch> {
 }
 
 /// One warp per weight row, blocks of Q8_WARPS rows; blockIdx.y tiles m by Q8_MAXM (the
-/// constants of kernels/matmul_q8.cu, equal to MM_WARPS / MM_MAXM).
-pub fn matmul_q8(p: &MatmulParams) -> Result<Launch> {
+/// constants of kernels/matmul_q8.cu, equal to MM_WARPS / MM_MAXM). `int8`: the kernel
+/// that quantizes the activations (`matmul_q8_int8`, its shared memory static).
+pub fn matmul_q8(p: &MatmulParams, int8: bool) -> Result<Launch> {
     let m_blocks = p.m.div_ceil(MM_MAXM);
     if m_blocks > GRID_YZ_LIMIT {
         return Err(Error::limit(
@@ -246,7 +247,11 @@ pub fn matmul_q8(p: &MatmulParams) -> Result<Launch> {
         ));
     }
     Ok(Launch {
-        kernel: Kernel::MatmulQ8,
+        kernel: if int8 {
+            Kernel::MatmulQ8Int8
+        } else {
+            Kernel::MatmulQ8
+        },
         grid: (p.n.div_ceil(MM_WARPS), m_blocks, 1),
         block: (MM_WARPS * 32, 1, 1),
         shared_bytes: 0,

@@ -132,7 +132,8 @@ fn matmul_rows(
     Ok(())
 }
 
-/// `ops::matmul_q8`: the int8 weights widened in registers (kernels/matmul_q8.cu).
+/// `ops::matmul_q8`: the int8 weights widened in registers, or with
+/// `set_q8_activations(Int8)` dotted with x quantized to int8 (kernels/matmul_q8.cu).
 pub(super) fn matmul_q8(
     be: &CudaBackend,
     p: &MatmulParams,
@@ -142,7 +143,8 @@ pub(super) fn matmul_q8(
     bias: Option<&CudaBuffer>,
     out: &mut CudaBuffer,
 ) -> Result<()> {
-    let l = geometry::matmul_q8(p)?;
+    let int8 = be.q8_int8.load(std::sync::atomic::Ordering::Relaxed);
+    let l = geometry::matmul_q8(p, int8)?;
     let kind = geometry::bias_kind(bias.map(|b| b.dtype));
     let f = be.function(l.kernel)?;
     let mut a = be.cur().launch_builder(&f);
@@ -157,7 +159,9 @@ pub(super) fn matmul_q8(
     // const unsigned int* q, const F16* d, const void* bias, float* out): same order;
     // ops::matmul_q8 validated x (m, k), q (n, k/4) u32, d (n, k/32) f16, bias (n) of
     // bias_kind (read only if has_bias) and out (m, n), with k a multiple of 32. One
-    // warp per row (whole warps exit past n), blockIdx.y tiles m by 8 as Q8_MAXM.
+    // warp per row (whole warps exit past n, in matmul_q8_int8 after the block's tiles
+    // of x are quantized), blockIdx.y tiles m by 8 as Q8_MAXM; both kernels take the
+    // same arguments.
     unsafe { a.launch(config(&l)) }.map_err(launch_err("matmul_q8"))?;
     Ok(())
 }

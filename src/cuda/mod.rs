@@ -157,6 +157,8 @@ pub struct CudaBackend {
     graphs: graph::Graphs,
     /// See [`CudaBackend::set_ssd_sequential`].
     ssd_sequential: std::sync::atomic::AtomicBool,
+    /// See [`CudaBackend::set_q8_activations`].
+    q8_int8: std::sync::atomic::AtomicBool,
 }
 
 impl Drop for CudaBackend {
@@ -255,6 +257,7 @@ impl CudaBackend {
             dummy,
             graphs: graph::Graphs::new(),
             ssd_sequential: Default::default(),
+            q8_int8: Default::default(),
         })
     }
 
@@ -263,6 +266,15 @@ impl CudaBackend {
     pub fn set_ssd_sequential(&self, on: bool) {
         self.ssd_sequential
             .store(on, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// How `matmul_q8` takes the activations (default f32; `Int8` quantizes them and
+    /// runs `__dp4a`, see [`crate::Q8Activations`]).
+    pub fn set_q8_activations(&self, a: crate::Q8Activations) {
+        self.q8_int8.store(
+            a == crate::Q8Activations::Int8,
+            std::sync::atomic::Ordering::Relaxed,
+        );
     }
 
     /// The device's name, e.g. "NVIDIA H100 80GB HBM3".

@@ -138,6 +138,8 @@ pub enum Kernel {
     BiasRows,
     /// Q8_0 weights (`matmul_q8.cu`).
     MatmulQ8,
+    /// Q8_0 weights with int8 activations (`matmul_q8_int8` in `matmul_q8.cu`).
+    MatmulQ8Int8,
 }
 
 impl Kernel {
@@ -177,6 +179,7 @@ impl Kernel {
         Kernel::Widen { bf16: true },
         Kernel::BiasRows,
         Kernel::MatmulQ8,
+        Kernel::MatmulQ8Int8,
     ];
 
     /// The file that defines it.
@@ -195,7 +198,7 @@ impl Kernel {
             Kernel::Argmax => &ARGMAX,
             Kernel::Copy => &COPY,
             Kernel::MatmulRows(_) | Kernel::Widen { .. } | Kernel::BiasRows => &MATMUL,
-            Kernel::MatmulQ8 => &MATMUL_Q8,
+            Kernel::MatmulQ8 | Kernel::MatmulQ8Int8 => &MATMUL_Q8,
         }
     }
 
@@ -237,6 +240,7 @@ impl Kernel {
             Kernel::Widen { bf16: true } => "widen_bf16",
             Kernel::BiasRows => "bias_rows",
             Kernel::MatmulQ8 => "matmul_q8",
+            Kernel::MatmulQ8Int8 => "matmul_q8_int8",
         }
     }
 }

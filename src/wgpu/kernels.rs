@@ -479,7 +479,10 @@ pub fn pipeline_sources(
         for bias in W {
             kernels.extend([Kernel::Matmul { w, bias }, Kernel::MatmulDecode { w, bias }]);
         }
-        kernels.extend([Kernel::MatmulQ8 { bias: w }, Kernel::MatmulQ8Int8 { bias: w }]);
+        kernels.extend([
+            Kernel::MatmulQ8 { bias: w },
+            Kernel::MatmulQ8Int8 { bias: w },
+        ]);
     }
     // A new `Kernel` variant fails to compile here until it is listed above.
     let listed = |k: Kernel| match k {

@@ -463,3 +463,36 @@ pub async fn check_ssd(be: &WgpuBackend, c: (usize, usize, usize, usize, usize, 
         assert_close(&format!("{what} {c:?}"), g, w, tol);
     }
 }
+
+async fn run_matmul_q8<B: AsyncDownload>(be: &B, (m, n, k): (usize, usize, usize)) -> Vec<f32> {
+    let mut g = Gen::new((m * 104_729 + n * 31 + k) as u64);
+    let x = up(be, &g.normal(m * k), &[m, k]);
+    let qm = mamba_gpu::quant::Q8Matrix::quantize(&g.normal(n * k), n, k).unwrap();
+    let q = be.upload(HostSlice::U32(&qm.q), &[n, k / 4]).unwrap();
+    let d = be.upload(HostSlice::F16(&qm.d), &[n, k / 32]).unwrap();
+    let b = up(be, &g.normal(n), &[n]);
+    let mut out = poison(be, &[m, n]);
+    ops::matmul_q8(be, &x, &q, &d, Some(&b), &mut out).expect("matmul_q8");
+    down(be, &out).await
+}
+
+/// `matmul_q8` with f32 activations (`matmul_q8`) and with int8 ones (`matmul_q8_int8`,
+/// WGSL's `dot4I8Packed` through Tint) against the CPU in the same mode (its int8 mode
+/// covers fewer than 8 rows of x, so the int8 cases keep m below 8).
+pub async fn check_matmul_q8(
+    be: &WgpuBackend,
+    (m, n, k): (usize, usize, usize),
+    int8: bool,
+    tol: Tol,
+) {
+    use mamba_gpu::Q8Activations;
+    let acts = if int8 {
+        Q8Activations::Int8
+    } else {
+        Q8Activations::F32
+    };
+    assert!(!int8 || m < 8);
+    let got = run_matmul_q8(be, (m, n, k)).await;
+    let want = run_matmul_q8(&CpuBackend::new().with_q8_activations(acts), (m, n, k)).await;
+    assert_close(&format!("matmul_q8 {m}x{n}x{k} {acts:?}"), &got, &want, tol);
+}

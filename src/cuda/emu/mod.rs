@@ -102,6 +102,8 @@ pub struct CudaCpuOptions {
     /// Mamba-2's scan in its sequential form at every length, as
     /// `CudaBackend::set_ssd_sequential`.
     pub ssd_sequential: bool,
+    /// `matmul_q8`'s activations, as `CudaBackend::set_q8_activations`.
+    pub q8_activations: crate::Q8Activations,
 }
 
 impl Default for CudaCpuOptions {
@@ -114,6 +116,7 @@ impl Default for CudaCpuOptions {
             kernel_dir: None,
             timeout_s: 300,
             ssd_sequential: false,
+            q8_activations: crate::Q8Activations::F32,
         }
     }
 }

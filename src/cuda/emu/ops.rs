@@ -374,7 +374,8 @@ impl Backend for CudaCpuBackend {
             .buf(d)
             .opt(bias, &self.dummy)
             .f32(out)?;
-        self.launch(&geo::matmul_q8(p)?, a)
+        let int8 = self.opts.q8_activations == crate::Q8Activations::Int8;
+        self.launch(&geo::matmul_q8(p, int8)?, a)
     }
 
     fn rms_norm(&self, call: NormCall<'_, CudaCpuBuffer>) -> Result<()> {
