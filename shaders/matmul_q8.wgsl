@@ -126,7 +126,9 @@ fn q8_round(v: f32) -> f32 {
 }
 
 // Quantizes block `b` of the tile at k0 of row m (slot i of the tile) into q8_qx/q8_dx:
-// zeros past M or K, and a NaN scale for a block holding a NaN or inf.
+// zeros past M or K; a block holding a NaN or inf takes that value as its scale, so its
+// row's outputs are not finite (a NaN literal would not compile: WGSL's constant
+// evaluation has no NaN).
 fn q8_quantize(i: u32, b: u32, m: u32, k0: u32) {
     let kk = k0 + 32u * b;
     var scale = 0.0;
@@ -135,9 +137,13 @@ fn q8_quantize(i: u32, b: u32, m: u32, k0: u32) {
         let base = m * p.k + kk;
         var amax = 0.0;
         var bad = false;
+        var bad_v = 0.0;
         for (var j = 0u; j < 32u; j++) {
             let v = x[base + j];
-            bad = bad || (bitcast<u32>(v) & 0x7f800000u) == 0x7f800000u;
+            if (bitcast<u32>(v) & 0x7f800000u) == 0x7f800000u {
+                bad = true;
+                bad_v = v;
+            }
             amax = max(amax, abs(v));
         }
         scale = amax / 127.0;
@@ -151,7 +157,7 @@ fn q8_quantize(i: u32, b: u32, m: u32, k0: u32) {
             words[w] = word;
         }
         if bad {
-            scale = bitcast<f32>(0x7fc00000u);
+            scale = bad_v;
         }
     }
     for (var w = 0u; w < 8u; w++) {

@@ -73,8 +73,9 @@ struct Pool {
     caller_blocked: AtomicBool,
     /// Whether a region is running (one caller at a time).
     busy: AtomicBool,
-    /// The start of the pool's clock ([`Pool::now`]).
-    epoch: Instant,
+    /// The start of the pool's clock ([`Pool::now`]), set on first use: never read
+    /// where there are no helpers (wasm32, whose `Instant::now` panics).
+    epoch: OnceLock<Instant>,
     /// Until when (ns on the pool's clock) regions run on the caller alone.
     solo_until: AtomicU64,
     /// The current solo period (ns), and when the last stall happened (ns).
@@ -117,7 +118,7 @@ impl Pool {
             sleepers: AtomicUsize::new(0),
             caller_blocked: AtomicBool::new(false),
             busy: AtomicBool::new(false),
-            epoch: Instant::now(),
+            epoch: OnceLock::new(),
             solo_until: AtomicU64::new(0),
             solo_period: AtomicU64::new(0),
             last_stall: AtomicU64::new(0),
@@ -129,7 +130,7 @@ impl Pool {
 
     /// Nanoseconds on the pool's clock.
     fn now(&self) -> u64 {
-        self.epoch.elapsed().as_nanos() as u64
+        self.epoch.get_or_init(Instant::now).elapsed().as_nanos() as u64
     }
 
     /// After a region whose caller waited `waited` for its helpers: a stall starts (or

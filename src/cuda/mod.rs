@@ -269,7 +269,8 @@ impl CudaBackend {
     }
 
     /// How `matmul_q8` takes the activations (default f32; `Int8` quantizes them and
-    /// runs `__dp4a`, see [`crate::Q8Activations`]).
+    /// runs `__dp4a`, see [`crate::Q8Activations`]). Set it before the first decode
+    /// step: a CUDA graph already captured keeps the kernel it recorded.
     pub fn set_q8_activations(&self, a: crate::Q8Activations) {
         self.q8_int8.store(
             a == crate::Q8Activations::Int8,
