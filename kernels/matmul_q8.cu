@@ -19,6 +19,23 @@ __device__ __forceinline__ float q8_byte(unsigned int word, unsigned int j) {
     return (float)(((int)(word << (24 - 8 * j))) >> 24);
 }
 
+// Sums each of a warp's Q8_MAXM partial sums over its lanes and stores row `row` of out
+// (+ bias) for the mm rows of x from m0.
+__device__ __forceinline__ void q8_finish(float* acc, unsigned int lane, unsigned int row,
+                                          unsigned int m0, unsigned int mm, MatmulParams p,
+                                          unsigned int bias_kind, const void* bias, float* out) {
+#pragma unroll
+    for (int r = 0; r < Q8_MAXM; ++r) {
+        float v = acc[r];
+        for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+        acc[r] = v;
+    }
+    if (lane == 0) {
+        const float bv = p.has_bias ? load_kind(bias, bias_kind, row) : 0.f;
+        for (unsigned int r = 0; r < mm; ++r) out[(size_t)(m0 + r) * p.n + row] = acc[r] + bv;
+    }
+}
+
 extern "C" __global__ void __launch_bounds__(Q8_WARPS * 32) matmul_q8(
     MatmulParams p, unsigned int bias_kind,
     const float* __restrict__ x,        // (m, k)
@@ -54,16 +71,7 @@ extern "C" __global__ void __launch_bounds__(Q8_WARPS * 32) matmul_q8(
             }
         }
     }
-#pragma unroll
-    for (int r = 0; r < Q8_MAXM; ++r) {
-        float v = acc[r];
-        for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-        acc[r] = v;
-    }
-    if (lane == 0) {
-        const float bv = p.has_bias ? load_kind(bias, bias_kind, row) : 0.f;
-        for (unsigned int r = 0; r < mm; ++r) out[(size_t)(m0 + r) * p.n + row] = acc[r] + bv;
-    }
+    q8_finish(acc, lane, row, m0, mm, p, bias_kind, bias, out);
 }
 
 // ---------------------------------------------------------------- int8 activations
@@ -150,14 +158,5 @@ extern "C" __global__ void __launch_bounds__(Q8_WARPS * 32) matmul_q8_int8(
         }
     }
     if (!live) return;  // whole warps: row is one per warp
-#pragma unroll
-    for (int r = 0; r < Q8_MAXM; ++r) {
-        float v = acc[r];
-        for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-        acc[r] = v;
-    }
-    if (lane == 0) {
-        const float bv = p.has_bias ? load_kind(bias, bias_kind, row) : 0.f;
-        for (unsigned int r = 0; r < mm; ++r) out[(size_t)(m0 + r) * p.n + row] = acc[r] + bv;
-    }
+    q8_finish(acc, lane, row, m0, mm, p, bias_kind, bias, out);
 }
