@@ -226,6 +226,9 @@ fn every_entry_point_runs() {
     ops_suite::copy(&be);
     ops_suite::ssd_scan_fixtures(&be);
     ops_suite::matmul_q8_fixtures(&be);
+    be.set_q8_activations(mamba_gpu::Q8Activations::Int8);
+    common::q8_checks::matmul_q8_int8(&be, usize::MAX);
+    be.set_q8_activations(mamba_gpu::Q8Activations::F32);
     common::fused_checks::check_fused_ops(&be, Tol::F32);
     let c = common::checks::ConvCase {
         batch: 1,

@@ -102,7 +102,7 @@ pub struct CudaCpuOptions {
     /// Mamba-2's scan in its sequential form at every length, as
     /// `CudaBackend::set_ssd_sequential`.
     pub ssd_sequential: bool,
-    /// `matmul_q8`'s activations, as `CudaBackend::set_q8_activations`.
+    /// `matmul_q8`'s activations at the start (see [`CudaCpuBackend::set_q8_activations`]).
     pub q8_activations: crate::Q8Activations,
 }
 
@@ -169,6 +169,8 @@ pub struct CudaCpuBackend {
     launched: Mutex<Vec<(&'static str, u64)>>,
     /// Launches so far ([`CudaCpuBackend::launch_count`]).
     launches: std::sync::atomic::AtomicU64,
+    /// `matmul_q8` quantizes its activations (from the options, or set later).
+    q8_int8: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for CudaCpuBackend {
@@ -202,14 +204,24 @@ impl CudaCpuBackend {
             shape: vec![4],
             runner: runner.clone(),
         };
+        let q8_int8 = (opts.q8_activations == crate::Q8Activations::Int8).into();
         Ok(CudaCpuBackend {
             runner,
+            q8_int8,
             opts,
             next_id: AtomicU64::new(1),
             dummy,
             launched: Mutex::new(Vec::new()),
             launches: std::sync::atomic::AtomicU64::new(0),
         })
+    }
+
+    /// As `CudaBackend::set_q8_activations`: how `matmul_q8` takes its activations.
+    pub fn set_q8_activations(&self, a: crate::Q8Activations) {
+        self.q8_int8.store(
+            a == crate::Q8Activations::Int8,
+            std::sync::atomic::Ordering::Relaxed,
+        );
     }
 
     /// The options this backend runs with.

@@ -374,7 +374,7 @@ impl Backend for CudaCpuBackend {
             .buf(d)
             .opt(bias, &self.dummy)
             .f32(out)?;
-        let int8 = self.opts.q8_activations == crate::Q8Activations::Int8;
+        let int8 = self.q8_int8.load(std::sync::atomic::Ordering::Relaxed);
         self.launch(&geo::matmul_q8(p, int8)?, a)
     }
 
