@@ -40,6 +40,13 @@ enum WeightsKind {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Q8ActsKind {
+    Auto,
+    F32,
+    Int8,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum BackendKind {
     Auto,
     Cpu,
@@ -61,6 +68,10 @@ struct Args {
     /// projections and the LM head quantized at load to Q8_0, 8-bit).
     #[arg(long, value_enum, default_value = "auto")]
     weights: WeightsKind,
+    /// With q8 weights: the activations in f32 or quantized to int8 (integer dot
+    /// products); auto is the backend's default (int8 on the CPU, f32 on GPUs).
+    #[arg(long, value_enum, default_value = "auto")]
+    q8_activations: Q8ActsKind,
     /// Prompt text (needs a tokenizer.json).
     #[arg(long, conflicts_with = "prompt_ids")]
     prompt: Option<String>,
@@ -128,6 +139,11 @@ fn run(args: &Args) -> AnyResult<()> {
             }
             device
         }
+    };
+    let device = match args.q8_activations {
+        Q8ActsKind::Auto => device,
+        Q8ActsKind::F32 => device.with_q8_activations(mamba_gpu::Q8Activations::F32),
+        Q8ActsKind::Int8 => device.with_q8_activations(mamba_gpu::Q8Activations::Int8),
     };
     if !args.json {
         eprintln!("device: {}", device.describe());

@@ -116,6 +116,26 @@ impl Device {
         Device::Cpu(CpuBackend::with_precision(Precision::Fast))
     }
 
+    /// The same device with `matmul_q8` taking its activations as `a`
+    /// ([`crate::Q8Activations`]; each backend has its own default: int8 on the fast
+    /// CPU, f32 on the GPUs). Call it before the first decode step: a recorded replay
+    /// (wgpu) or CUDA graph keeps the kernels it recorded.
+    pub fn with_q8_activations(self, a: crate::Q8Activations) -> Device {
+        match self {
+            Device::Cpu(b) => Device::Cpu(b.with_q8_activations(a)),
+            #[cfg(feature = "wgpu")]
+            Device::Wgpu(b) => {
+                b.set_q8_activations(a);
+                Device::Wgpu(b)
+            }
+            #[cfg(feature = "cuda")]
+            Device::Cuda(b) => {
+                b.set_q8_activations(a);
+                Device::Cuda(b)
+            }
+        }
+    }
+
     /// The wgpu backend on the best adapter ([`WgpuBackend::new`]), software adapters
     /// included.
     #[cfg(feature = "wgpu")]

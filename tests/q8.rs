@@ -156,9 +156,7 @@ fn device_forwards_matmul_q8() {
     let dev = mamba_gpu::Device::cpu();
     assert!(dev.has_matmul_q8());
     common::q8_checks::matmul_q8_int8(&dev, 8);
-    let f32_acts = mamba_gpu::Device::Cpu(
-        CpuBackend::with_precision(Precision::Fast).with_q8_activations(Q8Activations::F32),
-    );
+    let f32_acts = mamba_gpu::Device::cpu().with_q8_activations(Q8Activations::F32);
     common::q8_checks::matmul_q8_fixtures(&f32_acts);
     common::q8_checks::matmul_q8_random(&f32_acts);
 }

@@ -320,4 +320,7 @@ fn matmul_q8_int8_activations() {
         !built.iter().any(|b| b.starts_with("MatmulQ8 ")),
         "{built:?}"
     );
+    // Switched back at run time, the same backend is the dequantized matmul again.
+    be.set_q8_activations(mamba_gpu::Q8Activations::F32);
+    common::q8_checks::matmul_q8_fixtures(&be);
 }

@@ -14,6 +14,7 @@ use super::Floats;
 /// The hardware prefetchers alone left one core well short of the bandwidth: on the
 /// Xeon of BENCHMARKS.md the int8 Q8_0 kernel read ~6 GB/s on one core, 7 with 512
 /// bytes ahead, 9–10 with 2 KiB, 11.5 with 4 KiB (18 on two cores).
+#[cfg(target_arch = "x86_64")]
 pub(crate) const PREFETCH: usize = 4096;
 
 /// An instruction-set level of the kernels, in increasing order.

@@ -142,7 +142,7 @@ impl WgpuBackend {
             scan_limits,
             scan_channels: opts.scan_channels.unwrap_or(SCAN_CHANNELS).max(1),
             ssd_sequential: opts.ssd_sequential,
-            q8_int8: opts.q8_activations == crate::Q8Activations::Int8,
+            q8_int8: (opts.q8_activations == crate::Q8Activations::Int8).into(),
             replays: replay::Replays::new(!opts.no_replay),
             pipelines: Mutex::default(),
             modules: Mutex::default(),

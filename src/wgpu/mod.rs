@@ -189,8 +189,8 @@ pub struct WgpuBackend {
     scan_channels: u32,
     /// See [`WgpuOptions::ssd_sequential`].
     ssd_sequential: bool,
-    /// See [`WgpuOptions::q8_activations`].
-    q8_int8: bool,
+    /// See [`WgpuOptions::q8_activations`] and [`WgpuBackend::set_q8_activations`].
+    q8_int8: std::sync::atomic::AtomicBool,
     replays: replay::Replays,
     pipelines: Mutex<HashMap<Kernel, Arc<Pipeline>>>,
     modules: Mutex<HashMap<&'static str, wgpu::ShaderModule>>,
@@ -285,6 +285,16 @@ impl WgpuBackend {
             .keys()
             .map(|k| format!("{k:?}"))
             .collect()
+    }
+
+    /// How `matmul_q8` takes the activations from now on ([`WgpuOptions::q8_activations`]).
+    /// Set it before the first decode step: a replay already recorded keeps the
+    /// pipelines it recorded.
+    pub fn set_q8_activations(&self, a: crate::Q8Activations) {
+        self.q8_int8.store(
+            a == crate::Q8Activations::Int8,
+            std::sync::atomic::Ordering::Relaxed,
+        );
     }
 
     /// Does the selective scan use the subgroup variant?

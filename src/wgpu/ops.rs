@@ -382,7 +382,7 @@ impl Backend for WgpuBackend {
             out,
         } = call;
         let bias_dt = bias.map_or(WDtype::F32, wdtype);
-        let kernel = match self.q8_int8 {
+        let kernel = match self.q8_int8.load(std::sync::atomic::Ordering::Relaxed) {
             true => Kernel::MatmulQ8Int8 { bias: bias_dt },
             false => Kernel::MatmulQ8 { bias: bias_dt },
         };
