@@ -195,6 +195,9 @@ run() {
         for be in cuda wgpu; do
             step "bench-example-$be-q8" "$gpu/bin/gpu-bench" --backend "$be" --shapes none \
                 --ssd-shapes none --weights q8 --decode-batches 1,4
+            # The same with int8 activations (matmul_q8_int8: __dp4a / dot4I8Packed).
+            step "bench-example-$be-q8-int8" "$gpu/bin/gpu-bench" --backend "$be" --shapes none \
+                --ssd-shapes none --weights q8 --q8-activations int8 --decode-batches 1,4
         done
         # Mamba-2, 130m-shaped, on both backends: its scan rows (mamba2-130m's and
         # 2.7b's heads at L = 2048) and the model, with the chunked ssd_scan (default)

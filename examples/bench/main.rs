@@ -68,6 +68,10 @@ struct Args {
     /// Weight storage of the models: f32, f16, bf16 or q8 (Q8_0 projections and head).
     #[arg(long, default_value = "f32")]
     weights: String,
+    /// With q8: the activations as f32 or int8 (integer dot products); default: the
+    /// backend's own (int8 on the CPU, f32 on the GPUs).
+    #[arg(long)]
+    q8_activations: Option<String>,
     /// wgpu: channels per scan workgroup to aim for (the adapter's limits still cap it).
     #[arg(long)]
     scan_channels: Option<u32>,
@@ -472,10 +476,22 @@ fn main() -> Result<()> {
          (floor bytes / peak), peak = {}",
         peak.map_or("unknown (--peak-gbs)".to_string(), |p| format!("{p} GB/s"))
     );
+    let q8_acts = match args.q8_activations.as_deref() {
+        None => None,
+        Some("f32") => Some(mamba_gpu::Q8Activations::F32),
+        Some("int8") => Some(mamba_gpu::Q8Activations::Int8),
+        Some(other) => {
+            eprintln!("unknown --q8-activations `{other}` (f32 | int8)");
+            std::process::exit(2);
+        }
+    };
     match args.backend.as_str() {
         // The CPU backend as models run it (f32 scan arithmetic), not the f64 reference.
         "cpu" => {
-            let be = CpuBackend::with_precision(mamba_gpu::Precision::Fast);
+            let mut be = CpuBackend::with_precision(mamba_gpu::Precision::Fast);
+            if let Some(a) = q8_acts {
+                be = be.with_q8_activations(a);
+            }
             table(&be, &shapes, &args, layout, peak)?;
             ssd::table(&be, &ssd_shapes, args.iters, peak, args.json)?;
             model_table(&be, &args, &|| None)
@@ -486,6 +502,7 @@ fn main() -> Result<()> {
                 scan_channels: args.scan_channels,
                 no_replay: args.no_replay,
                 ssd_sequential: args.ssd_sequential,
+                q8_activations: q8_acts.unwrap_or_default(),
                 ..Default::default()
             })?;
             let (channels, bytes) = be.scan_workgroup(16)?;
@@ -508,6 +525,7 @@ fn main() -> Result<()> {
             let be = mamba_gpu::cuda::CudaBackend::new(0)?;
             be.precompile()?;
             be.set_ssd_sequential(args.ssd_sequential);
+            be.set_q8_activations(q8_acts.unwrap_or_default());
             eprintln!("device: {}", be.device_name());
             table(&be, &shapes, &args, layout, peak)?;
             ssd::table(&be, &ssd_shapes, args.iters, peak, args.json)?;
