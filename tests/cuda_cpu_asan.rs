@@ -81,6 +81,10 @@ fn kernels_under_asan_and_ubsan() {
     common::ops_suite::ssd_scan_cases(&be);
     // matmul_q8: packed int8 rows, partial row blocks, m over the 8-row tile.
     common::ops_suite::matmul_q8_random(&be);
+    // matmul_q8_int8: the shared-memory tiles of quantized x.
+    be.set_q8_activations(mamba_gpu::Q8Activations::Int8);
+    common::q8_checks::matmul_q8_int8(&be, usize::MAX);
+    be.set_q8_activations(mamba_gpu::Q8Activations::F32);
     for st in [St::None, St::Carry] {
         let c = ConvCase {
             batch: 2,
