@@ -10,12 +10,17 @@ use std::sync::OnceLock;
 
 use super::Floats;
 
-/// How far ahead of its loads an x86 GEMV kernel prefetches each weight row, in bytes.
+/// How far ahead of its loads an AVX-512 GEMV kernel prefetches each weight row, in bytes.
 /// The hardware prefetchers alone left one core well short of the bandwidth: on the
 /// Xeon of BENCHMARKS.md the int8 Q8_0 kernel read ~6 GB/s on one core, 7 with 512
 /// bytes ahead, 9–10 with 2 KiB, 11.5 with 4 KiB (18 on two cores).
 #[cfg(target_arch = "x86_64")]
-pub(crate) const PREFETCH: usize = 4096;
+pub(crate) const PREFETCH_AVX512: usize = 4 << 10;
+/// The same for the AVX2 kernels, measured on the Zen 2 EPYC of BENCHMARKS.md (2 cores,
+/// 512 KiB L2 each): decode read f32 weights at ~15 GB/s with 4 KiB ahead, ~19 with
+/// 16 KiB (f16 +20 %); 32 KiB was no better.
+#[cfg(target_arch = "x86_64")]
+pub(crate) const PREFETCH_AVX2: usize = 16 << 10;
 
 /// An instruction-set level of the kernels, in increasing order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]

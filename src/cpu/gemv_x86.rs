@@ -18,7 +18,7 @@ use std::arch::x86_64::*;
 
 use half::{bf16, f16};
 
-use super::gemv::PREFETCH;
+use super::gemv::{PREFETCH_AVX2, PREFETCH_AVX512};
 
 /// Checks the slice bounds every kernel's pointer arithmetic relies on, once per call.
 #[inline(always)]
@@ -31,12 +31,12 @@ fn bounds<W>(x: &[f32], w: &[W], k: usize, n0: usize, res: &[f32]) -> (usize, us
     (m, nb)
 }
 
-/// Asks for the weights [`PREFETCH`] bytes past `p` (the loads of the next few rows of
-/// a group): wrapping arithmetic, since the address may lie past the slice, and a
-/// prefetch never faults.
+/// Asks for the weights `ahead` bytes ([`PREFETCH_AVX512`], [`PREFETCH_AVX2`]) past `p`
+/// (the loads of the next few rows of a group): wrapping arithmetic, since the address
+/// may lie past the slice, and a prefetch never faults.
 #[inline(always)]
-fn prefetch<W>(p: *const W, elems: usize) {
-    let ahead = (p as *const i8).wrapping_add(elems * std::mem::size_of::<W>() + PREFETCH);
+fn prefetch<W>(p: *const W, elems: usize, ahead: usize) {
+    let ahead = (p as *const i8).wrapping_add(elems * std::mem::size_of::<W>() + ahead);
     // SAFETY: a prefetch reads nothing architecturally and cannot fault.
     unsafe { _mm_prefetch::<_MM_HINT_T0>(ahead) };
 }
@@ -101,7 +101,7 @@ macro_rules! avx512_rows {
                         unsafe {
                             let xv = _mm512_loadu_ps(xp.add(i * k + c));
                             for r in 0..4 {
-                                prefetch(wp[r], c);
+                                prefetch(wp[r], c, PREFETCH_AVX512);
                                 let wv = $load(wp[r].add(c), 0xffff);
                                 acc[r] = _mm512_fmadd_ps(xv, wv, acc[r]);
                             }
@@ -168,13 +168,21 @@ macro_rules! avx2_rows {
     ($name:ident, $w:ty, $load:ident, $widen:ident) => {
         /// AVX2 kernel; the contract is [`super::gemv::rows`].
         ///
+        /// Each row advances a cache line (64 bytes of weights) per iteration, with one
+        /// prefetch per line and two accumulators per row: on the Zen 2 EPYC of
+        /// BENCHMARKS.md a vector per iteration (one prefetch and one FMA chain per row)
+        /// left the f16 kernel short of the bandwidth, bound by FMA latency and the
+        /// prefetches issued two to four times per line.
+        ///
         /// # Safety
         /// The CPU must have AVX2, FMA and F16C (checked by `Isa::available`).
         #[target_feature(enable = "avx2,fma,f16c")]
         pub(crate) unsafe fn $name(x: &[f32], w: &[$w], k: usize, n0: usize, res: &mut [f32]) {
             super::gemv::mark(super::gemv::Isa::Avx2);
+            const LANES: usize = 8;
+            const STEP: usize = 64 / std::mem::size_of::<$w>();
             let (m, nb) = bounds(x, w, k, n0, res);
-            let full = k / 8 * 8;
+            let (lines, full) = (k / STEP * STEP, k / LANES * LANES);
             let xp = x.as_ptr();
             let mut j = 0;
             while j < nb {
@@ -184,19 +192,36 @@ macro_rules! avx2_rows {
                 let wp: [*const $w; 4] =
                     std::array::from_fn(|r| unsafe { w.as_ptr().add(row0(r)) });
                 for i in 0..m {
-                    let mut acc = [_mm256_setzero_ps(); 4];
+                    let mut acc = [[_mm256_setzero_ps(); 4]; 2];
                     let mut c = 0;
+                    while c < lines {
+                        // SAFETY: c + STEP <= lines <= k: the STEP lanes at c of x's row i
+                        // and of each weight row are in bounds.
+                        unsafe {
+                            for r in 0..4 {
+                                prefetch(wp[r], c, PREFETCH_AVX2);
+                            }
+                            for u in 0..STEP / LANES {
+                                let xv = _mm256_loadu_ps(xp.add(i * k + c + u * LANES));
+                                let a = &mut acc[u % 2];
+                                for r in 0..4 {
+                                    let wv = $load(wp[r].add(c + u * LANES));
+                                    a[r] = _mm256_fmadd_ps(xv, wv, a[r]);
+                                }
+                            }
+                        }
+                        c += STEP;
+                    }
                     while c < full {
-                        // SAFETY: c + 8 <= full <= k: eight lanes in bounds of x's row i
-                        // and of each weight row.
+                        // SAFETY: c + LANES <= full <= k: eight lanes in bounds of x's row
+                        // i and of each weight row.
                         unsafe {
                             let xv = _mm256_loadu_ps(xp.add(i * k + c));
                             for r in 0..4 {
-                                prefetch(wp[r], c);
-                                acc[r] = _mm256_fmadd_ps(xv, $load(wp[r].add(c)), acc[r]);
+                                acc[0][r] = _mm256_fmadd_ps(xv, $load(wp[r].add(c)), acc[0][r]);
                             }
                         }
-                        c += 8;
+                        c += LANES;
                     }
                     let xi = &x[i * k..(i + 1) * k];
                     for r in 0..rows {
@@ -206,7 +231,7 @@ macro_rules! avx2_rows {
                             .zip(wr)
                             .map(|(&a, &b)| a * $widen(b))
                             .sum();
-                        res[(j + r) * m + i] = hsum256(acc[r]) + tail;
+                        res[(j + r) * m + i] = hsum256(_mm256_add_ps(acc[0][r], acc[1][r])) + tail;
                     }
                 }
                 j += rows;
@@ -269,7 +294,7 @@ pub(crate) unsafe fn rows_bf16_pairs_avx512(
                     let xe = _mm512_loadu_ps(xpq.add(i * k + c));
                     let xo = _mm512_loadu_ps(xpq.add(i * k + c + 16));
                     for r in 0..4 {
-                        prefetch(wp[r], c);
+                        prefetch(wp[r], c, PREFETCH_AVX512);
                         let wv = _mm512_loadu_si512(wp[r].add(c).cast());
                         let we = _mm512_castsi512_ps(_mm512_slli_epi32::<16>(wv));
                         let wo = _mm512_castsi512_ps(_mm512_and_si512(wv, hi));
@@ -335,7 +360,10 @@ pub(crate) unsafe fn rows_bf16_pairs_avx2(
                     let xe = _mm256_loadu_ps(xpq.add(i * k + c));
                     let xo = _mm256_loadu_ps(xpq.add(i * k + c + 8));
                     for r in 0..4 {
-                        prefetch(wp[r], c);
+                        if c % 32 == 0 {
+                            // One prefetch per 64-byte line (two iterations).
+                            prefetch(wp[r], c, PREFETCH_AVX2);
+                        }
                         let wv = _mm256_loadu_si256(wp[r].add(c).cast());
                         let we = _mm256_castsi256_ps(_mm256_slli_epi32::<16>(wv));
                         let wo = _mm256_castsi256_ps(_mm256_and_si256(wv, hi));
