@@ -158,11 +158,11 @@ pub enum Error {
         why: String,
     },
 
-    /// A checkpoint file ends before the data its header announces.
-    #[error("{file}: truncated safetensors file: {why}")]
+    /// A checkpoint file (safetensors or GGUF) ends before the data its header announces.
+    #[error("{file}: truncated checkpoint file: {why}")]
     CheckpointTruncated { file: String, why: String },
 
-    /// A checkpoint file is not a valid safetensors file (or sharded index).
+    /// A checkpoint file is not a valid safetensors file (or sharded index) or GGUF file.
     #[error("{file}: corrupt checkpoint: {why}")]
     CheckpointCorrupt { file: String, why: String },
 
@@ -183,12 +183,14 @@ pub enum Error {
         expected: Vec<usize>,
     },
 
-    /// A checkpoint tensor has an element type that cannot be loaded.
-    #[error("{file}: tensor `{tensor}` has dtype {got}, expected F32, F16 or BF16")]
+    /// A checkpoint tensor has an element type that cannot be loaded (`expected` lists
+    /// those that can: F32, F16, BF16, and Q8_0 in a GGUF file).
+    #[error("{file}: tensor `{tensor}` has dtype {got}, expected {expected}")]
     TensorDType {
         file: String,
         tensor: String,
         got: String,
+        expected: &'static str,
     },
 
     /// A checkpoint tensor holds NaN or an infinity (or, for `A_log`, a value whose
@@ -197,6 +199,16 @@ pub enum Error {
     /// loads them anyway.
     #[error("{file}: tensor `{tensor}` is not finite: {why}")]
     NonFiniteWeight {
+        file: String,
+        tensor: String,
+        why: String,
+    },
+
+    /// A checkpoint tensor holds finite values the model cannot run with: a GGUF file's
+    /// `ssm_a` (which stores `A = −exp(A_log)` itself) with a positive element, which
+    /// would make the state grow without bound.
+    #[error("{file}: tensor `{tensor}` has an invalid value: {why}")]
+    WeightValue {
         file: String,
         tensor: String,
         why: String,

@@ -1,11 +1,13 @@
 //! Loading a checkpoint: `model.safetensors` or a sharded `model.safetensors.index.json`,
-//! memory-mapped (the file is read by the OS page by page while tensors are uploaded;
-//! it is never copied whole into RAM), or from in-memory bytes (embedded models, wasm).
+//! or a GGUF file (`gguf_model.rs` maps its tensors onto the names here), memory-mapped
+//! (the file is read by the OS page by page while tensors are uploaded; it is never
+//! copied whole into RAM), or from in-memory bytes (embedded models, wasm).
 //!
-//! Tensors may be f32, f16 or bf16 in the file. Matmul weights and the embedding table
+//! Tensors may be f32, f16 or bf16 in the file (GGUF: also Q8_0, uploaded as it is
+//! for Q8_0 projections, dequantized elsewhere). Matmul weights and the embedding table
 //! are stored on the device in the chosen [`WeightDType`]; conv weights, A, D, norms and
 //! biases are stored as f32. At load:
-//! * `A = −exp(A_log)` (f32);
+//! * `A = −exp(A_log)` (f32; a GGUF file stores A itself);
 //! * `conv1d.weight (E, 1, K)` → `(E, K)`;
 //! * `in_proj.weight (2E, D)` is split into `W_x (E, D)` and `W_z (E, D)`;
 //! * `x_proj.weight (R + 2N, E)` into `W_dt (R, E)`, `W_B (N, E)`, `W_C (N, E)`.
@@ -18,13 +20,14 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use safetensors::{Dtype, SafeTensors};
+use safetensors::SafeTensors;
 
 pub use super::checkpoint::Shard;
 use super::checkpoint::parse_shard;
 use super::config::{Family, MambaConfig};
 use super::linear::{Linear, upload_linear};
-pub(super) use super::tensor_io::{check_finite, elem_dtype, to_f32, upload};
+use super::tensor_io::{SrcDType, a_values, check_finite, dtype_error, elem_dtype};
+pub(super) use super::tensor_io::{to_f32, upload};
 use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::tensor::{DType, HostSlice};
@@ -41,6 +44,9 @@ pub enum WeightDType {
     /// 8-bit weights: the in/out projections and the LM head quantized at load to Q8_0
     /// ([`crate::quant`]; a tied head gets its own quantized copy, the embedding lookup
     /// stays float); everything else as `Auto`. Needs [`Backend::has_matmul_q8`].
+    /// A GGUF file's Q8_0 tensors are taken as they are, not quantized again (`Auto`
+    /// does the same for a file whose projections are Q8_0, on a backend with the
+    /// kernel; elsewhere they are dequantized).
     Q8_0,
 }
 
@@ -50,7 +56,8 @@ pub struct LoadOptions {
     pub weight_dtype: WeightDType,
     /// Show a progress bar on stderr while uploading (only when stderr is a terminal).
     pub progress: bool,
-    /// Load tensors holding NaN or ±inf (and an `A_log` whose `-exp` overflows).
+    /// Load tensors holding NaN or ±inf (and an `A_log` whose `-exp` overflows, or a
+    /// GGUF `ssm_a` with a positive A, [`Error::WeightValue`]).
     /// Off by default: such a checkpoint yields NaN logits, which sampling would turn
     /// into a silent one-token "generation"; the load fails with
     /// [`Error::NonFiniteWeight`] naming the tensor instead. Turn it on only to inspect
@@ -147,9 +154,6 @@ pub struct Weights<B: Backend> {
     pub q8: bool,
 }
 
-/// A tensor of the checkpoint: (shard index, dtype, shape, bytes).
-type Entry<'a> = (usize, Dtype, Vec<usize>, &'a [u8]);
-
 /// One tensor the model expects.
 pub(super) struct Spec {
     pub(super) name: String,
@@ -159,12 +163,26 @@ pub(super) struct Spec {
     pub(super) required: bool,
 }
 
+/// A tensor of the checkpoint, whatever its file format: an entry of the [`Index`].
+#[derive(Clone)]
 pub(super) struct Found<'a> {
     pub(super) file: String,
+    /// The name the file gives it (errors name it so).
     pub(super) name: String,
-    pub(super) dtype: Dtype,
+    pub(super) dtype: SrcDType,
+    /// In PyTorch order (slowest dimension first).
+    pub(super) shape: Vec<usize>,
     pub(super) bytes: &'a [u8],
+    /// For `A_log` entries: the file stores `A = −exp(A_log)` itself (GGUF's `ssm_a`).
+    pub(super) holds_a: bool,
+    /// The dtypes this file format can hold, for [`Error::TensorDType`].
+    pub(super) accepts: &'static str,
 }
+
+/// The checkpoint's tensors by their Hugging Face name (`backbone.layers.0.mixer.A_log`,
+/// ...): what [`load_index`] builds the model from. A safetensors checkpoint is indexed
+/// as it is named; a GGUF file maps its names onto these (`gguf_model.rs`).
+pub(super) type Index<'a> = BTreeMap<String, Found<'a>>;
 
 /// The names of the tensors, with the prefix/embedding spelling this checkpoint uses.
 struct Names {
@@ -188,8 +206,7 @@ pub(crate) fn load_weights<B: Backend>(
     opts: &LoadOptions,
 ) -> Result<Weights<B>> {
     let parsed: Vec<SafeTensors<'_>> = shards.iter().map(parse_shard).collect::<Result<_>>()?;
-    // name -> (shard, dtype, shape, bytes)
-    let mut all: BTreeMap<String, Entry<'_>> = BTreeMap::new();
+    let mut all = Index::new();
     for (si, st) in parsed.iter().enumerate() {
         for (name, view) in st.iter() {
             if all.contains_key(name) {
@@ -198,13 +215,32 @@ pub(crate) fn load_weights<B: Backend>(
                     why: format!("tensor `{name}` also appears in another shard"),
                 });
             }
-            all.insert(
-                name.to_string(),
-                (si, view.dtype(), view.shape().to_vec(), view.data()),
-            );
+            let found = Found {
+                file: shards[si].file.clone(),
+                name: name.to_string(),
+                dtype: SrcDType::from_safetensors(view.dtype()),
+                shape: view.shape().to_vec(),
+                bytes: view.data(),
+                holds_a: false,
+                accepts: "F32, F16 or BF16",
+            };
+            all.insert(name.to_string(), found);
         }
     }
+    load_index(be, cfg, label, &all, &|n: &str| n.to_string(), opts)
+}
 
+/// Builds the device weights from an [`Index`] of the checkpoint's tensors. `file_name`
+/// spells a Hugging Face tensor name as the file would, for errors about a tensor that
+/// is missing.
+pub(super) fn load_index<B: Backend>(
+    be: &B,
+    cfg: &MambaConfig,
+    label: &str,
+    all: &Index<'_>,
+    file_name: &dyn Fn(&str) -> String,
+    opts: &LoadOptions,
+) -> Result<Weights<B>> {
     // Which spelling of the names is this?
     let mut names = None;
     for (prefix, emb) in [
@@ -224,10 +260,10 @@ pub(crate) fn load_weights<B: Backend>(
     }
     let names = names.ok_or_else(|| Error::MissingTensor {
         file: label.into(),
-        tensor: "backbone.embeddings.weight".into(),
+        tensor: file_name("backbone.embeddings.weight"),
     })?;
 
-    check_layer_count(cfg, label, &names, &all)?;
+    check_layer_count(cfg, label, &names, all)?;
 
     let (d, e, n, k, r, v) = (
         cfg.hidden_size,
@@ -297,24 +333,19 @@ pub(crate) fn load_weights<B: Backend>(
             None if s.required => {
                 return Err(Error::MissingTensor {
                     file: label.into(),
-                    tensor: s.name.clone(),
+                    tensor: file_name(&s.name),
                 });
             }
             None => {}
-            Some((si, dt, shape, _)) => {
-                let file = shards[*si].file.clone();
-                if elem_dtype(*dt).is_none() {
-                    return Err(Error::TensorDType {
-                        file,
-                        tensor: s.name.clone(),
-                        got: format!("{dt:?}"),
-                    });
+            Some(t) => {
+                if elem_dtype(&t.dtype).is_none() {
+                    return Err(dtype_error(t));
                 }
-                if *shape != s.shape && Some(shape) != s.alt_shape.as_ref() {
+                if t.shape != s.shape && Some(&t.shape) != s.alt_shape.as_ref() {
                     return Err(Error::TensorShape {
-                        file,
-                        tensor: s.name.clone(),
-                        got: shape.clone(),
+                        file: t.file.clone(),
+                        tensor: t.name.clone(),
+                        got: t.shape.clone(),
                         expected: s.shape.clone(),
                     });
                 }
@@ -328,20 +359,29 @@ pub(crate) fn load_weights<B: Backend>(
             if s.name == "lm_head.weight" && cfg.tie_word_embeddings {
                 continue; // not loaded
             }
-            if let Some((si, dt, _, bytes)) = all.get(&s.name) {
-                check_finite(&shards[*si].file, &s.name, *dt, bytes)?;
+            if let Some(t) = all.get(&s.name) {
+                check_finite(&t.file, &t.name, &t.dtype, t.bytes)?;
             }
         }
     }
-    if let Some((name, (si, ..))) = all.iter().find(|(k, _)| !expected.contains(k.as_str())) {
+    if let Some(t) = all
+        .iter()
+        .find_map(|(k, t)| (!expected.contains(k.as_str())).then_some(t))
+    {
         return Err(Error::UnexpectedTensor {
-            file: shards[*si].file.clone(),
-            tensor: name.clone(),
+            file: t.file.clone(),
+            tensor: t.name.clone(),
         });
     }
 
-    // Storage dtype.
-    let emb_dtype = elem_dtype(all[&names.embedding].1).unwrap_or(DType::F32);
+    // Storage dtype: the embedding's. A Q8_0 file keeps its float matrices (the
+    // embedding lookup, x_proj, dt_proj) in f16: `d·q` rounded to f16 errs far less than
+    // the quantization did, at half of f32's memory.
+    let emb = &all[&names.embedding];
+    let emb_dtype = match emb.dtype {
+        SrcDType::Q8_0 if be.supports_weight_dtype(DType::F16) => DType::F16,
+        ref d => elem_dtype(d).unwrap_or(DType::F32),
+    };
     let dtype = match opts.weight_dtype {
         WeightDType::Auto | WeightDType::Q8_0 if be.supports_weight_dtype(emb_dtype) => emb_dtype,
         WeightDType::Auto | WeightDType::Q8_0 => DType::F32,
@@ -355,7 +395,16 @@ pub(crate) fn load_weights<B: Backend>(
             dtype,
         });
     }
-    let q8 = opts.weight_dtype == WeightDType::Q8_0;
+    // Q8_0 projections when asked for, and by default for a file whose in_proj is
+    // Q8_0 (its blocks are uploaded as they are) where the backend has the kernel.
+    let file_q8 = all
+        .get(&names.layer(0, "mixer.in_proj.weight"))
+        .is_some_and(|t| t.dtype == SrcDType::Q8_0);
+    let q8 = match opts.weight_dtype {
+        WeightDType::Q8_0 => true,
+        WeightDType::Auto => file_q8 && be.has_matmul_q8(),
+        _ => false,
+    };
     if q8 && !be.has_matmul_q8() {
         return Err(Error::limit(
             be.name(),
@@ -368,18 +417,13 @@ pub(crate) fn load_weights<B: Backend>(
     let total: u64 = specs
         .iter()
         .filter_map(|s| all.get(&s.name))
-        .map(|t| t.3.len() as u64)
+        .map(|t| t.bytes.len() as u64)
         .sum();
     let bar = progress_bar(opts.progress, total);
     let get = |name: &str| -> Found<'_> {
-        let (si, dt, _, bytes) = &all[name];
-        bar.inc(bytes.len() as u64);
-        Found {
-            file: shards[*si].file.clone(),
-            name: name.to_string(),
-            dtype: *dt,
-            bytes,
-        }
+        let t = all[name].clone();
+        bar.inc(t.bytes.len() as u64);
+        t
     };
 
     let emb_t = get(&names.embedding);
@@ -392,25 +436,13 @@ pub(crate) fn load_weights<B: Backend>(
         };
         let norm = f32v(&get(&l("norm.weight")), &[d])?;
         if let Family::Mamba2(m2) = &cfg.family {
-            let lw = super::weights_mamba2::load_layer(be, cfg, m2, norm, &get, &l, dtype, opts)?;
+            let lw =
+                super::weights_mamba2::load_layer(be, cfg, m2, norm, &get, &l, dtype, q8, opts)?;
             layers.push(lw);
             continue;
         }
-        let a_log_t = get(&l("mixer.A_log"));
-        let a_log = to_f32(&a_log_t, 0, e * n);
-        let a: Vec<f32> = a_log.iter().map(|&x| -x.exp()).collect();
-        if !opts.allow_non_finite
-            && let Some(i) = a.iter().position(|x| !x.is_finite())
-        {
-            return Err(Error::NonFiniteWeight {
-                file: a_log_t.file.clone(),
-                tensor: a_log_t.name.clone(),
-                why: format!(
-                    "A = -exp(A_log) overflows f32 at element {i} (A_log = {})",
-                    a_log[i]
-                ),
-            });
-        }
+        let a_t = get(&l("mixer.A_log"));
+        let a = a_values(&a_t, 0, e * n, "element", opts.allow_non_finite)?;
         let a = be.upload(HostSlice::F32(&a), &[e, n])?;
         let dd = f32v(&get(&l("mixer.D")), &[e])?;
         let conv_w = f32v(&get(&l("mixer.conv1d.weight")), &[e, k])?;
@@ -479,9 +511,9 @@ pub(crate) fn load_weights<B: Backend>(
         DType::F32,
     )?;
     let lm_head = if cfg.tie_word_embeddings {
-        if all.contains_key("lm_head.weight") {
+        if let Some(t) = all.get("lm_head.weight") {
             // Tied: the embedding table is used; the saved copy is not uploaded.
-            bar.inc(all["lm_head.weight"].3.len() as u64);
+            bar.inc(t.bytes.len() as u64);
         }
         // With Q8_0 the head is a quantized copy; the lookup keeps the float table.
         q8.then(|| upload_linear(be, &emb_t, 0, [v, d], dtype, true))
@@ -520,12 +552,7 @@ pub(crate) fn load_weights<B: Backend>(
 /// saying `num_hidden_layers: 100000000` must not allocate gigabytes of tensor names
 /// for a 3 MB checkpoint. The number of distinct `layers.{i}.` indices in the header
 /// bounds what the config may ask for.
-fn check_layer_count(
-    cfg: &MambaConfig,
-    label: &str,
-    names: &Names,
-    all: &BTreeMap<String, Entry<'_>>,
-) -> Result<()> {
+fn check_layer_count(cfg: &MambaConfig, label: &str, names: &Names, all: &Index<'_>) -> Result<()> {
     let head = format!("{}layers.", names.prefix);
     let present: std::collections::BTreeSet<usize> = all
         .keys()

@@ -14,11 +14,10 @@
 
 use super::config::{Mamba2Dims, MambaConfig};
 use super::linear::upload_linear;
-use super::weights::{
-    Found, LayerWeights, LoadOptions, Mamba2Extra, Spec, WeightDType, to_f32, upload,
-};
+use super::tensor_io::a_values;
+use super::weights::{Found, LayerWeights, LoadOptions, Mamba2Extra, Spec, to_f32, upload};
 use crate::backend::Backend;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::tensor::{DType, HostSlice};
 
 /// The tensors of layer `l(...)`, with their shapes.
@@ -62,7 +61,8 @@ pub(super) fn specs(cfg: &MambaConfig, m2: &Mamba2Dims, l: &dyn Fn(&str) -> Stri
     v
 }
 
-/// Uploads layer `l(...)` (its shapes already checked against [`specs`]).
+/// Uploads layer `l(...)` (its shapes already checked against [`specs`]); `q8`: the
+/// projections in Q8_0.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn load_layer<'a, B: Backend>(
     be: &B,
@@ -72,6 +72,7 @@ pub(super) fn load_layer<'a, B: Backend>(
     get: &dyn Fn(&str) -> Found<'a>,
     l: &dyn Fn(&str) -> String,
     dtype: DType,
+    q8: bool,
     opts: &LoadOptions,
 ) -> Result<LayerWeights<B>> {
     let (d, e, n, k) = (
@@ -99,21 +100,8 @@ pub(super) fn load_layer<'a, B: Backend>(
             [&[h * r / last.iter().product::<usize>()][..], last].concat()
         }
     };
-    let a_log_t = get(&l("mixer.A_log"));
-    let a: Vec<f32> = spread(&a_log_t, rep_a).iter().map(|&x| -x.exp()).collect();
-    if !opts.allow_non_finite
-        && let Some(i) = a.iter().position(|x| !x.is_finite())
-    {
-        let head = i / rep_a;
-        return Err(Error::NonFiniteWeight {
-            file: a_log_t.file.clone(),
-            tensor: a_log_t.name.clone(),
-            why: format!(
-                "A = -exp(A_log) overflows f32 at head {head} (A_log = {})",
-                to_f32(&a_log_t, head, 1)[0]
-            ),
-        });
-    }
+    let a_heads = a_values(&get(&l("mixer.A_log")), 0, h, "head", opts.allow_non_finite)?;
+    let a: Vec<f32> = (0..h * rep_a).map(|i| a_heads[i / rep_a]).collect();
     let a = be.upload(HostSlice::F32(&a), &shape(rep_a, &[n]))?;
     let dd = be.upload(
         HostSlice::F32(&spread(&get(&l("mixer.D")), rep)),
@@ -148,7 +136,6 @@ pub(super) fn load_layer<'a, B: Backend>(
     let inp = get(&l("mixer.in_proj.weight"));
     let rows =
         |start: usize, count: usize| upload(be, &inp, start * d, count * d, &[count, d], dtype);
-    let q8 = opts.weight_dtype == WeightDType::Q8_0;
     let w_z = upload_linear(be, &inp, 0, [e, d], dtype, q8)?;
     let w_x = upload_linear(be, &inp, e * d, [e, d], dtype, q8)?;
     let w_b = rows(2 * e, gn)?;
