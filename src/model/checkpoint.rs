@@ -78,6 +78,33 @@ pub(crate) fn with_mapped_dir<T>(
     f(&label, &shards)
 }
 
+/// Maps one file (a GGUF model) and calls `f` with its label and bytes. An empty file
+/// is not mapped (a zero-length mapping is an error on some systems): the parser
+/// reports it as truncated, like any short file.
+#[cfg(not(target_arch = "wasm32"))]
+pub(crate) fn with_mapped_file<T>(
+    path: &std::path::Path,
+    f: impl FnOnce(&str, &[u8]) -> Result<T>,
+) -> Result<T> {
+    let file = path.display().to_string();
+    let len = regular_file(path)?;
+    if len == 0 {
+        return f(&file, &[]);
+    }
+    let fh = std::fs::File::open(path).map_err(|source| Error::Io {
+        file: file.clone(),
+        source,
+    })?;
+    // SAFETY: the map is read-only and lives until `f` (the upload) returns; a file
+    // modified by another process while it is being loaded is not supported (as with
+    // every memory-mapped loader).
+    let map = unsafe { memmap2::Mmap::map(&fh) }.map_err(|source| Error::Io {
+        file: file.clone(),
+        source,
+    })?;
+    f(&file, &map)
+}
+
 /// The most bytes read from a JSON file (config.json, the sharded index): real ones
 /// are a few kB to a few MB; anything larger is refused before it is read into memory.
 #[cfg(not(target_arch = "wasm32"))]

@@ -95,6 +95,13 @@ impl MambaConfig {
         Self::from_json_bytes(&bytes, &file)
     }
 
+    /// The config in a GGUF file's metadata (`general.architecture` `mamba` or `mamba2`;
+    /// the vocabulary size is the embedding's row count, the head is tied when the file
+    /// has no `output.weight`); `file` names it in errors.
+    pub fn from_gguf_bytes(bytes: &[u8], file: &str) -> Result<Self> {
+        super::gguf_model::config(&super::gguf::GgufFile::parse(bytes, file)?)
+    }
+
     /// Parses and validates config JSON; `file` names it in errors.
     pub fn from_json_bytes(bytes: &[u8], file: &str) -> Result<Self> {
         let bytes = quote_python_numbers(bytes);
@@ -126,7 +133,7 @@ impl MambaConfig {
         hidden_size.div_ceil(16)
     }
 
-    fn validate(&self, file: &str) -> Result<()> {
+    pub(super) fn validate(&self, file: &str) -> Result<()> {
         let val = |key, why: String| Error::ConfigValue {
             file: file.into(),
             key,

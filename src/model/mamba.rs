@@ -22,6 +22,7 @@
 //! (model, state, batch): on CUDA the whole step is one graph launch.
 
 use super::config::MambaConfig;
+use super::gguf::GgufFile;
 use super::mixer::{Bufs, Pass, mixer};
 use super::state::{Activations, Dims, State, StepScratch, copy_slot};
 use super::weights::{LoadOptions, Shard, Weights, load_weights};
@@ -56,10 +57,17 @@ impl<B: Backend> Drop for MambaModel<B> {
 
 impl<B: Backend> MambaModel<B> {
     /// Loads `dir/config.json` and `dir/model.safetensors` (or the shards of
-    /// `dir/model.safetensors.index.json`), memory-mapped, onto `be`.
+    /// `dir/model.safetensors.index.json`), memory-mapped, onto `be`. A path that is not
+    /// a directory is read as a GGUF file (llama.cpp's format: F32, F16, BF16 and Q8_0
+    /// tensors, architectures `mamba` and `mamba2`), memory-mapped as well.
     #[cfg(not(target_arch = "wasm32"))]
     pub fn load(be: B, dir: impl AsRef<std::path::Path>, opts: &LoadOptions) -> Result<Self> {
         let dir = dir.as_ref();
+        if !dir.is_dir() {
+            return super::checkpoint::with_mapped_file(dir, |label, bytes| {
+                Self::from_gguf(be, &GgufFile::parse(bytes, label)?, opts)
+            });
+        }
         let cfg = MambaConfig::from_file(&dir.join("config.json"))?;
         let w = super::checkpoint::with_mapped_dir(dir, |label, shards| {
             load_weights(&be, &cfg, label, shards, opts)
@@ -88,6 +96,18 @@ impl<B: Backend> MambaModel<B> {
             })
             .collect();
         let w = load_weights(&be, &cfg, "model.safetensors", &shards, opts)?;
+        Ok(Self::from_parts(be, cfg, w))
+    }
+
+    /// Loads a GGUF file held in memory (`from_bytes`' counterpart; errors name it
+    /// `model.gguf`).
+    pub fn from_gguf_bytes(be: B, gguf: &[u8], opts: &LoadOptions) -> Result<Self> {
+        Self::from_gguf(be, &GgufFile::parse(gguf, "model.gguf")?, opts)
+    }
+
+    /// Loads a parsed GGUF file (its bytes borrowed, not copied).
+    pub(crate) fn from_gguf(be: B, g: &GgufFile<'_>, opts: &LoadOptions) -> Result<Self> {
+        let (cfg, w) = super::gguf_model::load(&be, g, opts)?;
         Ok(Self::from_parts(be, cfg, w))
     }
 

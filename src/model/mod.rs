@@ -1,6 +1,7 @@
 //! Whole Mamba language models on any backend.
 //!
-//! * [`MambaConfig`]: hyper-parameters from a Hugging Face or state-spaces `config.json`.
+//! * [`MambaConfig`]: hyper-parameters from a Hugging Face or state-spaces `config.json`
+//!   (or a GGUF file's metadata; [`gguf`] reads the container).
 //! * [`MambaModel`]: weights on a [`crate::Backend`]; prefill, decode steps, batches.
 //! * [`State`] / [`HostState`]: the recurrent state, saved and restored (to bytes or a
 //!   file, checked against the [`ModelIdentity`]).
@@ -16,6 +17,8 @@ mod checkpoint;
 pub mod config;
 mod config_mamba2;
 mod eval;
+pub mod gguf;
+mod gguf_model;
 mod linear;
 pub mod mamba;
 mod mixer;
