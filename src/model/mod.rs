@@ -30,6 +30,8 @@ mod tensor_io;
 #[cfg(feature = "tokenizers")]
 pub mod text;
 #[cfg(feature = "tokenizers")]
+mod text_gguf;
+#[cfg(feature = "tokenizers")]
 pub mod text_model;
 pub mod weights;
 mod weights_mamba2;

@@ -1,10 +1,11 @@
-//! Text in and out through a Hugging Face `tokenizer.json` (feature `tokenizers`), and
+//! Text in and out through a Hugging Face `tokenizer.json` or a GGUF file's tokenizer
+//! metadata (`text_gguf.rs`) (feature `tokenizers`), and
 //! streaming decoding: text deltas as tokens arrive, never splitting a UTF-8 character
 //! that spans several tokens.
 
 use crate::error::{Error, Result};
 
-/// A `tokenizer.json` tokenizer and the name of the file it came from.
+/// A `tokenizer.json` (or GGUF) tokenizer and the name of the file it came from.
 pub struct TextTokenizer {
     inner: tokenizers::Tokenizer,
     file: String,
@@ -47,6 +48,14 @@ impl TextTokenizer {
             inner,
             file: file.into(),
         })
+    }
+
+    /// A tokenizer built here (from GGUF metadata) and the file it came from.
+    pub(crate) fn from_parts(inner: tokenizers::Tokenizer, file: &str) -> Self {
+        TextTokenizer {
+            inner,
+            file: file.into(),
+        }
     }
 
     fn err(&self, e: tokenizers::Error) -> Error {

@@ -103,7 +103,9 @@ pub struct TextModel<B: Backend> {
 
 impl<B: Backend> TextModel<B> {
     /// Loads a model directory (`config.json`, `model.safetensors` or a sharded index,
-    /// `tokenizer.json`) onto `be`, without a progress bar.
+    /// `tokenizer.json`) onto `be`, without a progress bar. A path that is not a
+    /// directory is read as a GGUF file, whose metadata holds the tokenizer
+    /// ([`TextTokenizer::from_gguf_bytes`]).
     #[cfg(not(target_arch = "wasm32"))]
     pub fn load(be: B, dir: impl AsRef<std::path::Path>) -> Result<Self> {
         let opts = LoadOptions {
@@ -117,11 +119,26 @@ impl<B: Backend> TextModel<B> {
     #[cfg(not(target_arch = "wasm32"))]
     pub fn load_with(be: B, dir: impl AsRef<std::path::Path>, opts: &LoadOptions) -> Result<Self> {
         let dir = dir.as_ref();
+        if !dir.is_dir() {
+            return super::checkpoint::with_mapped_file(dir, |label, bytes| {
+                let g = super::gguf::GgufFile::parse(bytes, label)?;
+                let tok = TextTokenizer::from_gguf(&g)?;
+                Ok(Self::from_parts(MambaModel::from_gguf(be, &g, opts)?, tok))
+            });
+        }
         // The tokenizer first: it is cheap, and a directory without one fails before
         // the weights are uploaded.
         let tok = TextTokenizer::from_file(&dir.join("tokenizer.json"))?;
         let model = MambaModel::load(be, dir, opts)?;
         Ok(Self::from_parts(model, tok))
+    }
+
+    /// A model and its tokenizer from GGUF bytes in memory (errors name them
+    /// `model.gguf`).
+    pub fn from_gguf_bytes(be: B, gguf: &[u8], opts: &LoadOptions) -> Result<Self> {
+        let g = super::gguf::GgufFile::parse(gguf, "model.gguf")?;
+        let tok = TextTokenizer::from_gguf(&g)?;
+        Ok(Self::from_parts(MambaModel::from_gguf(be, &g, opts)?, tok))
     }
 
     /// The embedded demo model on `be` (feature `demo-model`).
