@@ -1,14 +1,15 @@
 //! Text generation with a Mamba model on the CPU, wgpu or CUDA backend.
 //!
 //! ```text
-//! cargo run --release --example generate -- [--model DIR] [--backend auto|cpu|wgpu|cuda]
+//! cargo run --release --example generate -- [--model DIR|FILE.gguf] [--backend auto|cpu|wgpu|cuda]
 //!     [--prompt TEXT | --prompt-ids 1,2,3] [--max-new-tokens N] [--temperature T]
 //!     [--top-k K] [--top-p P] [--min-p P] [--repetition-penalty R] [--seed S]
 //!     [--ignore-eos] [--stop STRING]... [--json]
 //! ```
 //!
 //! `DIR` holds a Hugging Face `config.json`, `model.safetensors` (or a sharded index)
-//! and optionally `tokenizer.json`. Without `--model` the small demo model embedded in
+//! and optionally `tokenizer.json`; `FILE.gguf` is a llama.cpp GGUF file (F32, F16 or
+//! Q8_0), whose metadata holds the tokenizer. Without `--model` the small demo model embedded in
 //! the binary (`examples/demo_model/`) is used. By default it samples (temperature 0.8,
 //! top-k 40, seed 0); `--temperature 0` is greedy.
 //! By default the text is streamed as it is generated, then the prefill and decode
@@ -17,8 +18,9 @@
 //! printed).
 //!
 //! The generation itself is the library's high-level API ([`TextModel::stream`]); a
-//! model directory without a tokenizer.json (or a build without the `tokenizers`
-//! feature) falls back to the token-id [`Generator`].
+//! model directory without a tokenizer.json, a GGUF file without a usable tokenizer
+//! (or a build without the `tokenizers` feature) falls back to the token-id
+//! [`Generator`].
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -57,8 +59,8 @@ enum BackendKind {
 #[derive(Debug, Parser)]
 #[command(about = "Generate text with a Mamba model")]
 struct Args {
-    /// Model directory (config.json, model.safetensors, tokenizer.json); default: the
-    /// embedded demo model.
+    /// Model directory (config.json, model.safetensors, tokenizer.json) or a .gguf
+    /// file; default: the embedded demo model.
     #[arg(long)]
     model: Option<PathBuf>,
     /// Backend: auto tries cuda, then wgpu, then cpu.
@@ -158,7 +160,8 @@ impl std::fmt::Display for NeedsTokenizer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{} needs a tokenizer.json next to the model (and the `tokenizers` feature){}",
+            "{} needs a tokenizer: a tokenizer.json next to the model or a GGUF file with \
+             one (and the `tokenizers` feature){}",
             self.0,
             if self.0 == "--stop" {
                 ""
@@ -252,6 +255,20 @@ fn generate<B: Backend>(be: B, args: &Args) -> AnyResult<()> {
         None => return generate_text(&TextModel::demo_with(be, &opts)?, args),
         Some(dir) if dir.join("tokenizer.json").exists() => {
             return generate_text(&TextModel::load_with(be, dir, &opts)?, args);
+        }
+        // A GGUF file: with its tokenizer if it has one this crate can use; without,
+        // by token ids (its tokenizer's error is the message if text was asked for).
+        Some(file) if !file.is_dir() => {
+            match mamba_gpu::model::TextTokenizer::from_gguf_file(file) {
+                Ok(tok) => {
+                    let model = MambaModel::load(be, file, &opts)?;
+                    return generate_text(&TextModel::from_parts(model, tok), args);
+                }
+                Err(e) if args.prompt_ids.is_none() || !args.stop.is_empty() => {
+                    return Err(format!("{e}; pass --prompt-ids (and no --stop) instead").into());
+                }
+                Err(_) => {}
+            }
         }
         _ => {}
     }
