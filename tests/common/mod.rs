@@ -14,6 +14,7 @@ pub mod decode_checks;
 pub mod demo_val;
 pub mod fixtures;
 pub mod fused_checks;
+pub mod gguf_write;
 pub mod gpu;
 pub mod half_io;
 pub mod model_fixtures;
