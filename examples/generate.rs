@@ -264,10 +264,13 @@ fn generate<B: Backend>(be: B, args: &Args) -> AnyResult<()> {
                     let model = MambaModel::load(be, file, &opts)?;
                     return generate_text(&TextModel::from_parts(model, tok), args);
                 }
-                Err(e) if args.prompt_ids.is_none() || !args.stop.is_empty() => {
+                Err(e @ mamba_gpu::Error::Tokenizer { .. })
+                    if args.prompt_ids.is_none() || !args.stop.is_empty() =>
+                {
                     return Err(format!("{e}; pass --prompt-ids (and no --stop) instead").into());
                 }
-                Err(_) => {}
+                Err(mamba_gpu::Error::Tokenizer { .. }) => {}
+                Err(e) => return Err(e.into()),
             }
         }
         _ => {}
