@@ -62,6 +62,19 @@ fn the_writer_round_trips_a_fixture() {
 }
 
 #[test]
+fn version_2_reads_as_version_3() {
+    // v3 only added big-endian files; a little-endian v2 file has the same layout.
+    let mut d = Doc::read(&small());
+    d.version = 2;
+    let cfg = mamba_gpu::model::MambaConfig::from_gguf_bytes(&d.bytes(), "model.gguf").unwrap();
+    assert_eq!(&cfg, load(&small()).unwrap().config());
+    assert_eq!(
+        load(&d.bytes()).unwrap().logits_for(&[4, 5]).unwrap(),
+        load(&small()).unwrap().logits_for(&[4, 5]).unwrap()
+    );
+}
+
+#[test]
 fn truncations_at_every_boundary_are_truncated_errors() {
     let (bytes, marks) = Doc::read(&small()).write();
     let end = *marks.last().unwrap();

@@ -294,7 +294,7 @@ fn tensor_bytes(name: &str, dims: &[usize], ty: GgmlType) -> std::result::Result
             ty.name().unwrap_or("?")
         ));
     }
-    // elems <= isize::MAX / 16 and block_bytes / block <= 4 per element: no overflow.
+    // elems <= isize::MAX / 16 and at most 8 bytes per element (I64, F64): no overflow.
     Ok(elems / block * block_bytes)
 }
 
