@@ -95,7 +95,8 @@ impl GgmlType {
     }
 }
 
-/// A metadata value. Strings are bytes (GGUF says UTF-8; [`GgufFile::string`] checks).
+/// A metadata value. Strings are bytes (GGUF says UTF-8; the loader checks where it
+/// reads one).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum GgufValue<'a> {
     U8(u8),

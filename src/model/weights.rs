@@ -35,7 +35,9 @@ use crate::tensor::{DType, HostSlice};
 /// Storage dtype of the matmul weights and the embedding table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum WeightDType {
-    /// The checkpoint's dtype when the backend supports it, else f32.
+    /// The checkpoint's dtype when the backend supports it, else f32. (A GGUF file whose
+    /// projections are Q8_0: those in Q8_0 where the backend has the kernel, the matrices
+    /// kept in float, embedding and x_proj, in f16.)
     #[default]
     Auto,
     F32,
