@@ -515,3 +515,34 @@ fn llama_cpp_vocab_tests_when_present() {
         assert_eq!(same, texts.len(), "{name}");
     }
 }
+
+#[test]
+fn bf16_tensors_load_as_our_bf16_load() {
+    // The converter's --outtype bf16, made here: the matrices of the f32 Falcon file
+    // rounded to bf16 (to nearest even, as half::bf16::from_f32 and torch do), the 1-D
+    // tensors, conv1d and A left f32, as the converter leaves them.
+    let mut d =
+        common::gguf_write::Doc::read(&std::fs::read(gguf("falcon_tiny_tied_f32")).unwrap());
+    let mut n = 0;
+    for t in &mut d.tensors {
+        if t.dims.len() == 2 && t.name.ends_with(".weight") && !t.name.contains("conv1d") {
+            t.ty = 30;
+            t.data = t
+                .data
+                .chunks_exact(4)
+                .flat_map(|c| {
+                    half::bf16::from_f32(f32::from_le_bytes(c.try_into().unwrap())).to_le_bytes()
+                })
+                .collect();
+            n += 1;
+        }
+    }
+    let be = CpuBackend::new();
+    let g = MambaModel::from_gguf_bytes(be.clone(), &d.bytes(), &quiet()).unwrap();
+    assert_eq!(g.weight_dtype(), mamba_gpu::DType::BF16);
+    let s = MambaModel::load(be, model_dir("falcon_tiny_tied"), &opts(WeightDType::BF16)).unwrap();
+    let ids = &reference(&model_dir("falcon_tiny_tied"))[0].0;
+    let e = rel_l2(&g.logits_for(ids).unwrap(), &s.logits_for(ids).unwrap());
+    println!("falcon_tiny_tied with {n} BF16 matrices: vs our BF16 load rel L2 {e:.3e}");
+    assert!(e <= 1e-6, "{e:.3e}");
+}
