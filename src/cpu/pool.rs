@@ -19,13 +19,16 @@
 //!   which frees its core for the scheduler to run that helper on.
 //!
 //! * a caller kept waiting longer than [`STALL`] (a helper was descheduled inside a
-//!   chunk: the cores are shared), or descheduled itself inside one of its chunks, runs
-//!   the regions of the next [`SOLO_MIN`] … [`SOLO_MAX`]
-//!   (doubling while it recurs) alone. A descheduled helper costs the caller a scheduler
+//!   chunk: the cores are shared), or descheduled itself inside one of its chunks,
+//!   [`BURST`] times within [`BURST_WINDOW`], runs the regions of the next
+//!   [`SOLO_MIN`] … [`SOLO_MAX`] (doubling while it recurs) alone. A descheduled helper costs the caller a scheduler
 //!   time slice, milliseconds, per stall: with one core taken by another process, two
 //!   threads decoded slower than one (f32 18 vs 20 tok/s, q8 35 vs 51 on the Xeon of
 //!   BENCHMARKS.md), so under contention the pool settles on one thread and probes for
-//!   the second core now and then.
+//!   the second core now and then. One stall alone is not enough: a virtual machine's
+//!   vCPU is preempted by its host now and then (on the Zen 2 EPYC of BENCHMARKS.md ~7
+//!   stalls a second with the guest otherwise idle, against ~90 with a core taken), and
+//!   going solo on each of those cost 10–15 % of quiet decode there.
 //!
 //! `MAMBA_CPU_THREADS` sets the thread count (caller included; default: the cores
 //! available to the process). One region runs at a time; a second caller (another
@@ -47,8 +50,13 @@ const STALL: Duration = Duration::from_micros(300);
 const SOLO_MIN: Duration = Duration::from_millis(10);
 /// The longest period alone between probes of the helpers.
 const SOLO_MAX: Duration = Duration::from_millis(640);
-/// A stall this long after the previous one starts again from [`SOLO_MIN`].
+/// A period alone this long after the previous one starts again from [`SOLO_MIN`].
 const SOLO_FORGET: Duration = Duration::from_secs(2);
+/// Stalls within [`BURST_WINDOW`] that send the caller solo.
+const BURST: u64 = 3;
+/// See [`BURST`]: with a core taken ~4 stalls fall in this window, on an idle but
+/// preempted VM ~0.35.
+const BURST_WINDOW: Duration = Duration::from_millis(50);
 
 struct Job<'a> {
     f: &'a (dyn Fn(usize) + Sync),
@@ -78,9 +86,12 @@ struct Pool {
     epoch: OnceLock<Instant>,
     /// Until when (ns on the pool's clock) regions run on the caller alone.
     solo_until: AtomicU64,
-    /// The current solo period (ns), and when the last stall happened (ns).
+    /// The current solo period (ns), and when the last one started (ns).
     solo_period: AtomicU64,
     last_stall: AtomicU64,
+    /// When the current burst of stalls began (ns), and the stalls in it.
+    burst_start: AtomicU64,
+    burst: AtomicU64,
     lock: Mutex<()>,
     wake: Condvar,
     finished: Condvar,
@@ -122,6 +133,8 @@ impl Pool {
             solo_until: AtomicU64::new(0),
             solo_period: AtomicU64::new(0),
             last_stall: AtomicU64::new(0),
+            burst_start: AtomicU64::new(0),
+            burst: AtomicU64::new(0),
             lock: Mutex::new(()),
             wake: Condvar::new(),
             finished: Condvar::new(),
@@ -133,13 +146,29 @@ impl Pool {
         self.epoch.get_or_init(Instant::now).elapsed().as_nanos() as u64
     }
 
-    /// After a region whose caller waited `waited` for its helpers: a stall starts (or
-    /// doubles) a period of running alone.
+    /// After a region whose caller waited `waited` for its helpers: [`BURST`] stalls
+    /// within [`BURST_WINDOW`] start (or double) a period of running alone. Only the
+    /// caller of a region calls this (one region runs at a time), so plain loads and
+    /// stores of the atomics suffice.
     fn note_wait(&self, waited: Duration) {
         if waited <= STALL {
             return;
         }
         let now = self.now();
+        let window = BURST_WINDOW.as_nanos() as u64;
+        let start = self.burst_start.load(SeqCst);
+        let stalls = if start == 0 || now.saturating_sub(start) > window {
+            self.burst_start.store(now.max(1), SeqCst);
+            1
+        } else {
+            self.burst.load(SeqCst) + 1
+        };
+        if stalls < BURST {
+            self.burst.store(stalls, SeqCst);
+            return;
+        }
+        self.burst_start.store(0, SeqCst);
+        self.burst.store(0, SeqCst);
         let (min, max) = (SOLO_MIN.as_nanos() as u64, SOLO_MAX.as_nanos() as u64);
         let recent =
             now.saturating_sub(self.last_stall.load(SeqCst)) < SOLO_FORGET.as_nanos() as u64;
@@ -372,8 +401,8 @@ mod tests {
         assert!(v.iter().enumerate().all(|(i, &x)| x == i / 64 + 1));
     }
 
-    /// A stall starts a period alone that doubles while stalls recur, up to SOLO_MAX;
-    /// short waits change nothing.
+    /// A burst of stalls starts a period alone that doubles while bursts recur, up to
+    /// SOLO_MAX; short waits and isolated stalls change nothing.
     #[test]
     fn stalls_send_the_caller_solo() {
         use super::*;
@@ -381,16 +410,29 @@ mod tests {
         assert!(!p.solo());
         p.note_wait(STALL / 2);
         assert!(!p.solo());
-        p.note_wait(STALL * 2);
+        // Stalls further apart than BURST_WINDOW (a VM's vCPU preempted now and then)
+        // never send it solo.
+        for _ in 0..2 * BURST {
+            p.note_wait(STALL * 2);
+            assert!(!p.solo());
+            std::thread::sleep(BURST_WINDOW + Duration::from_millis(10));
+        }
+        // BURST of them in a row do.
+        for i in 1..=BURST {
+            assert!(!p.solo(), "solo after {i} of {BURST} stalls");
+            p.note_wait(STALL * 2);
+        }
         assert!(p.solo());
         assert_eq!(p.solo_period.load(SeqCst), SOLO_MIN.as_nanos() as u64);
-        for _ in 0..10 {
+        for _ in 0..10 * BURST {
             p.note_wait(STALL * 2);
         }
         assert_eq!(p.solo_period.load(SeqCst), SOLO_MAX.as_nanos() as u64);
         assert!(p.solo_until.load(SeqCst) > p.now() + SOLO_MAX.as_nanos() as u64 / 2);
         // A region still runs every chunk once while the global pool is solo.
-        pool().note_wait(STALL * 2);
+        for _ in 0..BURST {
+            pool().note_wait(STALL * 2);
+        }
         let n = AtomicUsize::new(0);
         super::run(50, &|_| {
             n.fetch_add(1, Ordering::Relaxed);
