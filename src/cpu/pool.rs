@@ -88,7 +88,7 @@ struct Pool {
     solo_until: AtomicU64,
     /// The current solo period (ns), and when the last one started (ns).
     solo_period: AtomicU64,
-    last_stall: AtomicU64,
+    last_solo: AtomicU64,
     /// When the current burst of stalls began (ns), and the stalls in it.
     burst_start: AtomicU64,
     burst: AtomicU64,
@@ -132,7 +132,7 @@ impl Pool {
             epoch: OnceLock::new(),
             solo_until: AtomicU64::new(0),
             solo_period: AtomicU64::new(0),
-            last_stall: AtomicU64::new(0),
+            last_solo: AtomicU64::new(0),
             burst_start: AtomicU64::new(0),
             burst: AtomicU64::new(0),
             lock: Mutex::new(()),
@@ -171,13 +171,13 @@ impl Pool {
         self.burst.store(0, SeqCst);
         let (min, max) = (SOLO_MIN.as_nanos() as u64, SOLO_MAX.as_nanos() as u64);
         let recent =
-            now.saturating_sub(self.last_stall.load(SeqCst)) < SOLO_FORGET.as_nanos() as u64;
+            now.saturating_sub(self.last_solo.load(SeqCst)) < SOLO_FORGET.as_nanos() as u64;
         let period = match self.solo_period.load(SeqCst) {
             p if recent && p > 0 => (2 * p).min(max),
             _ => min,
         };
         self.solo_period.store(period, SeqCst);
-        self.last_stall.store(now, SeqCst);
+        self.last_solo.store(now, SeqCst);
         self.solo_until.store(now + period, SeqCst);
     }
 
