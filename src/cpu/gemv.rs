@@ -10,12 +10,22 @@ use std::sync::OnceLock;
 
 use super::Floats;
 
-/// How far ahead of its loads an AVX-512 GEMV kernel prefetches each weight row, in bytes.
-/// The hardware prefetchers alone left one core well short of the bandwidth: on the
-/// Xeon of BENCHMARKS.md the int8 Q8_0 kernel read ~6 GB/s on one core, 7 with 512
-/// bytes ahead, 9–10 with 2 KiB, 11.5 with 4 KiB (18 on two cores).
+/// How far ahead of its loads an AVX-512 GEMV kernel prefetches each weight row, in bytes,
+/// chosen once per process by CPU vendor. The hardware prefetchers alone left one core
+/// well short of the bandwidth: on the Xeon of BENCHMARKS.md the int8 Q8_0 kernel read
+/// ~6 GB/s on one core, 7 with 512 bytes ahead, 9–10 with 2 KiB, 11.5 with 4 KiB (18 on
+/// two cores). On the Zen 5 EPYC of BENCHMARKS.md 8 KiB was better (one-thread f16
+/// decode, medians of 5: 94.8 tok/s with 8 KiB, 83.9 with 4 KiB); Intel keeps 4 KiB.
 #[cfg(target_arch = "x86_64")]
-pub(crate) const PREFETCH_AVX512: usize = 4 << 10;
+pub(crate) fn prefetch_avx512() -> usize {
+    static AHEAD: OnceLock<usize> = OnceLock::new();
+    *AHEAD.get_or_init(|| {
+        // CPUID leaf 0: the vendor string in ebx, edx, ecx ("AuthenticAMD").
+        let id = std::arch::x86_64::__cpuid(0);
+        let amd = (id.ebx, id.edx, id.ecx) == (0x6874_7541, 0x6974_6e65, 0x444d_4163);
+        if amd { 8 << 10 } else { 4 << 10 }
+    })
+}
 /// The same for the AVX2 kernels, measured on the Zen 2 EPYC of BENCHMARKS.md (2 cores,
 /// 512 KiB L2 each): decode read f32 weights at ~15 GB/s with 4 KiB ahead, ~19 with
 /// 16 KiB (f16 +20 %); 32 KiB was no better.

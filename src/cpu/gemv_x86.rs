@@ -18,7 +18,7 @@ use std::arch::x86_64::*;
 
 use half::{bf16, f16};
 
-use super::gemv::{PREFETCH_AVX2, PREFETCH_AVX512};
+use super::gemv::{PREFETCH_AVX2, prefetch_avx512};
 
 /// Checks the slice bounds every kernel's pointer arithmetic relies on, once per call.
 #[inline(always)]
@@ -31,7 +31,7 @@ fn bounds<W>(x: &[f32], w: &[W], k: usize, n0: usize, res: &[f32]) -> (usize, us
     (m, nb)
 }
 
-/// Asks for the weights `ahead` bytes ([`PREFETCH_AVX512`], [`PREFETCH_AVX2`]) past `p`
+/// Asks for the weights `ahead` bytes ([`prefetch_avx512`], [`PREFETCH_AVX2`]) past `p`
 /// (the loads of the next few rows of a group): wrapping arithmetic, since the address
 /// may lie past the slice, and a prefetch never faults.
 #[inline(always)]
@@ -74,13 +74,21 @@ macro_rules! avx512_rows {
     ($name:ident, $w:ty, $load:ident) => {
         /// AVX-512 kernel; the contract is [`super::gemv::rows`].
         ///
+        /// Each row advances a cache line (64 bytes of weights: one f32 vector, two
+        /// f16 ones) per iteration, with one prefetch per line and, for f16, two
+        /// accumulators per row. On the Zen 5 EPYC of BENCHMARKS.md a vector of f16 per
+        /// iteration (two prefetches per line, one FMA chain per row) left f16 decode
+        /// below bf16's.
+        ///
         /// # Safety
         /// The CPU must have AVX-512 F, BW and VL (checked by `Isa::available`).
         #[target_feature(enable = "avx512f,avx512bw,avx512vl,fma")]
         pub(crate) unsafe fn $name(x: &[f32], w: &[$w], k: usize, n0: usize, res: &mut [f32]) {
             super::gemv::mark(super::gemv::Isa::Avx512);
+            const STEP: usize = 64 / std::mem::size_of::<$w>();
             let (m, nb) = bounds(x, w, k, n0, res);
-            let full = k / 16 * 16;
+            let ahead = prefetch_avx512();
+            let (lines, full) = (k / STEP * STEP, k / 16 * 16);
             // The last, partial vector of a row: its lanes below k % 16.
             let tail: __mmask16 = ((1u32 << (k % 16)) - 1) as u16;
             let xp = x.as_ptr();
@@ -93,17 +101,33 @@ macro_rules! avx512_rows {
                     w.as_ptr().add((n0 + j + if r < rows { r } else { 0 }) * k)
                 });
                 for i in 0..m {
-                    let mut acc = [_mm512_setzero_ps(); 4];
+                    let mut acc = [[_mm512_setzero_ps(); 4]; 2];
                     let mut c = 0;
+                    while c < lines {
+                        // SAFETY: c + STEP <= lines <= k: the STEP lanes at c of x's row i
+                        // (x holds m·k floats) and of each weight row are in bounds.
+                        unsafe {
+                            for r in 0..4 {
+                                prefetch(wp[r], c, ahead);
+                            }
+                            for u in 0..STEP / 16 {
+                                let xv = _mm512_loadu_ps(xp.add(i * k + c + u * 16));
+                                let a = &mut acc[u % 2];
+                                for r in 0..4 {
+                                    let wv = $load(wp[r].add(c + u * 16), 0xffff);
+                                    a[r] = _mm512_fmadd_ps(xv, wv, a[r]);
+                                }
+                            }
+                        }
+                        c += STEP;
+                    }
                     while c < full {
-                        // SAFETY: c + 16 <= full <= k, so the sixteen lanes at c of x's row
-                        // i (x holds m·k floats) and of each weight row are in bounds.
+                        // SAFETY: c + 16 <= full <= k: sixteen lanes in bounds.
                         unsafe {
                             let xv = _mm512_loadu_ps(xp.add(i * k + c));
                             for r in 0..4 {
-                                prefetch(wp[r], c, PREFETCH_AVX512);
                                 let wv = $load(wp[r].add(c), 0xffff);
-                                acc[r] = _mm512_fmadd_ps(xv, wv, acc[r]);
+                                acc[0][r] = _mm512_fmadd_ps(xv, wv, acc[0][r]);
                             }
                         }
                         c += 16;
@@ -114,12 +138,13 @@ macro_rules! avx512_rows {
                             let xv = _mm512_maskz_loadu_ps(tail, xp.add(i * k + c));
                             for r in 0..4 {
                                 let wv = $load(wp[r].add(c), tail);
-                                acc[r] = _mm512_fmadd_ps(xv, wv, acc[r]);
+                                acc[0][r] = _mm512_fmadd_ps(xv, wv, acc[0][r]);
                             }
                         }
                     }
                     for r in 0..rows {
-                        res[(j + r) * m + i] = _mm512_reduce_add_ps(acc[r]);
+                        let sum = _mm512_add_ps(acc[0][r], acc[1][r]);
+                        res[(j + r) * m + i] = _mm512_reduce_add_ps(sum);
                     }
                 }
                 j += rows;
@@ -270,6 +295,7 @@ pub(crate) unsafe fn rows_bf16_pairs_avx512(
     super::gemv::mark(super::gemv::Isa::Avx512);
     let (m, nb) = bounds(x, w, k, n0, res);
     assert_eq!(xp.len(), x.len());
+    let ahead = prefetch_avx512();
     let full = k / 32 * 32;
     let rem = k - full;
     let t1 = ((1u32 << rem.min(16)) - 1) as u16;
@@ -294,7 +320,7 @@ pub(crate) unsafe fn rows_bf16_pairs_avx512(
                     let xe = _mm512_loadu_ps(xpq.add(i * k + c));
                     let xo = _mm512_loadu_ps(xpq.add(i * k + c + 16));
                     for r in 0..4 {
-                        prefetch(wp[r], c, PREFETCH_AVX512);
+                        prefetch(wp[r], c, ahead);
                         let wv = _mm512_loadu_si512(wp[r].add(c).cast());
                         let we = _mm512_castsi512_ps(_mm512_slli_epi32::<16>(wv));
                         let wo = _mm512_castsi512_ps(_mm512_and_si512(wv, hi));

@@ -223,7 +223,7 @@ mod x86 {
         _mm256_madd_epi16(p16, _mm256_set1_epi16(1))
     }
 
-    use crate::cpu::gemv::{PREFETCH_AVX2, PREFETCH_AVX512};
+    use crate::cpu::gemv::{PREFETCH_AVX2, prefetch_avx512};
 
     /// Blocks per pass of the AVX2 kernel: the scales of one pass live on the stack.
     const PASS: usize = 32;
@@ -316,6 +316,7 @@ mod x86 {
     ) {
         let nb = dx.len();
         let (qp, dp) = row_ptrs(q, d, nb, out.len());
+        let pf = prefetch_avx512();
         let zero = _mm512_setzero_si512();
         let mut acc = [_mm512_setzero_ps(); 4];
         // Lane l of a pair's scale vector takes scale 2p + l / 8 of a group's sixteen.
@@ -347,8 +348,7 @@ mod x86 {
                 unsafe {
                     let x = _mm512_maskz_loadu_epi8(bmask, qx.as_ptr().add(Q8_BLOCK * b));
                     for r in 0..4 {
-                        let ahead =
-                            (qp[r] as *const i8).wrapping_add(Q8_BLOCK * b + PREFETCH_AVX512);
+                        let ahead = (qp[r] as *const i8).wrapping_add(Q8_BLOCK * b + pf);
                         _mm_prefetch::<_MM_HINT_T0>(ahead);
                         let w = _mm512_maskz_loadu_epi8(bmask, qp[r].add(8 * b) as *const i8);
                         // |w| as the unsigned operand, x with w's sign as the signed one.
