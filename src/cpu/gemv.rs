@@ -15,7 +15,7 @@ use super::Floats;
 /// well short of the bandwidth: on the Xeon of BENCHMARKS.md the int8 Q8_0 kernel read
 /// ~6 GB/s on one core, 7 with 512 bytes ahead, 9–10 with 2 KiB, 11.5 with 4 KiB (18 on
 /// two cores). On the Zen 5 EPYC of BENCHMARKS.md 8 KiB was better (one-thread f16
-/// decode, medians of 5: 94.8 tok/s with 8 KiB, 83.9 with 4 KiB); Intel keeps 4 KiB.
+/// decode, medians of 5: 94.8 tok/s with 8 KiB, 83.9 with 4 KiB); other vendors keep 4 KiB.
 #[cfg(target_arch = "x86_64")]
 pub(crate) fn prefetch_avx512() -> usize {
     static AHEAD: OnceLock<usize> = OnceLock::new();
@@ -26,6 +26,7 @@ pub(crate) fn prefetch_avx512() -> usize {
         if amd { 8 << 10 } else { 4 << 10 }
     })
 }
+
 /// The same for the AVX2 kernels, measured on the Zen 2 EPYC of BENCHMARKS.md (2 cores,
 /// 512 KiB L2 each): decode read f32 weights at ~15 GB/s with 4 KiB ahead, ~19 with
 /// 16 KiB (f16 +20 %); 32 KiB was no better.

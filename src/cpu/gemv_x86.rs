@@ -76,9 +76,9 @@ macro_rules! avx512_rows {
         ///
         /// Each row advances a cache line (64 bytes of weights: one f32 vector, two
         /// f16 ones) per iteration, with one prefetch per line and, for f16, two
-        /// accumulators per row. On the Zen 5 EPYC of BENCHMARKS.md a vector of f16 per
-        /// iteration (two prefetches per line, one FMA chain per row) left f16 decode
-        /// below bf16's.
+        /// accumulators per row, as in the AVX2 kernels; on the Zen 5 EPYC of
+        /// BENCHMARKS.md f16 decode trailed bf16's with a vector per iteration (two
+        /// prefetches per line, one FMA chain per row), and this gained within the noise.
         ///
         /// # Safety
         /// The CPU must have AVX-512 F, BW and VL (checked by `Isa::available`).
