@@ -180,8 +180,9 @@ fn every_cpu_int8_path_matches_f64() {
     }
     for blocks in [1, 2, 3, 8, 15, 16, 17, 24, 33, 67] {
         let k = blocks * 32;
-        // One to six rows: a group of four and a partial one.
-        let rows = 1 + blocks % 6;
+        // One to eleven rows: whole groups of four, partial ones, and up to three runs of
+        // contiguous rows in the kernels' grouping.
+        let rows = 1 + blocks % 11;
         let mut g = Gen::new(k as u64 + 5);
         let w = g.normal(rows * k);
         // Large and tiny blocks side by side: the scales differ by orders of magnitude.

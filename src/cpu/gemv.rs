@@ -10,28 +10,34 @@ use std::sync::OnceLock;
 
 use super::Floats;
 
-/// How far ahead of its loads an AVX-512 GEMV kernel prefetches each weight row, in bytes,
-/// chosen once per process by CPU vendor. The hardware prefetchers alone left one core
-/// well short of the bandwidth: on the Xeon of BENCHMARKS.md the int8 Q8_0 kernel read
-/// ~6 GB/s on one core, 7 with 512 bytes ahead, 9–10 with 2 KiB, 11.5 with 4 KiB (18 on
-/// two cores). On the Zen 5 EPYC of BENCHMARKS.md 8 KiB was better (one-thread f16
-/// decode, medians of 5: 94.8 tok/s with 8 KiB, 83.9 with 4 KiB); other vendors keep 4 KiB.
+/// How far ahead of its loads a GEMV kernel prefetches each weight row, in bytes (0:
+/// not at all), by CPU vendor and level, chosen once per process; `MAMBA_CPU_PREFETCH`
+/// (bytes, read once, undocumented on purpose) overrides it for both levels, for tuning.
+///
+/// * Intel, AVX-512: 4 KiB. The hardware prefetchers alone left one core of the Xeon of
+///   BENCHMARKS.md well short of the bandwidth (int8 Q8_0 kernel: ~6 GB/s, 11.5 with 4 KiB
+///   ahead, 18 on two cores), measured with four adjacent rows per group; not re-measured
+///   since the kernels walk four runs of contiguous rows ([`group`]).
+/// * Others, AVX2: 16 KiB, from the Zen 2 EPYC of BENCHMARKS.md (f32 ~15 GB/s with 4 KiB,
+///   ~19 with 16 KiB), also with adjacent rows; no Intel AVX2-only machine was measured.
+/// * AMD: none. On the Zen 4 EPYC of BENCHMARKS.md, with runs of contiguous rows, every
+///   distance tried (1–16 KiB) lost to the hardware prefetcher alone at both levels
+///   (two-thread f32 decode 34–47 tok/s with 4–8 KiB against 51–67 without).
 #[cfg(target_arch = "x86_64")]
-pub(crate) fn prefetch_avx512() -> usize {
-    static AHEAD: OnceLock<usize> = OnceLock::new();
-    *AHEAD.get_or_init(|| {
+pub(crate) fn prefetch_ahead(isa: Isa) -> usize {
+    static AHEAD: OnceLock<(usize, usize)> = OnceLock::new();
+    let (avx512, avx2) = *AHEAD.get_or_init(|| {
+        let set = std::env::var("MAMBA_CPU_PREFETCH").ok();
+        if let Some(v) = set.and_then(|v| v.trim().parse().ok()) {
+            return (v, v);
+        }
         // CPUID leaf 0: the vendor string in ebx, edx, ecx ("AuthenticAMD").
         let id = std::arch::x86_64::__cpuid(0);
         let amd = (id.ebx, id.edx, id.ecx) == (0x6874_7541, 0x6974_6e65, 0x444d_4163);
-        if amd { 8 << 10 } else { 4 << 10 }
-    })
+        if amd { (0, 0) } else { (4 << 10, 16 << 10) }
+    });
+    if isa == Isa::Avx512 { avx512 } else { avx2 }
 }
-
-/// The same for the AVX2 kernels, measured on the Zen 2 EPYC of BENCHMARKS.md (2 cores,
-/// 512 KiB L2 each): decode read f32 weights at ~15 GB/s with 4 KiB ahead, ~19 with
-/// 16 KiB (f16 +20 %); 32 KiB was no better.
-#[cfg(target_arch = "x86_64")]
-pub(crate) const PREFETCH_AVX2: usize = 16 << 10;
 
 /// An instruction-set level of the kernels, in increasing order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -94,6 +100,24 @@ impl Isa {
                 .unwrap_or(Isa::Portable)
         })
     }
+}
+
+/// The rows a kernel runs together: a chunk's `nb` rows cut into four runs of
+/// `q = ⌈nb / 4⌉` contiguous rows, and group `t < q` is row `t` of each run (`t + r·q`,
+/// those below `nb`; the rest repeat row `t` and are not stored). Returns the rows and how
+/// many are real (a prefix: at least one, since `t < q ≤ nb`).
+///
+/// Why not four adjacent rows: that makes four short streams (one row each, 3–6 KiB)
+/// start together every group, and on the Zen 4 EPYC of BENCHMARKS.md one core read f32
+/// weights at ~12 GB/s that way against ~23 GB/s for four runs of contiguous rows (each
+/// a long sequential stream the hardware prefetcher follows) or one row at a time.
+#[inline(always)]
+pub(crate) fn group(nb: usize, q: usize, t: usize) -> ([usize; 4], usize) {
+    let rows = (0..4).take_while(|&r| t + r * q < nb).count();
+    (
+        std::array::from_fn(|r| if r < rows { t + r * q } else { t }),
+        rows,
+    )
 }
 
 /// Records that a kernel of `isa` ran (in unit tests, which assert it); nothing otherwise.

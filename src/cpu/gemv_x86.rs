@@ -3,7 +3,9 @@
 //! W, so every kernel reads each weight exactly once, in place, widening half weights in
 //! registers (f16 by `vcvtph2ps`, bf16 by a 16-bit shift, which is exact) and keeping the
 //! activations and accumulators in f32. Four weight rows run together so that one load
-//! of x feeds four FMAs and four independent streams of W are in flight.
+//! of x feeds four FMAs and four independent streams of W are in flight; the four are
+//! rows of four runs of contiguous rows ([`super::gemv::group`]), so that each stream is
+//! long and sequential.
 //!
 //! AVX512_BF16's `vdpbf16ps` is not used: it rounds x to bf16 as well, which would make
 //! bf16 weights cost accuracy beyond the rounding of the weights themselves.
@@ -18,7 +20,7 @@ use std::arch::x86_64::*;
 
 use half::{bf16, f16};
 
-use super::gemv::{PREFETCH_AVX2, prefetch_avx512};
+use super::gemv::{Isa, group, prefetch_ahead};
 
 /// Checks the slice bounds every kernel's pointer arithmetic relies on, once per call.
 #[inline(always)]
@@ -31,11 +33,14 @@ fn bounds<W>(x: &[f32], w: &[W], k: usize, n0: usize, res: &[f32]) -> (usize, us
     (m, nb)
 }
 
-/// Asks for the weights `ahead` bytes ([`prefetch_avx512`], [`PREFETCH_AVX2`]) past `p`
-/// (the loads of the next few rows of a group): wrapping arithmetic, since the address
-/// may lie past the slice, and a prefetch never faults.
+/// Asks for the weights `ahead` bytes ([`prefetch_ahead`]; 0: nothing) past element
+/// `elems` of the row at `p` (on in the same run of rows): wrapping arithmetic, since the
+/// address may lie past the slice, and a prefetch never faults.
 #[inline(always)]
-fn prefetch<W>(p: *const W, elems: usize, ahead: usize) {
+pub(crate) fn prefetch<W>(p: *const W, elems: usize, ahead: usize) {
+    if ahead == 0 {
+        return;
+    }
     let ahead = (p as *const i8).wrapping_add(elems * std::mem::size_of::<W>() + ahead);
     // SAFETY: a prefetch reads nothing architecturally and cannot fault.
     unsafe { _mm_prefetch::<_MM_HINT_T0>(ahead) };
@@ -75,7 +80,7 @@ macro_rules! avx512_rows {
         /// AVX-512 kernel; the contract is [`super::gemv::rows`].
         ///
         /// Each row advances a cache line (64 bytes of weights: one f32 vector, two
-        /// f16 ones) per iteration, with one prefetch per line and, for f16, two
+        /// f16 ones) per iteration, with one prefetch per line (where any) and, for f16, two
         /// accumulators per row, as in the AVX2 kernels; on the Zen 5 EPYC of
         /// BENCHMARKS.md f16 decode trailed bf16's with a vector per iteration (two
         /// prefetches per line, one FMA chain per row), and this gained within the noise.
@@ -84,22 +89,20 @@ macro_rules! avx512_rows {
         /// The CPU must have AVX-512 F, BW and VL (checked by `Isa::available`).
         #[target_feature(enable = "avx512f,avx512bw,avx512vl,fma")]
         pub(crate) unsafe fn $name(x: &[f32], w: &[$w], k: usize, n0: usize, res: &mut [f32]) {
-            super::gemv::mark(super::gemv::Isa::Avx512);
+            super::gemv::mark(Isa::Avx512);
             const STEP: usize = 64 / std::mem::size_of::<$w>();
             let (m, nb) = bounds(x, w, k, n0, res);
-            let ahead = prefetch_avx512();
+            let ahead = prefetch_ahead(Isa::Avx512);
             let (lines, full) = (k / STEP * STEP, k / 16 * 16);
             // The last, partial vector of a row: its lanes below k % 16.
             let tail: __mmask16 = ((1u32 << (k % 16)) - 1) as u16;
             let xp = x.as_ptr();
-            let mut j = 0;
-            while j < nb {
-                let rows = (nb - j).min(4);
-                // SAFETY: rows n0 + j .. n0 + j + rows lie inside `w` (`bounds`); a row
-                // beyond `rows` is never formed (its pointer repeats the first row's).
-                let wp: [*const $w; 4] = std::array::from_fn(|r| unsafe {
-                    w.as_ptr().add((n0 + j + if r < rows { r } else { 0 }) * k)
-                });
+            let q = nb.div_ceil(4);
+            for t in 0..q {
+                let (idx, rows) = group(nb, q, t);
+                // SAFETY: every idx[r] < nb, so rows n0 + idx[r] lie inside `w` (`bounds`).
+                let wp: [*const $w; 4] =
+                    std::array::from_fn(|r| unsafe { w.as_ptr().add((n0 + idx[r]) * k) });
                 for i in 0..m {
                     let mut acc = [[_mm512_setzero_ps(); 4]; 2];
                     let mut c = 0;
@@ -144,10 +147,9 @@ macro_rules! avx512_rows {
                     }
                     for r in 0..rows {
                         let sum = _mm512_add_ps(acc[0][r], acc[1][r]);
-                        res[(j + r) * m + i] = _mm512_reduce_add_ps(sum);
+                        res[idx[r] * m + i] = _mm512_reduce_add_ps(sum);
                     }
                 }
-                j += rows;
             }
         }
     };
@@ -203,16 +205,17 @@ macro_rules! avx2_rows {
         /// The CPU must have AVX2, FMA and F16C (checked by `Isa::available`).
         #[target_feature(enable = "avx2,fma,f16c")]
         pub(crate) unsafe fn $name(x: &[f32], w: &[$w], k: usize, n0: usize, res: &mut [f32]) {
-            super::gemv::mark(super::gemv::Isa::Avx2);
+            super::gemv::mark(Isa::Avx2);
             const LANES: usize = 8;
             const STEP: usize = 64 / std::mem::size_of::<$w>();
             let (m, nb) = bounds(x, w, k, n0, res);
             let (lines, full) = (k / STEP * STEP, k / LANES * LANES);
             let xp = x.as_ptr();
-            let mut j = 0;
-            while j < nb {
-                let rows = (nb - j).min(4);
-                let row0 = |r: usize| (n0 + j + if r < rows { r } else { 0 }) * k;
+            let ahead = prefetch_ahead(Isa::Avx2);
+            let q = nb.div_ceil(4);
+            for t in 0..q {
+                let (idx, rows) = group(nb, q, t);
+                let row0 = |r: usize| (n0 + idx[r]) * k;
                 // SAFETY: as in the AVX-512 kernels: rows inside `w` (`bounds`).
                 let wp: [*const $w; 4] =
                     std::array::from_fn(|r| unsafe { w.as_ptr().add(row0(r)) });
@@ -224,7 +227,7 @@ macro_rules! avx2_rows {
                         // and of each weight row are in bounds.
                         unsafe {
                             for r in 0..4 {
-                                prefetch(wp[r], c, PREFETCH_AVX2);
+                                prefetch(wp[r], c, ahead);
                             }
                             for u in 0..STEP / LANES {
                                 let xv = _mm256_loadu_ps(xp.add(i * k + c + u * LANES));
@@ -256,10 +259,9 @@ macro_rules! avx2_rows {
                             .zip(wr)
                             .map(|(&a, &b)| a * $widen(b))
                             .sum();
-                        res[(j + r) * m + i] = hsum256(_mm256_add_ps(acc[0][r], acc[1][r])) + tail;
+                        res[idx[r] * m + i] = hsum256(_mm256_add_ps(acc[0][r], acc[1][r])) + tail;
                     }
                 }
-                j += rows;
             }
         }
     };
@@ -292,23 +294,22 @@ pub(crate) unsafe fn rows_bf16_pairs_avx512(
     n0: usize,
     res: &mut [f32],
 ) {
-    super::gemv::mark(super::gemv::Isa::Avx512);
+    super::gemv::mark(Isa::Avx512);
     let (m, nb) = bounds(x, w, k, n0, res);
     assert_eq!(xp.len(), x.len());
-    let ahead = prefetch_avx512();
+    let ahead = prefetch_ahead(Isa::Avx512);
     let full = k / 32 * 32;
     let rem = k - full;
     let t1 = ((1u32 << rem.min(16)) - 1) as u16;
     let t2 = ((1u32 << rem.saturating_sub(16)) - 1) as u16;
     let hi = _mm512_set1_epi32(0xffff_0000u32 as i32);
     let (xq, xpq) = (x.as_ptr(), xp.as_ptr());
-    let mut j = 0;
-    while j < nb {
-        let rows = (nb - j).min(4);
+    let q = nb.div_ceil(4);
+    for t in 0..q {
+        let (idx, rows) = group(nb, q, t);
         // SAFETY: rows inside `w` (`bounds`); see the f32 kernels.
-        let wp: [*const bf16; 4] = std::array::from_fn(|r| unsafe {
-            w.as_ptr().add((n0 + j + if r < rows { r } else { 0 }) * k)
-        });
+        let wp: [*const bf16; 4] =
+            std::array::from_fn(|r| unsafe { w.as_ptr().add((n0 + idx[r]) * k) });
         for i in 0..m {
             let mut even = [_mm512_setzero_ps(); 4];
             let mut odd = [_mm512_setzero_ps(); 4];
@@ -343,10 +344,9 @@ pub(crate) unsafe fn rows_bf16_pairs_avx512(
                 }
             }
             for r in 0..rows {
-                res[(j + r) * m + i] = _mm512_reduce_add_ps(_mm512_add_ps(even[r], odd[r]));
+                res[idx[r] * m + i] = _mm512_reduce_add_ps(_mm512_add_ps(even[r], odd[r]));
             }
         }
-        j += rows;
     }
 }
 
@@ -363,16 +363,17 @@ pub(crate) unsafe fn rows_bf16_pairs_avx2(
     n0: usize,
     res: &mut [f32],
 ) {
-    super::gemv::mark(super::gemv::Isa::Avx2);
+    super::gemv::mark(Isa::Avx2);
     let (m, nb) = bounds(x, w, k, n0, res);
     assert_eq!(xp.len(), x.len());
     let full = k / 16 * 16;
     let hi = _mm256_set1_epi32(0xffff_0000u32 as i32);
     let xpq = xp.as_ptr();
-    let mut j = 0;
-    while j < nb {
-        let rows = (nb - j).min(4);
-        let row0 = |r: usize| (n0 + j + if r < rows { r } else { 0 }) * k;
+    let ahead = prefetch_ahead(Isa::Avx2);
+    let q = nb.div_ceil(4);
+    for t in 0..q {
+        let (idx, rows) = group(nb, q, t);
+        let row0 = |r: usize| (n0 + idx[r]) * k;
         // SAFETY: rows inside `w` (`bounds`).
         let wp: [*const bf16; 4] = std::array::from_fn(|r| unsafe { w.as_ptr().add(row0(r)) });
         for i in 0..m {
@@ -388,7 +389,7 @@ pub(crate) unsafe fn rows_bf16_pairs_avx2(
                     for r in 0..4 {
                         if c % 32 == 0 {
                             // One prefetch per 64-byte line (two iterations).
-                            prefetch(wp[r], c, PREFETCH_AVX2);
+                            prefetch(wp[r], c, ahead);
                         }
                         let wv = _mm256_loadu_si256(wp[r].add(c).cast());
                         let we = _mm256_castsi256_ps(_mm256_slli_epi32::<16>(wv));
@@ -407,9 +408,8 @@ pub(crate) unsafe fn rows_bf16_pairs_avx2(
                     .zip(wr)
                     .map(|(&a, &b)| a * b.to_f32())
                     .sum();
-                res[(j + r) * m + i] = hsum256(_mm256_add_ps(even[r], odd[r])) + tail;
+                res[idx[r] * m + i] = hsum256(_mm256_add_ps(even[r], odd[r])) + tail;
             }
         }
-        j += rows;
     }
 }

@@ -12,7 +12,7 @@ use rayon::prelude::*;
 
 use super::Floats;
 use super::gemv::Isa;
-use super::q8_dot::{IntIsa, QAct, ROWS, dot_f32, rows_i8};
+use super::q8_dot::{IntIsa, QAct, dot_f32, dot_rows_i8};
 use crate::params::MatmulParams;
 use crate::quant::Q8_BLOCK;
 
@@ -78,13 +78,13 @@ fn gemv(
             match acts {
                 Some(a) if a.finite[mi] => {
                     let (qx, dx) = (&a.q[mi * k..(mi + 1) * k], &a.d[mi * kb..(mi + 1) * kb]);
-                    let mut o = [0f32; ROWS];
-                    for g in (0..nr).step_by(ROWS) {
-                        let n = ROWS.min(nr - g);
-                        let (qg, dg) = (&qc[g * kw..(g + n) * kw], &dc[g * kb..(g + n) * kb]);
-                        rows_i8(int, qx, dx, qg, dg, &mut o[..n]);
-                        for (j, &v) in o[..n].iter().enumerate() {
-                            res[(g + j) * m + mi] = v;
+                    if m == 1 {
+                        dot_rows_i8(int, qx, dx, qc, dc, res);
+                    } else {
+                        let mut o = vec![0f32; nr];
+                        dot_rows_i8(int, qx, dx, qc, dc, &mut o);
+                        for (j, &v) in o.iter().enumerate() {
+                            res[j * m + mi] = v;
                         }
                     }
                 }

@@ -4,7 +4,7 @@
 //! * **f32 activations** ([`dot_f32`]): each block's 32 int8 weights are widened and
 //!   multiplied into `x` in f32, then scaled once by the block's `d`. The f32 matmul by
 //!   the dequantized weights up to the order of the additions.
-//! * **int8 activations** ([`rows_i8`]): `x` is quantized to Q8_0 blocks first
+//! * **int8 activations** ([`dot_rows_i8`]): `x` is quantized to Q8_0 blocks first
 //!   ([`QAct`], the weights' rounding with an f32 scale), and each block is an exact
 //!   integer dot product (AVX-512 VNNI `vpdpbusd`, AVX2 `vpmaddubsw`, or portable i32)
 //!   scaled by `d_w·d_x`. About three times fewer instructions per weight, which is what
@@ -15,7 +15,7 @@
 
 use half::f16;
 
-use super::gemv::Isa;
+use super::gemv::{Isa, group};
 use crate::quant::{Q8_BLOCK, quantize_block};
 
 /// Rows of activations quantized to Q8_0 blocks: `q` int8 `(m, k)`, `d` f32 `(m, k/32)`,
@@ -97,34 +97,51 @@ pub(crate) fn dot_f32(isa: Isa, x: &[f32], q: &[u32], d: &[f16]) -> f32 {
     }
 }
 
-/// `out[r] = Σ_b d_{r,b}·dx_b · Σ_i q_{r,b,i}·qx_{b,i}` for the `out.len()` ≤ [`ROWS`]
-/// consecutive rows held in `q` and `d`; `qx`, `dx` one row of a [`QAct`]. Several rows
-/// at once load each vector of x once for all of them, and keep several weight streams
-/// in flight (one row at a time reached a quarter of the bandwidth on one core).
-#[inline]
-pub(crate) fn rows_i8(isa: IntIsa, qx: &[i8], dx: &[f32], q: &[u32], d: &[f16], out: &mut [f32]) {
-    let (nb, rows) = (dx.len(), out.len());
-    assert!((1..=ROWS).contains(&rows) && qx.len() == nb * Q8_BLOCK);
-    assert!(q.len() == rows * nb * 8 && d.len() == rows * nb);
-    match isa {
-        IntIsa::Portable => {
-            for (r, o) in out.iter_mut().enumerate() {
-                let (qr, dr) = (&q[r * nb * 8..(r + 1) * nb * 8], &d[r * nb..(r + 1) * nb]);
-                *o = dot_i8_portable(qx, dx, qr, dr);
+/// `out[j] = Σ_b d_{j,b}·dx_b · Σ_i q_{j,b,i}·qx_{j,b,i}` for every row `j` held in `q`
+/// and `d` (`out.len()` of them); `qx`, `dx` one row of a [`QAct`]. The rows run four at
+/// a time, in the groups of the float kernels ([`group`]: four runs of contiguous rows,
+/// so each is a long sequential stream), which loads each vector of x once for all four
+/// and keeps four weight streams in flight (one row at a time reached a quarter of the
+/// bandwidth on one core of the Xeon of BENCHMARKS.md).
+pub(crate) fn dot_rows_i8(
+    isa: IntIsa,
+    qx: &[i8],
+    dx: &[f32],
+    q: &[u32],
+    d: &[f16],
+    out: &mut [f32],
+) {
+    let (nb, nr) = (dx.len(), out.len());
+    assert!(qx.len() == nb * Q8_BLOCK && q.len() == nr * nb * 8 && d.len() == nr * nb);
+    let runs = nr.div_ceil(ROWS);
+    for t in 0..runs {
+        let (idx, rows) = group(nr, runs, t);
+        let mut o = [0f32; ROWS];
+        match isa {
+            IntIsa::Portable => {
+                for (r, o) in o[..rows].iter_mut().enumerate() {
+                    let j = idx[r];
+                    let (qr, dr) = (&q[j * nb * 8..(j + 1) * nb * 8], &d[j * nb..(j + 1) * nb]);
+                    *o = dot_i8_portable(qx, dx, qr, dr);
+                }
             }
+            // SAFETY: `IntIsa::for_isa` and `int_paths` give these only where the CPU has
+            // AVX2+FMA+F16C / AVX-512F+BW+VL+VNNI; the assert gives the kernels their
+            // lengths (per block 32 quants of x, one dx, and per row 8 words and a scale),
+            // and every idx[r] < nr.
+            #[cfg(target_arch = "x86_64")]
+            IntIsa::Avx2 => unsafe { x86::rows_i8_avx2(qx, dx, q, d, idx, &mut o) },
+            #[cfg(target_arch = "x86_64")]
+            IntIsa::Avx512Vnni => unsafe { x86::rows_i8_avx512vnni(qx, dx, q, d, idx, &mut o) },
         }
-        // SAFETY: `IntIsa::for_isa` and `int_paths` give these only where the CPU has
-        // AVX2+FMA+F16C / AVX-512F+BW+VL+VNNI; the asserts give the kernels their
-        // lengths (per block 32 quants of x, one dx, and per row 8 words and a scale).
-        #[cfg(target_arch = "x86_64")]
-        IntIsa::Avx2 => unsafe { x86::rows_i8_avx2(qx, dx, q, d, out) },
-        #[cfg(target_arch = "x86_64")]
-        IntIsa::Avx512Vnni => unsafe { x86::rows_i8_avx512vnni(qx, dx, q, d, out) },
+        for r in 0..rows {
+            out[idx[r]] = o[r];
+        }
     }
 }
 
-/// Rows per call of [`rows_i8`].
-pub(crate) const ROWS: usize = 4;
+/// Rows of a kernel's group in [`dot_rows_i8`].
+const ROWS: usize = 4;
 
 fn dot_f32_portable(x: &[f32], q: &[u32], d: &[f16]) -> f32 {
     let mut acc = 0f32;
@@ -223,23 +240,22 @@ mod x86 {
         _mm256_madd_epi16(p16, _mm256_set1_epi16(1))
     }
 
-    use crate::cpu::gemv::{PREFETCH_AVX2, prefetch_avx512};
+    use crate::cpu::gemv::{Isa, prefetch_ahead};
+    use crate::cpu::gemv_x86::prefetch;
 
     /// Blocks per pass of the AVX2 kernel: the scales of one pass live on the stack.
     const PASS: usize = 32;
 
-    /// Pointers to the first weight word and scale of each of `rows` rows of `nb` blocks
-    /// (the rows past `rows` repeat row 0: computed, never stored).
+    /// Pointers to the first weight word and scale of rows `idx` of `nb` blocks.
     fn row_ptrs(
         q: &[u32],
         d: &[f16],
         nb: usize,
-        rows: usize,
+        idx: [usize; 4],
     ) -> ([*const u32; 4], [*const f16; 4]) {
-        let r = |i: usize| if i < rows { i } else { 0 };
         (
-            std::array::from_fn(|i| q[r(i) * nb * 8..].as_ptr()),
-            std::array::from_fn(|i| d[r(i) * nb..].as_ptr()),
+            std::array::from_fn(|i| q[idx[i] * nb * 8..].as_ptr()),
+            std::array::from_fn(|i| d[idx[i] * nb..].as_ptr()),
         )
     }
 
@@ -249,10 +265,12 @@ mod x86 {
         dx: &[f32],
         q: &[u32],
         d: &[f16],
-        out: &mut [f32],
+        idx: [usize; 4],
+        out: &mut [f32; 4],
     ) {
         let nb = dx.len();
-        let (qp, dp) = row_ptrs(q, d, nb, out.len());
+        let (qp, dp) = row_ptrs(q, d, nb, idx);
+        let pf = prefetch_ahead(Isa::Avx2);
         let mut acc = [_mm256_setzero_ps(); 4];
         let mut s = [[0f32; PASS]; 4];
         for b0 in (0..nb).step_by(PASS) {
@@ -263,7 +281,7 @@ mod x86 {
                 let mut i = 0;
                 while i + 8 <= n {
                     // SAFETY: blocks b0 + i .. b0 + i + 8 <= nb of a row inside `d` and of
-                    // `dx` (`rows_i8`'s asserts); sr holds PASS >= n floats.
+                    // `dx` (`dot_rows_i8`'s assert); sr holds PASS >= n floats.
                     unsafe {
                         let h = _mm_loadu_si128(dr.add(b0 + i) as *const __m128i);
                         let dxv = _mm256_loadu_ps(dx.as_ptr().add(b0 + i));
@@ -273,7 +291,7 @@ mod x86 {
                     i += 8;
                 }
                 for (i, o) in sr[..n].iter_mut().enumerate().skip(i) {
-                    // SAFETY: block b0 + i < nb of a row inside `d` (`rows_i8`'s asserts).
+                    // SAFETY: block b0 + i < nb of a row inside `d` (`dot_rows_i8`'s assert).
                     let bits = unsafe { *dr.add(b0 + i) }.to_bits();
                     let w = _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32)));
                     *o = w * dx[b0 + i];
@@ -284,15 +302,13 @@ mod x86 {
             for i in 0..n {
                 let b = b0 + i;
                 // SAFETY: block b < nb spans bytes 32b..32b + 32 of `qx` and of each row
-                // of `q` (8 words from word 8b), inside both by `rows_i8`'s asserts.
+                // of `q` (8 words from word 8b), inside both by `dot_rows_i8`'s assert.
                 unsafe {
                     let x = _mm256_loadu_si256(qx.as_ptr().add(Q8_BLOCK * b) as *const __m256i);
                     for r in 0..4 {
                         // One prefetch per 64-byte line (two blocks).
                         if b % 2 == 0 {
-                            let ahead =
-                                (qp[r] as *const i8).wrapping_add(Q8_BLOCK * b + PREFETCH_AVX2);
-                            _mm_prefetch::<_MM_HINT_T0>(ahead);
+                            prefetch(qp[r], 8 * b, pf);
                         }
                         let w = _mm256_loadu_si256(qp[r].add(8 * b) as *const __m256i);
                         let f = _mm256_cvtepi32_ps(block_avx2(w, x));
@@ -312,11 +328,12 @@ mod x86 {
         dx: &[f32],
         q: &[u32],
         d: &[f16],
-        out: &mut [f32],
+        idx: [usize; 4],
+        out: &mut [f32; 4],
     ) {
         let nb = dx.len();
-        let (qp, dp) = row_ptrs(q, d, nb, out.len());
-        let pf = prefetch_avx512();
+        let (qp, dp) = row_ptrs(q, d, nb, idx);
+        let pf = prefetch_ahead(Isa::Avx512);
         let zero = _mm512_setzero_si512();
         let mut acc = [_mm512_setzero_ps(); 4];
         // Lane l of a pair's scale vector takes scale 2p + l / 8 of a group's sixteen.
@@ -344,12 +361,11 @@ mod x86 {
                 let bmask: __mmask64 = if b + 1 < nb { !0 } else { 0xffff_ffff };
                 let idx = _mm512_add_epi32(pair_idx, _mm512_set1_epi32(2 * p as i32));
                 // SAFETY: the masked loads read blocks b (and b + 1 when < nb) of `qx`
-                // and of each row of `q`, inside them by `rows_i8`'s asserts.
+                // and of each row of `q`, inside them by `dot_rows_i8`'s assert.
                 unsafe {
                     let x = _mm512_maskz_loadu_epi8(bmask, qx.as_ptr().add(Q8_BLOCK * b));
                     for r in 0..4 {
-                        let ahead = (qp[r] as *const i8).wrapping_add(Q8_BLOCK * b + pf);
-                        _mm_prefetch::<_MM_HINT_T0>(ahead);
+                        prefetch(qp[r], 8 * b, pf);
                         let w = _mm512_maskz_loadu_epi8(bmask, qp[r].add(8 * b) as *const i8);
                         // |w| as the unsigned operand, x with w's sign as the signed one.
                         let sx = _mm512_mask_sub_epi8(x, _mm512_movepi8_mask(w), zero, x);
@@ -434,13 +450,6 @@ pub fn q8_dot_int8(isa: &str, x: &[f32], q: &[u32], d: &[f16]) -> Option<Vec<f32
         return None;
     }
     let mut out = vec![0f32; rows];
-    for (g, o) in out.chunks_mut(ROWS).enumerate() {
-        let r0 = g * ROWS;
-        let (qg, dg) = (
-            &q[r0 * nb * 8..(r0 + o.len()) * nb * 8],
-            &d[r0 * nb..(r0 + o.len()) * nb],
-        );
-        rows_i8(isa, &a.q, &a.d, qg, dg, o);
-    }
+    dot_rows_i8(isa, &a.q, &a.d, q, d, &mut out);
     Some(out)
 }
