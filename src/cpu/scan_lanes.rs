@@ -134,6 +134,10 @@ pub(crate) fn selective_state_update(
     };
     let n = q.dstate as usize;
     let avx2 = has_avx2();
+    #[cfg(target_arch = "x86_64")]
+    let avx512 = super::gemv::Isa::current() == super::gemv::Isa::Avx512;
+    #[cfg(not(target_arch = "x86_64"))]
+    let avx512 = false;
     // A decode step's update is tens of µs: on the decode pool (see `pool.rs`), a few
     // blocks of eight channels per chunk.
     let blocks = out.len() / LANES;
@@ -148,8 +152,8 @@ pub(crate) fn selective_state_update(
             match n {
                 1 => dispatch::<1>(avx2, &q, &slices, blk, Some(h), o),
                 4 => dispatch::<4>(avx2, &q, &slices, blk, Some(h), o),
-                8 => dispatch::<8>(avx2, &q, &slices, blk, Some(h), o),
-                _ => dispatch::<16>(avx2, &q, &slices, blk, Some(h), o),
+                8 => step_dispatch::<8>(avx512, avx2, p, s, blk, h, o),
+                _ => step_dispatch::<16>(avx512, avx2, p, s, blk, h, o),
             }
         }
     });
@@ -202,6 +206,124 @@ unsafe fn block_avx2<const N: usize>(
     o: &mut [f32],
 ) {
     block::<N, false>(p, s, blk, h, o)
+}
+
+fn step_dispatch<const N: usize>(
+    avx512: bool,
+    avx2: bool,
+    p: &StepParams,
+    s: &StepSlices<'_>,
+    blk: usize,
+    h: &mut [f32],
+    o: &mut [f32],
+) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if avx512 {
+            // SAFETY: `Isa::current` is Avx512 only where this CPU has AVX-512 F/BW/VL.
+            return unsafe { step_block_avx512::<N>(p, s, blk, h, o) };
+        }
+        if avx2 {
+            // SAFETY: `has_avx2` checked at run time that this CPU has AVX2 and FMA.
+            return unsafe { step_block_avx2::<N>(p, s, blk, h, o) };
+        }
+    }
+    let _ = (avx512, avx2);
+    step_block::<N, false>(p, s, blk, h, o)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,fma")]
+unsafe fn step_block_avx512<const N: usize>(
+    p: &StepParams,
+    s: &StepSlices<'_>,
+    blk: usize,
+    h: &mut [f32],
+    o: &mut [f32],
+) {
+    step_block::<N, true>(p, s, blk, h, o)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn step_block_avx2<const N: usize>(
+    p: &StepParams,
+    s: &StepSlices<'_>,
+    blk: usize,
+    h: &mut [f32],
+    o: &mut [f32],
+) {
+    step_block::<N, true>(p, s, blk, h, o)
+}
+
+/// One decode step of the eight channels of block `blk` in the state's own layout
+/// (channel-major: a channel's N states are adjacent), for N a multiple of 8. Δ, Δ·u and
+/// the gate run with the channels as lanes; then each channel's recurrence runs with
+/// its N states as lanes (one AVX-512 vector or two AVX2 ones for N = 16), and C·h is a
+/// pairwise sum. [`block`] with L = 1 does the same arithmetic but moves the state and
+/// A into [state][lane] order and back, and on the Zen 4 EPYC of BENCHMARKS.md that
+/// made the update ~15 % of a one-thread q8 decode step; y's sum runs in another order.
+#[inline(always)]
+fn step_block<const N: usize, const FMA: bool>(
+    p: &StepParams,
+    s: &StepSlices<'_>,
+    blk: usize,
+    h: &mut [f32],
+    o: &mut [f32],
+) {
+    let dim = p.dim as usize;
+    let bd0 = blk * LANES;
+    let (b, d0) = (bd0 / dim, bd0 % dim);
+    let lane = |v: Option<&[f32]>, at: usize, fill: f32| -> [f32; LANES] {
+        std::array::from_fn(|c| v.map_or(fill, |v| v[at + c]))
+    };
+    let u = lane(Some(s.x), bd0, 0.0);
+    let raw = lane(Some(s.dt), bd0, 0.0);
+    let bias = lane(s.dt_bias, d0, 0.0);
+    let dskip = lane(s.d, d0, 0.0);
+    let (mut dt, mut du, mut gate) = ([0f32; LANES], [0f32; LANES], [1f32; LANES]);
+    for c in 0..LANES {
+        let v = raw[c] + bias[c];
+        let sp = fast_ln1p_exp(v);
+        dt[c] = if p.dt_softplus != 0 && v <= 20.0 {
+            sp
+        } else {
+            v
+        };
+        du[c] = dt[c] * u[c];
+    }
+    if let Some(z) = s.z {
+        let zz = lane(Some(z), bd0, 0.0);
+        for c in 0..LANES {
+            gate[c] = zz[c] / (1.0 + fast_exp(-zz[c]));
+        }
+    }
+    let mut y = [0f32; LANES];
+    for (c, hc) in h.chunks_exact_mut(N).enumerate() {
+        let d = d0 + c;
+        let bc = (b * p.groups as usize + d / p.group_dim as usize) * N;
+        let hc: &mut [f32; N] = hc.try_into().expect("N states per channel");
+        let a: &[f32; N] = s.a[d * N..][..N].try_into().expect("N rates");
+        let bv: &[f32; N] = s.b[bc..][..N].try_into().expect("N of B");
+        let cv: &[f32; N] = s.c[bc..][..N].try_into().expect("N of C");
+        let mut ch = [0f32; N];
+        for k in 0..N {
+            let hk = madd::<FMA>(fast_exp(dt[c] * a[k]), hc[k], du[c] * bv[k]);
+            hc[k] = hk;
+            ch[k] = cv[k] * hk;
+        }
+        let mut w = N;
+        while w > 1 {
+            w /= 2;
+            for k in 0..w {
+                ch[k] += ch[k + w];
+            }
+        }
+        y[c] = ch[0];
+    }
+    for c in 0..LANES {
+        o[c] = madd::<FMA>(dskip[c], u[c], y[c]) * gate[c];
+    }
 }
 
 /// `a·b + c`, fused where the block is compiled for FMA (without the instruction,
