@@ -232,29 +232,24 @@ fn step_dispatch<const N: usize>(
     step_block::<N, false>(p, s, blk, h, o)
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,fma")]
-unsafe fn step_block_avx512<const N: usize>(
-    p: &StepParams,
-    s: &StepSlices<'_>,
-    blk: usize,
-    h: &mut [f32],
-    o: &mut [f32],
-) {
-    step_block::<N, true>(p, s, blk, h, o)
+/// [`step_block`] compiled for a level's features (FMA on), as `$name`.
+macro_rules! step_block_for {
+    ($name:ident, $features:literal) => {
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = $features)]
+        unsafe fn $name<const N: usize>(
+            p: &StepParams,
+            s: &StepSlices<'_>,
+            blk: usize,
+            h: &mut [f32],
+            o: &mut [f32],
+        ) {
+            step_block::<N, true>(p, s, blk, h, o)
+        }
+    };
 }
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn step_block_avx2<const N: usize>(
-    p: &StepParams,
-    s: &StepSlices<'_>,
-    blk: usize,
-    h: &mut [f32],
-    o: &mut [f32],
-) {
-    step_block::<N, true>(p, s, blk, h, o)
-}
+step_block_for!(step_block_avx512, "avx512f,avx512bw,avx512vl,fma");
+step_block_for!(step_block_avx2, "avx2,fma");
 
 /// One decode step of the eight channels of block `blk` in the state's own layout
 /// (channel-major: a channel's N states are adjacent), for N a multiple of 8. Δ, Δ·u and
