@@ -259,6 +259,12 @@ mod x86 {
         )
     }
 
+    /// Four rows `idx` of `q`/`d` dotted with `qx`/`dx` into `out` (see [`super::dot_rows_i8`]).
+    ///
+    /// # Safety
+    /// The CPU has the features enabled below; `qx` holds `32·nb` quants (`nb = dx.len()`),
+    /// `q` and `d` whole rows of `nb` blocks, and every `idx[r]` is one of those rows (what
+    /// `dot_rows_i8` asserts and [`super::group`] gives).
     #[target_feature(enable = "avx2,fma,f16c")]
     pub(super) unsafe fn rows_i8_avx2(
         qx: &[i8],
@@ -322,6 +328,12 @@ mod x86 {
         }
     }
 
+    /// Four rows `idx` of `q`/`d` dotted with `qx`/`dx` into `out` (see [`super::dot_rows_i8`]).
+    ///
+    /// # Safety
+    /// The CPU has the features enabled below; `qx` holds `32·nb` quants (`nb = dx.len()`),
+    /// `q` and `d` whole rows of `nb` blocks, and every `idx[r]` is one of those rows (what
+    /// `dot_rows_i8` asserts and [`super::group`] gives).
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
     pub(super) unsafe fn rows_i8_avx512vnni(
         qx: &[i8],
