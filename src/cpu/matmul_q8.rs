@@ -74,6 +74,8 @@ fn gemv(
         let r0 = blk * rows;
         let nr = res.len() / m;
         let (qc, dc) = (&q[r0 * kw..(r0 + nr) * kw], &d[r0 * kb..(r0 + nr) * kb]);
+        // One row of x's results at a time, transposed into `res` (several rows of x).
+        let mut o = if m > 1 { vec![0f32; nr] } else { Vec::new() };
         for mi in 0..m {
             match acts {
                 Some(a) if a.finite[mi] => {
@@ -81,7 +83,6 @@ fn gemv(
                     if m == 1 {
                         dot_rows_i8(int, qx, dx, qc, dc, res);
                     } else {
-                        let mut o = vec![0f32; nr];
                         dot_rows_i8(int, qx, dx, qc, dc, &mut o);
                         for (j, &v) in o.iter().enumerate() {
                             res[j * m + mi] = v;
