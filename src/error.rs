@@ -206,7 +206,9 @@ pub enum Error {
 
     /// A checkpoint tensor holds finite values the model cannot run with: a GGUF file's
     /// `ssm_a` (which stores `A = −exp(A_log)` itself) with a positive element, which
-    /// would make the state grow without bound.
+    /// would make the state grow without bound; a weight beyond the range of the dtype
+    /// it is loaded as (an f32 above f16's 65504 loaded as f16), or a block of 32 whose
+    /// Q8_0 scale `max|w| / 127` does not fit the scale's f16.
     #[error("{file}: tensor `{tensor}` has an invalid value: {why}")]
     WeightValue {
         file: String,

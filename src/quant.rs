@@ -49,7 +49,8 @@ impl Q8Matrix {
     /// Quantizes a row-major `(rows, cols)` f32 matrix as llama.cpp does
     /// (`quantize_row_q8_0_ref`): per block `d = amax / 127`, `q = roundf(w · (1/d))`
     /// (0 where `d = 0`), `d` stored as f16. `cols` must be a multiple of 32, and `w`
-    /// finite (a NaN or inf would poison its whole block).
+    /// finite (a NaN or inf would poison its whole block), with every block's scale in
+    /// f16's range (max|w| ≤ 127 · 65504 ≈ 8.3e6).
     pub fn quantize(w: &[f32], rows: usize, cols: usize) -> Result<Q8Matrix> {
         let arg = |why: String| Error::Arg {
             op: "quantize_q8",
@@ -78,8 +79,18 @@ impl Q8Matrix {
         let mut q = Vec::with_capacity(w.len() / 4);
         let mut d = Vec::with_capacity(w.len() / Q8_BLOCK);
         let mut b = [0i8; Q8_BLOCK];
-        for block in w.chunks_exact(Q8_BLOCK) {
-            d.push(f16::from_f32(quantize_block(block, &mut b)));
+        for (i, block) in w.chunks_exact(Q8_BLOCK).enumerate() {
+            let scale = f16::from_f32(quantize_block(block, &mut b));
+            if scale.is_infinite() {
+                let amax = block.iter().fold(0f32, |m, v| m.max(v.abs()));
+                return Err(arg(format!(
+                    "the block of 32 at ({}, {}) has max |w| = {amax}: its scale \
+                     max|w| / 127 is beyond f16's range (65504)",
+                    i * Q8_BLOCK / cols,
+                    i * Q8_BLOCK % cols
+                )));
+            }
+            d.push(scale);
             for four in b.as_chunks::<4>().0 {
                 q.push(u32::from_le_bytes(four.map(|v| v as u8)));
             }
@@ -147,5 +158,13 @@ mod tests {
         bad[5] = f32::NAN;
         let e = Q8Matrix::quantize(&bad, 1, 64).unwrap_err().to_string();
         assert!(e.contains("(0, 5)"), "{e}");
+        // A finite block whose scale max|w| / 127 overflows f16 (the largest that fits:
+        // 127 · 65504; f16 rounds 1e7 / 127 ≈ 78740 to inf).
+        let mut big = w.clone();
+        big[40] = 127.0 * 65504.0;
+        assert!(Q8Matrix::quantize(&big, 1, 64).is_ok());
+        big[40] = 1e7;
+        let e = Q8Matrix::quantize(&big, 1, 64).unwrap_err().to_string();
+        assert!(e.contains("(0, 32)") && e.contains("f16"), "{e}");
     }
 }

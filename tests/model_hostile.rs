@@ -8,9 +8,11 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::model_io::{quiet, tmp};
-use mamba_gpu::model::{LoadOptions, MambaConfig, MambaModel};
+use common::model_io::{quiet, synth, tmp};
+use common::model_synth::to_safetensors;
+use mamba_gpu::model::{LoadOptions, MambaConfig, MambaModel, WeightDType};
 use mamba_gpu::{CpuBackend, Error};
+use safetensors::Dtype;
 
 fn demo_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/demo_model")
@@ -195,6 +197,82 @@ fn non_finite_weights_are_refused_with_the_tensor_name_unless_allowed() {
         .err()
         .unwrap();
     assert!(e.to_string().contains("element 5 is NaN"), "{e}");
+}
+
+/// A finite f32 weight that the dtype a model is loaded as cannot hold (f16 tops out at
+/// 65504; a Q8_0 block's f16 scale at max|w| = 127 · 65504) used to become an infinity
+/// in silence, and the model ran on weights that were not the checkpoint's. Refused,
+/// naming the tensor and the element; the dtypes that hold it load.
+#[test]
+fn weights_beyond_the_range_of_the_load_dtype_are_refused() {
+    let (s, t) = synth();
+    let cfg = s.config_json();
+    let as_ = |w| LoadOptions {
+        weight_dtype: w,
+        ..quiet()
+    };
+    let load_with =
+        |st: &[u8], w| MambaModel::from_bytes(CpuBackend::new(), cfg.as_bytes(), &[st], &as_(w));
+    for (tensor, index, value, refused) in [
+        (
+            "backbone.layers.1.mixer.x_proj.weight",
+            7,
+            1e6,
+            vec![WeightDType::F16],
+        ),
+        (
+            "backbone.layers.0.mixer.in_proj.weight",
+            3,
+            -7e4,
+            vec![WeightDType::F16],
+        ),
+        // in_proj's K (hidden 16) is no multiple of 32: no Q8_0 there; out_proj's is.
+        (
+            "backbone.layers.1.mixer.out_proj.weight",
+            40,
+            1e7,
+            vec![WeightDType::F16, WeightDType::Q8_0],
+        ),
+        // Beyond bf16's 3.3895e38 too (the tied head's K of 16 keeps it in float with q8).
+        (
+            "backbone.embeddings.weight",
+            5,
+            3.4e38,
+            vec![WeightDType::F16, WeightDType::BF16],
+        ),
+    ] {
+        let mut t = t.clone();
+        let v = &mut t.iter_mut().find(|x| x.0 == tensor).unwrap().2;
+        v[index] = value;
+        let st = to_safetensors(&t, Dtype::F32);
+        for w in [
+            WeightDType::F32,
+            WeightDType::F16,
+            WeightDType::BF16,
+            WeightDType::Q8_0,
+        ] {
+            let r = load_with(&st, w);
+            if !refused.contains(&w) {
+                r.unwrap_or_else(|e| panic!("{tensor}[{index}] = {value} as {w:?}: {e}"));
+                continue;
+            }
+            let e = r
+                .err()
+                .unwrap_or_else(|| panic!("{tensor} = {value} as {w:?} loaded"));
+            assert!(
+                matches!(&e, Error::WeightValue { tensor: n, .. } if n == tensor),
+                "{tensor} as {w:?}: {e}"
+            );
+            let at = match w {
+                WeightDType::Q8_0 => format!("({}, {})", index / s.e(), index % s.e() / 32 * 32),
+                _ => format!("element {index} "),
+            };
+            assert!(
+                e.to_string().contains(&at),
+                "{tensor} as {w:?}: {e} (want {at})"
+            );
+        }
+    }
 }
 
 /// The demo checkpoint with its header edited by `f` (data unchanged).

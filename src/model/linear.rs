@@ -62,10 +62,15 @@ pub(super) fn upload_linear<B: Backend>(
         return q8_blocks(be, t, start, [n, k]);
     }
     let w = to_f32(t, start, n * k);
-    let m = Q8Matrix::quantize(&w, n, k).map_err(|e| Error::NonFiniteWeight {
-        file: t.file.clone(),
-        tensor: t.name.clone(),
-        why: format!("cannot be quantized to Q8_0: {e}"),
+    let m = Q8Matrix::quantize(&w, n, k).map_err(|e| {
+        let (file, tensor) = (t.file.clone(), t.name.clone());
+        let why = format!("cannot be quantized to Q8_0: {e}");
+        // Only reached with `allow_non_finite` (the loader refused them before), or
+        // for a finite block whose scale overflows.
+        match w.iter().all(|v| v.is_finite()) {
+            true => Error::WeightValue { file, tensor, why },
+            false => Error::NonFiniteWeight { file, tensor, why },
+        }
     })?;
     Ok(Linear::Q8 {
         q: be.upload(HostSlice::U32(&m.q), &[n, k / 4])?,

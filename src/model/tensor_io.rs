@@ -195,14 +195,48 @@ pub(super) fn upload<B: Backend>(
     match dtype {
         DType::F16 => {
             let h: Vec<f16> = f.iter().map(|&x| f16::from_f32(x)).collect();
+            check_range(t, start, &f, h.iter().map(|v| v.is_infinite()), dtype)?;
             be.upload(HostSlice::F16(&h), shape)
         }
         DType::BF16 => {
             let h: Vec<bf16> = f.iter().map(|&x| bf16::from_f32(x)).collect();
+            check_range(t, start, &f, h.iter().map(|v| v.is_infinite()), dtype)?;
             be.upload(HostSlice::BF16(&h), shape)
         }
         _ => be.upload(HostSlice::F32(&f), shape),
     }
+}
+
+/// Refuses a narrowing that turned a finite weight into an infinity (an f32 above
+/// f16's 65504, say) with [`Error::WeightValue`] naming the element: the model would
+/// otherwise run on a weight that is not the checkpoint's. `inf` says, per element of
+/// `f` (elements `start..` of `t`), whether its narrowed value is infinite.
+fn check_range(
+    t: &Found<'_>,
+    start: usize,
+    f: &[f32],
+    inf: impl Iterator<Item = bool>,
+    dtype: DType,
+) -> Result<()> {
+    let Some(i) = f.iter().zip(inf).position(|(x, inf)| inf && x.is_finite()) else {
+        return Ok(());
+    };
+    Err(Error::WeightValue {
+        file: t.file.clone(),
+        tensor: t.name.clone(),
+        why: format!(
+            "element {} is {}, beyond the range of {}, the dtype it is loaded as \
+             (load the weights as {})",
+            start + i,
+            f[i],
+            dtype.name(),
+            if dtype == DType::F16 {
+                "f32 or bf16"
+            } else {
+                "f32"
+            }
+        ),
+    })
 }
 
 /// `A` of elements `[start, start + len)` of an `A_log` entry: `−exp(A_log)`, or the
