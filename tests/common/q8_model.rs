@@ -42,14 +42,24 @@ fn f32s(t: &TensorView<'_>) -> Vec<f32> {
 }
 
 /// `rows` rows of an `(.., k)` matrix from row 0 replaced by `d·q` when k is a multiple of
-/// 32 (what the loader quantizes), the rest kept.
-fn dequantized(w: &[f32], rows: usize, k: usize) -> Vec<f32> {
+/// 32 (what the loader quantizes), the rest kept, or rounded to f16 where `half` (the
+/// float matrices of a q8 model loaded from f32 are f16).
+fn dequantized(w: &[f32], rows: usize, k: usize, half: bool) -> Vec<f32> {
     let mut out = w.to_vec();
+    let mut q = 0;
     if k.is_multiple_of(32) {
         let m = Q8Matrix::quantize(&w[..rows * k], rows, k).unwrap();
         out[..rows * k].copy_from_slice(&m.dequantize());
+        q = rows * k;
+    }
+    if half {
+        out[q..].iter_mut().for_each(|x| *x = f16_rounded(*x));
     }
     out
+}
+
+fn f16_rounded(x: f32) -> f32 {
+    half::f16::from_f32(x).to_f32()
 }
 
 /// The fixture's checkpoint with every projection the loader quantizes replaced by its
@@ -72,6 +82,7 @@ fn dequantized_checkpoint(dir: &std::path::Path) -> (Vec<u8>, Vec<u8>) {
         .get("tie_word_embeddings")
         .and_then(|v| v.as_bool())
         .unwrap_or(true);
+    let half = st.tensor(&embedding_name(&st)).unwrap().dtype() == Dtype::F32;
     let mut out: Vec<(String, Vec<usize>, Vec<f32>)> = Vec::new();
     for (name, t) in st.tensors() {
         let shape = t.shape().to_vec();
@@ -85,16 +96,21 @@ fn dequantized_checkpoint(dir: &std::path::Path) -> (Vec<u8>, Vec<u8>) {
             } else {
                 shape[0] / 2
             };
-            v = dequantized(&v, 2 * e, k);
+            v = dequantized(&v, 2 * e, k, half);
         } else if name.ends_with("mixer.out_proj.weight") || name == "lm_head.weight" {
-            v = dequantized(&v, shape[0], k);
+            v = dequantized(&v, shape[0], k, half);
         }
         if name.ends_with("embeddings.weight") && tied {
+            // The head is quantized from the checkpoint's values, not the f16 table's.
             out.push((
                 "lm_head.weight".into(),
                 shape.clone(),
-                dequantized(&v, shape[0], hidden),
+                dequantized(&v, shape[0], hidden, false),
             ));
+        }
+        let float_matrix = ["embeddings.weight", "x_proj.weight", "dt_proj.weight"];
+        if half && float_matrix.iter().any(|m| name.ends_with(m)) {
+            v.iter_mut().for_each(|x| *x = f16_rounded(*x));
         }
         if name == "lm_head.weight" && tied {
             continue; // a saved copy of the tied table: replaced by the one above
@@ -122,6 +138,14 @@ fn dequantized_checkpoint(dir: &std::path::Path) -> (Vec<u8>, Vec<u8>) {
         .collect();
     let st = safetensors::serialize(views, None).unwrap();
     (untied.into_bytes(), st)
+}
+
+fn embedding_name(st: &SafeTensors<'_>) -> String {
+    st.names()
+        .into_iter()
+        .find(|n| n.ends_with("embeddings.weight"))
+        .expect("an embedding table")
+        .to_string()
 }
 
 fn greedy<B: Backend>(m: &MambaModel<B>, prompt: &[u32], steps: usize) -> Vec<u32> {
