@@ -8,7 +8,7 @@
 
 use super::Floats;
 use super::Precision;
-use super::causal_conv1d::causal_conv1d_update;
+use super::causal_conv1d::{causal_conv1d_update, causal_conv1d_update_lanes};
 use super::matmul::{GEMM_MIN_M, matmul};
 use super::rms_norm::rms_norm;
 use super::scan_lanes;
@@ -55,7 +55,7 @@ pub(crate) fn mixer_in(
     let bias = i.conv_b.filter(|_| p.has_conv_bias != 0);
     match precision {
         Precision::Exact => causal_conv1d_update::<f64>(&cp, &x, i.conv_w, bias, conv_state, xc),
-        Precision::Fast => causal_conv1d_update::<f32>(&cp, &x, i.conv_w, bias, conv_state, xc),
+        Precision::Fast => causal_conv1d_update_lanes(&cp, &x, i.conv_w, bias, conv_state, xc),
     }
 }
 

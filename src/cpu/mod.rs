@@ -346,7 +346,7 @@ impl Backend for CpuBackend {
         let (state, out) = (state.f32_mut()?, out.f32_mut()?);
         match self.precision {
             Precision::Exact => causal_conv1d::causal_conv1d_update::<f64>(p, x, w, b, state, out),
-            Precision::Fast => causal_conv1d::causal_conv1d_update::<f32>(p, x, w, b, state, out),
+            Precision::Fast => causal_conv1d::causal_conv1d_update_lanes(p, x, w, b, state, out),
         }
         Ok(())
     }

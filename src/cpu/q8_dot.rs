@@ -113,30 +113,24 @@ pub(crate) fn dot_rows_i8(
 ) {
     let (nb, nr) = (dx.len(), out.len());
     assert!(qx.len() == nb * Q8_BLOCK && q.len() == nr * nb * 8 && d.len() == nr * nb);
-    let runs = nr.div_ceil(ROWS);
-    for t in 0..runs {
-        let (idx, rows) = group(nr, runs, t);
-        let mut o = [0f32; ROWS];
-        match isa {
-            IntIsa::Portable => {
-                for (r, o) in o[..rows].iter_mut().enumerate() {
-                    let j = idx[r];
+    match isa {
+        IntIsa::Portable => {
+            let runs = nr.div_ceil(ROWS);
+            for t in 0..runs {
+                let (idx, rows) = group(nr, runs, t);
+                for &j in &idx[..rows] {
                     let (qr, dr) = (&q[j * nb * 8..(j + 1) * nb * 8], &d[j * nb..(j + 1) * nb]);
-                    *o = dot_i8_portable(qx, dx, qr, dr);
+                    out[j] = dot_i8_portable(qx, dx, qr, dr);
                 }
             }
-            // SAFETY: `IntIsa::for_isa` and `int_paths` give these only where the CPU has
-            // AVX2+FMA+F16C / AVX-512F+BW+VL+VNNI; the assert gives the kernels their
-            // lengths (per block 32 quants of x, one dx, and per row 8 words and a scale),
-            // and every idx[r] < nr.
-            #[cfg(target_arch = "x86_64")]
-            IntIsa::Avx2 => unsafe { x86::rows_i8_avx2(qx, dx, q, d, idx, &mut o) },
-            #[cfg(target_arch = "x86_64")]
-            IntIsa::Avx512Vnni => unsafe { x86::rows_i8_avx512vnni(qx, dx, q, d, idx, &mut o) },
         }
-        for r in 0..rows {
-            out[idx[r]] = o[r];
-        }
+        // SAFETY: `IntIsa::for_isa` and `int_paths` give these only where the CPU has
+        // AVX2+FMA+F16C / AVX-512F+BW+VL+VNNI; the assert gives the kernels their
+        // lengths (per block 32 quants of x, one dx, and per row 8 words and a scale).
+        #[cfg(target_arch = "x86_64")]
+        IntIsa::Avx2 => unsafe { x86::rows_i8_avx2(qx, dx, q, d, out) },
+        #[cfg(target_arch = "x86_64")]
+        IntIsa::Avx512Vnni => unsafe { x86::rows_i8_avx512vnni(qx, dx, q, d, out) },
     }
 }
 
@@ -259,14 +253,43 @@ mod x86 {
         )
     }
 
+    /// Every row of `q`/`d` dotted with `qx`/`dx` into `out`, four at a time in the
+    /// groups of [`super::group`] (the loop here rather than in `dot_rows_i8`, so that
+    /// it runs inside the kernel's features and the group kernel inlines into it).
+    ///
+    /// # Safety
+    /// The CPU has the features enabled below; `qx` holds `32·nb` quants (`nb = dx.len()`)
+    /// and `q`, `d` `out.len()` whole rows of `nb` blocks (what `dot_rows_i8` asserts).
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn rows_i8_avx2(
+        qx: &[i8],
+        dx: &[f32],
+        q: &[u32],
+        d: &[f16],
+        out: &mut [f32],
+    ) {
+        let nr = out.len();
+        let runs = nr.div_ceil(super::ROWS);
+        for t in 0..runs {
+            let (idx, rows) = super::group(nr, runs, t);
+            let mut o = [0f32; 4];
+            // SAFETY: the caller's contract, and every idx[r] < nr (`group`).
+            unsafe { group_i8_avx2(qx, dx, q, d, idx, &mut o) };
+            for r in 0..rows {
+                out[idx[r]] = o[r];
+            }
+        }
+    }
+
     /// Four rows `idx` of `q`/`d` dotted with `qx`/`dx` into `out` (see [`super::dot_rows_i8`]).
     ///
     /// # Safety
     /// The CPU has the features enabled below; `qx` holds `32·nb` quants (`nb = dx.len()`),
     /// `q` and `d` whole rows of `nb` blocks, and every `idx[r]` is one of those rows (what
     /// `dot_rows_i8` asserts and [`super::group`] gives).
+    #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
-    pub(super) unsafe fn rows_i8_avx2(
+    unsafe fn group_i8_avx2(
         qx: &[i8],
         dx: &[f32],
         q: &[u32],
@@ -328,14 +351,43 @@ mod x86 {
         }
     }
 
+    /// Every row of `q`/`d` dotted with `qx`/`dx` into `out`, four at a time in the
+    /// groups of [`super::group`] (the loop here rather than in `dot_rows_i8`, so that
+    /// it runs inside the kernel's features and the group kernel inlines into it).
+    ///
+    /// # Safety
+    /// The CPU has the features enabled below; `qx` holds `32·nb` quants (`nb = dx.len()`)
+    /// and `q`, `d` `out.len()` whole rows of `nb` blocks (what `dot_rows_i8` asserts).
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+    pub(super) unsafe fn rows_i8_avx512vnni(
+        qx: &[i8],
+        dx: &[f32],
+        q: &[u32],
+        d: &[f16],
+        out: &mut [f32],
+    ) {
+        let nr = out.len();
+        let runs = nr.div_ceil(super::ROWS);
+        for t in 0..runs {
+            let (idx, rows) = super::group(nr, runs, t);
+            let mut o = [0f32; 4];
+            // SAFETY: the caller's contract, and every idx[r] < nr (`group`).
+            unsafe { group_i8_avx512vnni(qx, dx, q, d, idx, &mut o) };
+            for r in 0..rows {
+                out[idx[r]] = o[r];
+            }
+        }
+    }
+
     /// Four rows `idx` of `q`/`d` dotted with `qx`/`dx` into `out` (see [`super::dot_rows_i8`]).
     ///
     /// # Safety
     /// The CPU has the features enabled below; `qx` holds `32·nb` quants (`nb = dx.len()`),
     /// `q` and `d` whole rows of `nb` blocks, and every `idx[r]` is one of those rows (what
     /// `dot_rows_i8` asserts and [`super::group`] gives).
+    #[inline]
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-    pub(super) unsafe fn rows_i8_avx512vnni(
+    unsafe fn group_i8_avx512vnni(
         qx: &[i8],
         dx: &[f32],
         q: &[u32],
