@@ -275,7 +275,9 @@ impl<'a> GgufFile<'a> {
         }
     }
 
-    /// An array key whose elements have value type `elem` (one of `elems`).
+    /// An array key whose elements have value type `elem` (one of `elems`). (Only the
+    /// tokenizer reads arrays.)
+    #[cfg(feature = "tokenizers")]
     pub(crate) fn array(
         &self,
         key: &'static str,
