@@ -253,33 +253,46 @@ mod x86 {
         )
     }
 
-    /// Every row of `q`/`d` dotted with `qx`/`dx` into `out`, four at a time in the
-    /// groups of [`super::group`] (the loop here rather than in `dot_rows_i8`, so that
-    /// it runs inside the kernel's features and the group kernel inlines into it).
-    ///
-    /// # Safety
-    /// The CPU has the features enabled below; `qx` holds `32·nb` quants (`nb = dx.len()`)
-    /// and `q`, `d` `out.len()` whole rows of `nb` blocks (what `dot_rows_i8` asserts).
-    #[target_feature(enable = "avx2,fma,f16c")]
-    pub(super) unsafe fn rows_i8_avx2(
-        qx: &[i8],
-        dx: &[f32],
-        q: &[u32],
-        d: &[f16],
-        out: &mut [f32],
-    ) {
-        let nr = out.len();
-        let runs = nr.div_ceil(super::ROWS);
-        for t in 0..runs {
-            let (idx, rows) = super::group(nr, runs, t);
-            let mut o = [0f32; 4];
-            // SAFETY: the caller's contract, and every idx[r] < nr (`group`).
-            unsafe { group_i8_avx2(qx, dx, q, d, idx, &mut o) };
-            for r in 0..rows {
-                out[idx[r]] = o[r];
+    /// The row loops of the group kernels, one per feature set: every row of `q`/`d`
+    /// dotted with `qx`/`dx` into `out`, four at a time in the groups of
+    /// [`super::group`] (the loop here rather than in `dot_rows_i8`, so that it runs
+    /// inside the kernel's features and the group kernel inlines into it).
+    macro_rules! rows_for {
+        ($name:ident, $group:ident, $features:literal) => {
+            /// One row loop of `rows_for!` (above).
+            ///
+            /// # Safety
+            /// The CPU has the features enabled below; `qx` holds `32·nb` quants
+            /// (`nb = dx.len()`) and `q`, `d` `out.len()` whole rows of `nb` blocks (what
+            /// `dot_rows_i8` asserts).
+            #[target_feature(enable = $features)]
+            pub(super) unsafe fn $name(
+                qx: &[i8],
+                dx: &[f32],
+                q: &[u32],
+                d: &[f16],
+                out: &mut [f32],
+            ) {
+                let nr = out.len();
+                let runs = nr.div_ceil(super::ROWS);
+                for t in 0..runs {
+                    let (idx, rows) = super::group(nr, runs, t);
+                    let mut o = [0f32; 4];
+                    // SAFETY: the caller's contract, and every idx[r] < nr (`group`).
+                    unsafe { $group(qx, dx, q, d, idx, &mut o) };
+                    for r in 0..rows {
+                        out[idx[r]] = o[r];
+                    }
+                }
             }
-        }
+        };
     }
+    rows_for!(rows_i8_avx2, group_i8_avx2, "avx2,fma,f16c");
+    rows_for!(
+        rows_i8_avx512vnni,
+        group_i8_avx512vnni,
+        "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c"
+    );
 
     /// Four rows `idx` of `q`/`d` dotted with `qx`/`dx` into `out` (see [`super::dot_rows_i8`]).
     ///
@@ -348,34 +361,6 @@ mod x86 {
         }
         for (o, a) in out.iter_mut().zip(acc) {
             *o = hsum256(a);
-        }
-    }
-
-    /// Every row of `q`/`d` dotted with `qx`/`dx` into `out`, four at a time in the
-    /// groups of [`super::group`] (the loop here rather than in `dot_rows_i8`, so that
-    /// it runs inside the kernel's features and the group kernel inlines into it).
-    ///
-    /// # Safety
-    /// The CPU has the features enabled below; `qx` holds `32·nb` quants (`nb = dx.len()`)
-    /// and `q`, `d` `out.len()` whole rows of `nb` blocks (what `dot_rows_i8` asserts).
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-    pub(super) unsafe fn rows_i8_avx512vnni(
-        qx: &[i8],
-        dx: &[f32],
-        q: &[u32],
-        d: &[f16],
-        out: &mut [f32],
-    ) {
-        let nr = out.len();
-        let runs = nr.div_ceil(super::ROWS);
-        for t in 0..runs {
-            let (idx, rows) = super::group(nr, runs, t);
-            let mut o = [0f32; 4];
-            // SAFETY: the caller's contract, and every idx[r] < nr (`group`).
-            unsafe { group_i8_avx512vnni(qx, dx, q, d, idx, &mut o) };
-            for r in 0..rows {
-                out[idx[r]] = o[r];
-            }
         }
     }
 
